@@ -1,0 +1,676 @@
+/*
+ * config.c: table-driven configuration.
+ *
+ * One entry per key drives defaults, parsing, bounds, --check-config output
+ * and redaction.  The file syntax is the one Django projects use for .env
+ * (python-dotenv): KEY=VALUE, "export " allowed, # comments, single or
+ * double quotes, blank lines.  Keys the daemon does not know are ignored so
+ * the site's own .env can be shared, except unknown OTPD_* keys, which are
+ * almost always typos and are refused.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <sodium.h>
+
+#include "config.h"
+#include "job.h"
+#include "log.h"
+
+enum config_type { CT_STR, CT_INT, CT_HEXKEY, CT_REDIS_URL, CT_PHONE, CT_LOGLEVEL, CT_URL };
+
+#define CF_SECRET 0x1 /* never printed */
+#define CF_NAME   0x2 /* a name: [A-Za-z0-9_.:{}-]+ */
+
+struct config_entry {
+    const char *key;
+    enum config_type type;
+    size_t offset;
+    const char *def;
+    long min, max;
+    int flags;
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct config, f)
+
+static const struct config_entry config_table[] = {
+    {"REDIS_URL", CT_REDIS_URL, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, 0,
+     "Redis to use: redis://[[user]:password@]host:port/db or unix:///path?db=N"},
+    {"OTPD_HASH_KEY", CT_HEXKEY, OFF(hash_key_hex), NULL, 0, 0, CF_SECRET,
+     "64 hex characters (32 bytes) shared with the web app; make one with otpd --gen-key"},
+    {"OTPD_PREFIX", CT_STR, OFF(prefix), "otpd:", 1, 64, CF_NAME, "prefix of every Redis key"},
+    {"OTPD_GROUP", CT_STR, OFF(group), "otpd", 1, 64, CF_NAME, "consumer group on the job stream"},
+    {"OTPD_CONSUMER", CT_STR, OFF(consumer), "", 0, 128, 0,
+     "consumer name, unique per instance (default host:pid)"},
+    {"OTPD_PROVIDER", CT_STR, OFF(provider), "console", 1, 32, 0,
+     "default provider: console (development), twilio or msg91"},
+    {"OTPD_OTP_TTL", CT_INT, OFF(otp_ttl), "300", 30, 3600, 0,
+     "default lifetime of a code in seconds; also the delivery deadline"},
+    {"OTPD_OTP_DIGITS", CT_INT, OFF(otp_digits), "6", 4, 10, 0, "default code length"},
+    {"OTPD_VERIFY_ATTEMPTS", CT_INT, OFF(verify_attempts), "5", 1, 20, 0,
+     "default wrong guesses allowed before a code is burned"},
+    {"OTPD_TEMPLATE", CT_STR, OFF(template),
+     "Your verification code is {code}. It expires in {minutes} minutes.", 1, 480, 0,
+     "default SMS text; must contain {code}, may contain {minutes}"},
+    {"OTPD_STATUS_TTL", CT_INT, OFF(status_ttl), "86400", 60, 30 * 86400, 0,
+     "seconds a job's status record is kept"},
+    {"OTPD_EVENTS_MAXLEN", CT_INT, OFF(events_maxlen), "100000", 100, 100000000, 0,
+     "approximate length the events stream is trimmed to"},
+    {"OTPD_MAX_INFLIGHT", CT_INT, OFF(max_inflight), "1000", 1, 100000, 0,
+     "jobs claimed and not yet finished, at most; no more are read when full"},
+    {"OTPD_BATCH", CT_INT, OFF(batch), "100", 1, 10000, 0, "entries read per XREADGROUP"},
+    {"OTPD_BLOCK_MS", CT_INT, OFF(block_ms), "5000", 100, 60000, 0,
+     "XREADGROUP BLOCK time; also the reader's liveness period"},
+    {"OTPD_SHUTDOWN_TIMEOUT_MS", CT_INT, OFF(shutdown_timeout_ms), "10000", 0, 600000, 0,
+     "on SIGTERM, how long in-flight jobs may take to finish"},
+    {"OTPD_LOG_LEVEL", CT_LOGLEVEL, OFF(log_level), "info", 0, 0, 0,
+     "error, warning, notice, info or debug"},
+    {"OTPD_CA_FILE", CT_STR, OFF(ca_file), "", 0, 4096, 0,
+     "CA bundle for provider TLS (default: the system bundle); verification is always on"},
+    {"OTPD_HTTP_CONNECT_TIMEOUT_MS", CT_INT, OFF(http_connect_timeout_ms), "5000", 100, 60000,
+     0, "provider connect (TCP+TLS) timeout"},
+    {"OTPD_HTTP_TIMEOUT_MS", CT_INT, OFF(http_timeout_ms), "15000", 500, 120000, 0,
+     "provider request total timeout"},
+    {"OTPD_HTTP_MAX_CONNS", CT_INT, OFF(http_max_conns), "20", 1, 1000, 0,
+     "connections per provider host, at most"},
+    {"TWILIO_ACCOUNT_SID", CT_STR, OFF(twilio_account_sid), "", 0, 64, 0,
+     "Twilio Account SID (AC...)"},
+    {"TWILIO_AUTH_TOKEN", CT_STR, OFF(twilio_auth_token), "", 0, 128, CF_SECRET,
+     "Twilio Auth Token"},
+    {"TWILIO_PHONE_NUMBER", CT_PHONE, OFF(twilio_phone_number), "", 0, 0, 0,
+     "Twilio sender number, E.164"},
+    {"TWILIO_MESSAGING_SERVICE_SID", CT_STR, OFF(twilio_messaging_service_sid), "", 0, 64, 0,
+     "Twilio Messaging Service (MG...); preferred over TWILIO_PHONE_NUMBER"},
+    {"TWILIO_STATUS_CALLBACK", CT_URL, OFF(twilio_status_callback), "", 0, 0, 0,
+     "public URL Twilio posts delivery status to (optional)"},
+    {"TWILIO_API_BASE", CT_URL, OFF(twilio_api_base), "https://api.twilio.com", 0, 0, 0,
+     "Twilio API base URL (tests and staging point it at a mock)"},
+    {"MSG91_AUTH_KEY", CT_STR, OFF(msg91_auth_key), "", 0, 128, CF_SECRET, "MSG91 auth key"},
+    {"MSG91_SENDER_ID", CT_STR, OFF(msg91_sender_id), "", 0, 16, 0, "MSG91 DLT sender ID"},
+    {"MSG91_TEMPLATE_ID", CT_STR, OFF(msg91_template_id), "", 0, 64, 0,
+     "MSG91 flow template ID (DLT-approved)"},
+    {"MSG91_API_BASE", CT_URL, OFF(msg91_api_base), "https://control.msg91.com", 0, 0, 0,
+     "MSG91 API base URL"},
+};
+
+#define CONFIG_NENTRIES (sizeof(config_table) / sizeof(config_table[0]))
+
+static const struct config_entry *
+config_lookup(const char *key)
+{
+    for (size_t i = 0; i < CONFIG_NENTRIES; i++)
+        if (strcmp(config_table[i].key, key) == 0)
+            return &config_table[i];
+    return NULL;
+}
+
+static char **
+config_str_slot(struct config *cfg, const struct config_entry *e)
+{
+    return (char **)((char *)cfg + e->offset);
+}
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int
+parse_int(const char *s, long min, long max, long *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int
+valid_name(const char *s)
+{
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("_.:{}-", *s))
+            return 0;
+    return 1;
+}
+
+static int
+valid_http_url(const char *s, char *why, size_t whylen)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL;
+    int ok = 0;
+
+    if (u == NULL)
+        return 0;
+    if (curl_url_set(u, CURLUPART_URL, s, 0) != CURLUE_OK) {
+        seterr(why, whylen, "not a URL");
+    } else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+               strcmp(scheme, "https") != 0) {
+        seterr(why, whylen, "must be an https:// URL");
+    } else {
+        ok = 1;
+    }
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return ok;
+}
+
+int
+config_set(struct config *cfg, const char *key, const char *value, char *err, size_t errlen)
+{
+    const struct config_entry *e = config_lookup(key);
+    char why[128] = "";
+    long v;
+
+    if (e == NULL) {
+        seterr(err, errlen, "%s: unknown key", key);
+        return -1;
+    }
+    switch (e->type) {
+    case CT_INT:
+        if (parse_int(value, e->min, e->max, &v) < 0) {
+            seterr(err, errlen, "%s: must be an integer from %ld to %ld, got \"%s\"", key, e->min,
+                   e->max, value);
+            return -1;
+        }
+        *(int *)((char *)cfg + e->offset) = (int)v;
+        return 0;
+    case CT_STR:
+        if (e->max && (long)strlen(value) > e->max) {
+            seterr(err, errlen, "%s: longer than %ld characters", key, e->max);
+            return -1;
+        }
+        if (e->min && (long)strlen(value) < e->min) {
+            seterr(err, errlen, "%s: must not be empty", key);
+            return -1;
+        }
+        if ((e->flags & CF_NAME) && !valid_name(value)) {
+            seterr(err, errlen, "%s: only letters, digits and _.:{}- are allowed", key);
+            return -1;
+        }
+        break;
+    case CT_HEXKEY:
+        if (strlen(value) != 64 || sodium_hex2bin(cfg->hash_key, sizeof(cfg->hash_key), value, 64,
+                                                  NULL, NULL, NULL) != 0) {
+            seterr(err, errlen, "%s: must be 64 hex characters (32 bytes); make one with "
+                   "otpd --gen-key", key);
+            return -1;
+        }
+        break;
+    case CT_REDIS_URL: {
+        struct redis_addr a;
+        if (config_parse_redis_url(value, &a, why, sizeof(why)) < 0) {
+            seterr(err, errlen, "%s: %s", key, why);
+            return -1;
+        }
+        config_redis_addr_free(&cfg->redis);
+        cfg->redis = a;
+        break;
+    }
+    case CT_PHONE:
+        if (*value && !job_phone_valid(value)) {
+            seterr(err, errlen, "%s: \"%s\" is not an E.164 number (+ then 7 to 15 digits, e.g. "
+                   "+14155552671)", key, value);
+            return -1;
+        }
+        break;
+    case CT_LOGLEVEL:
+        if (log_level_parse(value) < 0) {
+            seterr(err, errlen, "%s: must be error, warning, notice, info or debug", key);
+            return -1;
+        }
+        break;
+    case CT_URL:
+        if (*value && !valid_http_url(value, why, sizeof(why))) {
+            seterr(err, errlen, "%s: %s", key, why);
+            return -1;
+        }
+        break;
+    }
+    char **slot = config_str_slot(cfg, e);
+    char *copy = strdup(value);
+    if (copy == NULL) {
+        seterr(err, errlen, "%s: out of memory", key);
+        return -1;
+    }
+    if (*slot && (e->flags & CF_SECRET))
+        sodium_memzero(*slot, strlen(*slot));
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+void
+config_init(struct config *cfg)
+{
+    char err[256];
+
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < CONFIG_NENTRIES; i++) {
+        const struct config_entry *e = &config_table[i];
+        if (e->def != NULL && config_set(cfg, e->key, e->def, err, sizeof(err)) < 0)
+            fatalx("config: built-in default: %s", err);
+    }
+}
+
+void
+config_free(struct config *cfg)
+{
+    for (size_t i = 0; i < CONFIG_NENTRIES; i++) {
+        const struct config_entry *e = &config_table[i];
+        if (e->type == CT_INT)
+            continue;
+        char **slot = config_str_slot(cfg, e);
+        if (*slot && (e->flags & CF_SECRET))
+            sodium_memzero(*slot, strlen(*slot));
+        free(*slot);
+        *slot = NULL;
+    }
+    config_redis_addr_free(&cfg->redis);
+    sodium_memzero(cfg->hash_key, sizeof(cfg->hash_key));
+}
+
+/*
+ * Value syntax, as python-dotenv reads it: 'single' is literal, "double"
+ * knows \n \t \" \\ escapes, unquoted ends at " #" and is trimmed.
+ */
+static int
+config_unquote(char *v, char *why, size_t whylen)
+{
+    size_t n = strlen(v);
+
+    if (n > 0 && (v[0] == '"' || v[0] == '\'')) {
+        char q = v[0];
+        char *r = v + 1, *w = v;
+        for (; *r && *r != q; r++) {
+            if (q == '"' && *r == '\\' && r[1]) {
+                r++;
+                *w++ = *r == 'n' ? '\n' : *r == 't' ? '\t' : *r;
+            } else {
+                *w++ = *r;
+            }
+        }
+        if (*r != q) {
+            seterr(why, whylen, "unterminated quote");
+            return -1;
+        }
+        *w = '\0';
+        for (r++; *r == ' ' || *r == '\t'; r++)
+            ;
+        if (*r && *r != '#') {
+            seterr(why, whylen, "text after the closing quote");
+            return -1;
+        }
+        return 0;
+    }
+    char *hash = v;
+    while ((hash = strchr(hash, '#')) != NULL) {
+        if (hash == v || hash[-1] == ' ' || hash[-1] == '\t') {
+            *hash = '\0';
+            break;
+        }
+        hash++;
+    }
+    n = strlen(v);
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        v[--n] = '\0';
+    return 0;
+}
+
+static char *
+trim_left(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    return s;
+}
+
+static int
+config_parse_line(struct config *cfg, char *line, char *why, size_t whylen)
+{
+    char *p = trim_left(line), *eq, *key, *val;
+    size_t n;
+
+    if (*p == '\0' || *p == '#')
+        return 0;
+    if (strncmp(p, "export ", 7) == 0)
+        p = trim_left(p + 7);
+    eq = strchr(p, '=');
+    if (eq == NULL) {
+        seterr(why, whylen, "expected KEY=VALUE");
+        return -1;
+    }
+    *eq = '\0';
+    key = p;
+    n = strlen(key);
+    while (n > 0 && (key[n - 1] == ' ' || key[n - 1] == '\t'))
+        key[--n] = '\0';
+    val = trim_left(eq + 1);
+    if (config_unquote(val, why, whylen) < 0)
+        return -1;
+    if (config_lookup(key) == NULL) {
+        if (strncmp(key, "OTPD_", 5) == 0) {
+            seterr(why, whylen, "unknown key %s (misspelt?)", key);
+            return -1;
+        }
+        return 0; /* the web app's own settings */
+    }
+    return config_set(cfg, key, val, why, whylen);
+}
+
+int
+config_parse_text(struct config *cfg, const char *text, const char *name, char *err,
+                  size_t errlen)
+{
+    const char *p = text;
+    int lineno = 0;
+
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        char *line = strndup(p, len), why[256] = "";
+        int rc;
+
+        lineno++;
+        if (line == NULL) {
+            seterr(err, errlen, "%s: out of memory", name);
+            return -1;
+        }
+        if (len > 0 && line[len - 1] == '\r')
+            line[len - 1] = '\0';
+        rc = config_parse_line(cfg, line, why, sizeof(why));
+        sodium_memzero(line, len);
+        free(line);
+        if (rc < 0) {
+            seterr(err, errlen, "%s:%d: %s", name, lineno, why);
+            return -1;
+        }
+        p += len;
+        if (*p == '\n')
+            p++;
+    }
+    return 0;
+}
+
+int
+config_read_file(struct config *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = NULL;
+    size_t cap = 0, len = 0;
+    int rc = -1;
+
+    if (f == NULL) {
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            char *nb = realloc(buf, cap = cap ? cap * 2 : 8192);
+            if (nb == NULL) {
+                seterr(err, errlen, "%s: out of memory", path);
+                goto out;
+            }
+            buf = nb;
+        }
+        size_t n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0)
+            break;
+        if (len > 1024 * 1024) {
+            seterr(err, errlen, "%s: larger than 1 MiB", path);
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        seterr(err, errlen, "%s: read error", path);
+        goto out;
+    }
+    buf[len] = '\0';
+    rc = config_parse_text(cfg, buf, path, err, errlen);
+out:
+    if (buf) {
+        sodium_memzero(buf, len);
+        free(buf);
+    }
+    fclose(f);
+    return rc;
+}
+
+int
+config_read_env(struct config *cfg, config_env_fn *getenv_fn, char *err, size_t errlen)
+{
+    char why[256];
+
+    for (size_t i = 0; i < CONFIG_NENTRIES; i++) {
+        const char *v = getenv_fn(config_table[i].key);
+        if (v == NULL)
+            continue;
+        if (config_set(cfg, config_table[i].key, v, why, sizeof(why)) < 0) {
+            seterr(err, errlen, "environment: %s", why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+config_finish(struct config *cfg, char *err, size_t errlen)
+{
+    if (cfg->hash_key_hex == NULL || *cfg->hash_key_hex == '\0') {
+        seterr(err, errlen, "OTPD_HASH_KEY: not set; it must be 64 hex characters shared with "
+               "the web app (make one with otpd --gen-key)");
+        return -1;
+    }
+    if (strcmp(cfg->provider, "console") != 0 && strcmp(cfg->provider, "twilio") != 0 &&
+        strcmp(cfg->provider, "msg91") != 0) {
+        seterr(err, errlen, "OTPD_PROVIDER: \"%s\" is not one of console, twilio, msg91",
+               cfg->provider);
+        return -1;
+    }
+    if (strstr(cfg->template, "{code}") == NULL) {
+        seterr(err, errlen, "OTPD_TEMPLATE: must contain {code}");
+        return -1;
+    }
+    if (strcmp(cfg->provider, "twilio") == 0) {
+        if (!*cfg->twilio_account_sid || !*cfg->twilio_auth_token) {
+            seterr(err, errlen, "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: required when "
+                   "OTPD_PROVIDER=twilio");
+            return -1;
+        }
+        if (!*cfg->twilio_phone_number && !*cfg->twilio_messaging_service_sid) {
+            seterr(err, errlen, "TWILIO_PHONE_NUMBER: required when OTPD_PROVIDER=twilio (or "
+                   "set TWILIO_MESSAGING_SERVICE_SID)");
+            return -1;
+        }
+    }
+    if (strcmp(cfg->provider, "msg91") == 0 &&
+        (!*cfg->msg91_auth_key || !*cfg->msg91_template_id)) {
+        seterr(err, errlen, "MSG91_AUTH_KEY and MSG91_TEMPLATE_ID: required when "
+               "OTPD_PROVIDER=msg91");
+        return -1;
+    }
+    if (*cfg->consumer == '\0') {
+        char host[256] = "otpd", name[300];
+        gethostname(host, sizeof(host) - 1);
+        snprintf(name, sizeof(name), "%s:%ld", host, (long)getpid());
+        free(cfg->consumer);
+        if ((cfg->consumer = strdup(name)) == NULL) {
+            seterr(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+config_load(struct config *cfg, const char *path, config_env_fn *getenv_fn, char *err,
+            size_t errlen)
+{
+    if (path && config_read_file(cfg, path, err, errlen) < 0)
+        return -1;
+    if (config_read_env(cfg, getenv_fn, err, errlen) < 0)
+        return -1;
+    return config_finish(cfg, err, errlen);
+}
+
+void
+config_print(const struct config *cfg, FILE *out)
+{
+    for (size_t i = 0; i < CONFIG_NENTRIES; i++) {
+        const struct config_entry *e = &config_table[i];
+        if (e->type == CT_INT) {
+            fprintf(out, "%s=%d\n", e->key, *(const int *)((const char *)cfg + e->offset));
+            continue;
+        }
+        const char *v = *(char *const *)((const char *)cfg + e->offset);
+        if (e->type == CT_REDIS_URL) {
+            char buf[1024];
+            v = config_redis_url_redacted(cfg, buf, sizeof(buf));
+            fprintf(out, "%s=%s\n", e->key, v);
+        } else if (e->flags & CF_SECRET) {
+            fprintf(out, "%s=%s\n", e->key, v && *v ? "(set, redacted)" : "(not set)");
+        } else {
+            fprintf(out, "%s=\"%s\"\n", e->key, v ? v : "");
+        }
+    }
+}
+
+void
+config_redis_addr_free(struct redis_addr *a)
+{
+    free(a->host);
+    free(a->path);
+    if (a->password)
+        sodium_memzero(a->password, strlen(a->password));
+    free(a->password);
+    free(a->username);
+    memset(a, 0, sizeof(*a));
+}
+
+static char *
+url_part(CURLU *u, CURLUPart part)
+{
+    char *v = NULL, *copy;
+
+    if (curl_url_get(u, part, &v, CURLU_URLDECODE) != CURLUE_OK)
+        return NULL;
+    copy = strdup(v);
+    curl_free(v);
+    return copy;
+}
+
+/*
+ * redis://[[user]:password@]host[:port][/db] and unix:///path[?db=N].
+ * curl_url does the URL grammar (and percent-decoding of the password).
+ */
+int
+config_parse_redis_url(const char *url, struct redis_addr *a, char *err, size_t errlen)
+{
+    CURLU *u;
+    char *scheme = NULL, *port = NULL, *path = NULL, *query = NULL;
+    long v;
+    int rc = -1;
+
+    memset(a, 0, sizeof(*a));
+    a->port = 6379;
+    if ((u = curl_url()) == NULL) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+        seterr(err, errlen, "\"%s\" is not a URL (redis://host:port/db or unix:///path)", url);
+        goto out;
+    }
+    scheme = url_part(u, CURLUPART_SCHEME);
+    path = url_part(u, CURLUPART_PATH);
+    query = url_part(u, CURLUPART_QUERY);
+    a->password = url_part(u, CURLUPART_PASSWORD);
+    a->username = url_part(u, CURLUPART_USER);
+    if (a->username && *a->username == '\0') {
+        free(a->username);
+        a->username = NULL;
+    }
+    if (scheme && strcmp(scheme, "unix") == 0) {
+        if (path == NULL || path[0] != '/' || path[1] == '\0') {
+            seterr(err, errlen, "unix:// URL needs an absolute socket path");
+            goto out;
+        }
+        a->path = path;
+        path = NULL;
+        if (query && strncmp(query, "db=", 3) == 0) {
+            if (parse_int(query + 3, 0, 1000000, &v) < 0) {
+                seterr(err, errlen, "bad db number in \"%s\"", query);
+                goto out;
+            }
+            a->db = (int)v;
+        }
+    } else if (scheme && strcmp(scheme, "redis") == 0) {
+        a->host = url_part(u, CURLUPART_HOST);
+        if (a->host == NULL || *a->host == '\0') {
+            seterr(err, errlen, "redis:// URL needs a host");
+            goto out;
+        }
+        if ((port = url_part(u, CURLUPART_PORT)) != NULL) {
+            if (parse_int(port, 1, 65535, &v) < 0) {
+                seterr(err, errlen, "bad port \"%s\"", port);
+                goto out;
+            }
+            a->port = (int)v;
+        }
+        if (path && strcmp(path, "/") != 0) {
+            if (parse_int(path + 1, 0, 1000000, &v) < 0) {
+                seterr(err, errlen, "bad db number \"%s\" (expected /0, /1, ...)", path + 1);
+                goto out;
+            }
+            a->db = (int)v;
+        }
+    } else {
+        seterr(err, errlen, "scheme must be redis:// or unix:// (rediss:// TLS is not supported "
+               "by this build)");
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc < 0)
+        config_redis_addr_free(a);
+    free(scheme);
+    free(port);
+    free(path);
+    free(query);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+const char *
+config_redis_url_redacted(const struct config *cfg, char *buf, size_t len)
+{
+    const struct redis_addr *a = &cfg->redis;
+    const char *auth = a->password ? (a->username ? "user:***@" : ":***@") : "";
+
+    if (a->path)
+        snprintf(buf, len, "unix://%s%s?db=%d", a->password ? ":***@" : "", a->path, a->db);
+    else
+        snprintf(buf, len, "redis://%s%s:%d/%d", auth, a->host, a->port, a->db);
+    return buf;
+}

@@ -1,0 +1,557 @@
+/*
+ * dispatch.c: one struct delivery per claimed entry, moved through its
+ * steps by dlv_run():
+ *
+ *   REJECT_STATUS -> DEAD_LETTER -> done           (bad input)
+ *   BEGIN -> SEND -> RESULT -> ACK -> done         (a good job)
+ *   RESULT -> ACK -> done                          (expired before sending)
+ *
+ * A step that needs Redis and cannot get it (connection down, error reply)
+ * parks the delivery; the tick or the writer's return runs the step again.
+ * Every Redis step is safe to repeat.  The entry is acknowledged only after
+ * the job's final status is written.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "dispatch.h"
+#include "job.h"
+#include "log.h"
+#include "otp.h"
+
+enum dlv_step {
+    STEP_REJECT_STATUS,
+    STEP_DEAD_LETTER,
+    STEP_BEGIN,
+    STEP_SEND,
+    STEP_RESULT,
+    STEP_ACK,
+    STEP_DONE,
+};
+
+struct delivery {
+    struct delivery *prev, *next;
+    struct dispatch *d;
+    char stream_id[STREAM_ID_MAX + 1];
+    struct job job;
+    enum dlv_step step;
+    int parked;
+    int busy; /* a Redis or provider call is outstanding */
+    uint64_t claimed_at;
+    /* rejects */
+    char *payload;
+    size_t len;
+    char reason[REASON_MAX];
+    /* sending */
+    struct provider *provider;
+    struct provider_call *call;
+    int attempts;
+    char code[OTP_DIGITS_MAX + 1];
+    char body[OTP_BODY_MAX];
+    /* the outcome to record */
+    enum job_status final;
+    struct send_result result;
+    int delete_otp;
+    int64_t sent_ms;
+};
+
+struct dispatch {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    struct store *store;
+    struct queue *queue;
+    struct provider_set *providers;
+    struct delivery *head;
+    int inflight;
+    int draining;
+    uv_timer_t tick;
+    uv_timer_t drain_timer;
+    dispatch_drained_cb *drained_cb;
+    void *drained_arg;
+    struct dispatch_stats stats;
+};
+
+static void dlv_run(struct delivery *dlv);
+
+static const char *const step_names[] = {
+    "reject_status", "dead_letter", "begin", "send", "result", "ack", "done",
+};
+
+static void
+dispatch_update_room(struct dispatch *d)
+{
+    if (d->queue && !d->draining)
+        queue_set_room(d->queue, d->cfg->max_inflight - d->inflight);
+}
+
+static void
+dispatch_check_drained(struct dispatch *d)
+{
+    if (d->draining && d->inflight == 0 && d->drained_cb) {
+        dispatch_drained_cb *cb = d->drained_cb;
+        d->drained_cb = NULL;
+        uv_timer_stop(&d->drain_timer);
+        cb(d->drained_arg, 0);
+    }
+}
+
+static void
+dlv_free(struct delivery *dlv)
+{
+    struct dispatch *d = dlv->d;
+
+    if (dlv->prev)
+        dlv->prev->next = dlv->next;
+    else
+        d->head = dlv->next;
+    if (dlv->next)
+        dlv->next->prev = dlv->prev;
+    d->inflight--;
+    job_clear(&dlv->job);
+    free(dlv->payload);
+    sodium_memzero(dlv->code, sizeof(dlv->code));
+    sodium_memzero(dlv->body, sizeof(dlv->body));
+    free(dlv);
+}
+
+static void
+dlv_finish(struct delivery *dlv)
+{
+    struct dispatch *d = dlv->d;
+
+    dlv_free(dlv);
+    dispatch_update_room(d);
+    dispatch_check_drained(d);
+}
+
+static void
+dlv_park(struct delivery *dlv, const char *why)
+{
+    /* One line per step that stalls; the outage itself is logged by rconn. */
+    if (!dlv->parked)
+        log_warnx("job %s: %s step waits for Redis: %s", dlv->job.id, step_names[dlv->step],
+                  why);
+    dlv->parked = 1;
+    dlv->busy = 0;
+}
+
+static void
+dlv_advance(struct delivery *dlv, enum dlv_step next)
+{
+    dlv->busy = 0;
+    dlv->parked = 0;
+    dlv->step = next;
+    dlv_run(dlv);
+}
+
+/* --- Redis step callbacks -------------------------------------------- */
+
+static void
+dlv_store_done(void *arg, int ok, const char *err)
+{
+    struct delivery *dlv = arg;
+
+    if (ok < 0) {
+        dlv_park(dlv, err);
+        return;
+    }
+    switch (dlv->step) {
+    case STEP_REJECT_STATUS:
+        dlv_advance(dlv, STEP_DEAD_LETTER);
+        break;
+    case STEP_BEGIN:
+        if (ok == 1) {
+            /* A newer code for this number exists: sending ours would only confuse. */
+            dlv->final = JOB_FAILED;
+            snprintf(dlv->result.error, sizeof(dlv->result.error),
+                     "superseded: a newer code for this number and purpose was already issued");
+            dlv_advance(dlv, STEP_RESULT);
+        } else {
+            dlv_advance(dlv, STEP_SEND);
+        }
+        break;
+    case STEP_RESULT:
+        dlv_advance(dlv, STEP_ACK);
+        break;
+    default:
+        break;
+    }
+}
+
+static void
+dlv_queue_done(void *arg, int ok, const char *err)
+{
+    struct delivery *dlv = arg;
+
+    if (ok < 0) {
+        dlv_park(dlv, err);
+        return;
+    }
+    dlv->busy = 0;
+    dlv->step = STEP_DONE;
+    dlv_finish(dlv);
+}
+
+/* --- sending -------------------------------------------------------- */
+
+static void
+dlv_log_outcome(struct delivery *dlv)
+{
+    char masked[LOG_MASK_MAX];
+    uint64_t ms = uv_now(dlv->d->loop) - dlv->claimed_at;
+
+    log_mask_phone(dlv->job.to, masked, sizeof(masked));
+    if (dlv->final == JOB_SENT)
+        log_info("job %s: sent to %s via %s (ref %s) in %llu ms", dlv->job.id, masked,
+                 provider_name(dlv->provider), dlv->result.ref, (unsigned long long)ms);
+    else
+        log_notice("job %s: %s for %s%s%s: %s", dlv->job.id, job_status_name(dlv->final),
+                   masked, dlv->result.error_code[0] ? " code " : "", dlv->result.error_code,
+                   dlv->result.error);
+}
+
+static void
+dlv_send_done(void *arg, const struct send_result *res)
+{
+    struct delivery *dlv = arg;
+
+    dlv->call = NULL;
+    dlv->result = *res;
+    sodium_memzero(dlv->code, sizeof(dlv->code));
+    sodium_memzero(dlv->body, sizeof(dlv->body));
+    switch (res->outcome) {
+    case SEND_OK:
+        dlv->final = JOB_SENT;
+        dlv->sent_ms = otpd_now_ms();
+        dlv->d->stats.sent++;
+        break;
+    default:
+        dlv->final = JOB_FAILED;
+        dlv->delete_otp = 1;
+        dlv->d->stats.failed++;
+        break;
+    }
+    dlv_log_outcome(dlv);
+    dlv_advance(dlv, STEP_RESULT);
+}
+
+static void
+dlv_expire(struct delivery *dlv, int delete_otp)
+{
+    dlv->final = JOB_EXPIRED;
+    dlv->delete_otp = delete_otp;
+    snprintf(dlv->result.error, sizeof(dlv->result.error),
+             "the code's lifetime ended before it could be sent");
+    dlv->d->stats.expired++;
+    dlv_log_outcome(dlv);
+    dlv_advance(dlv, STEP_RESULT);
+}
+
+static void
+dlv_send(struct delivery *dlv)
+{
+    struct send_request req;
+
+    if (otpd_now_ms() >= dlv->job.expires_ms) {
+        dlv_expire(dlv, 1);
+        return;
+    }
+    dlv->attempts++;
+    req.job = &dlv->job;
+    req.body = dlv->body;
+    req.deadline_ms = dlv->job.expires_ms;
+    req.attempt = dlv->attempts;
+    dlv->busy = 1;
+    dlv->call = dlv->provider->ops->send(dlv->provider, &req, dlv_send_done, dlv);
+    if (dlv->call == NULL) {
+        dlv->busy = 0;
+        dlv->final = JOB_FAILED;
+        dlv->delete_otp = 1;
+        snprintf(dlv->result.error, sizeof(dlv->result.error), "provider %s refused the request",
+                 provider_name(dlv->provider));
+        dlv_advance(dlv, STEP_RESULT);
+    }
+}
+
+/* Code, hash and text are made at claim time; only the hash leaves memory. */
+static int
+dlv_prepare(struct delivery *dlv)
+{
+    const struct config *cfg = dlv->d->cfg;
+    const char *tmpl = dlv->job.message ? dlv->job.message : cfg->template;
+    char err[128];
+
+    otp_generate(dlv->code, dlv->job.digits);
+    if (otp_render(dlv->body, sizeof(dlv->body), tmpl, dlv->code, (dlv->job.ttl + 59) / 60, err,
+                   sizeof(err)) < 0) {
+        snprintf(dlv->reason, sizeof(dlv->reason), "message: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- the step machine ------------------------------------------------- */
+
+static int
+dlv_result_update(struct delivery *dlv)
+{
+    struct status_update u = {
+        .status = dlv->final,
+        .provider = dlv->provider ? provider_name(dlv->provider) : "",
+        .provider_ref = dlv->result.ref,
+        .error_code = dlv->result.error_code,
+        .error = dlv->result.error,
+        .attempts = dlv->attempts,
+        .sent_ms = dlv->sent_ms,
+        .delete_otp = dlv->delete_otp,
+    };
+    return store_status(dlv->d->store, &dlv->job, &u, dlv_store_done, dlv);
+}
+
+static void
+dlv_run(struct delivery *dlv)
+{
+    struct dispatch *d = dlv->d;
+    char mac[OTP_MAC_HEX + 1];
+    int rc = 0;
+
+    dlv->busy = 1;
+    switch (dlv->step) {
+    case STEP_REJECT_STATUS: {
+        struct status_update u = {.status = JOB_REJECTED, .error = dlv->reason};
+        if (dlv->job.id[0] == '\0') {
+            dlv_advance(dlv, STEP_DEAD_LETTER);
+            return;
+        }
+        rc = store_status(d->store, &dlv->job, &u, dlv_store_done, dlv);
+        break;
+    }
+    case STEP_DEAD_LETTER:
+        rc = queue_dead_letter(d->queue, dlv->stream_id, dlv->payload, dlv->len, dlv->reason,
+                               dlv_queue_done, dlv);
+        break;
+    case STEP_BEGIN:
+        if (otpd_now_ms() >= dlv->job.expires_ms) {
+            dlv_expire(dlv, 0);
+            return;
+        }
+        otp_mac(mac, d->cfg->hash_key, dlv->job.purpose, dlv->job.to, dlv->code);
+        rc = store_begin(d->store, &dlv->job, mac, dlv_store_done, dlv);
+        sodium_memzero(mac, sizeof(mac));
+        break;
+    case STEP_SEND:
+        dlv_send(dlv);
+        return;
+    case STEP_RESULT:
+        rc = dlv_result_update(dlv);
+        break;
+    case STEP_ACK:
+        rc = queue_ack(d->queue, dlv->stream_id, dlv_queue_done, dlv);
+        break;
+    case STEP_DONE:
+        return;
+    }
+    if (rc < 0)
+        dlv_park(dlv, "not connected");
+}
+
+/* --- intake ------------------------------------------------------------ */
+
+static struct delivery *
+dlv_new(struct dispatch *d, const struct queue_entry *e)
+{
+    struct delivery *dlv = calloc(1, sizeof(*dlv));
+
+    if (dlv == NULL)
+        return NULL;
+    dlv->d = d;
+    memcpy(dlv->stream_id, e->id, sizeof(dlv->stream_id));
+    dlv->claimed_at = uv_now(d->loop);
+    dlv->next = d->head;
+    if (d->head)
+        d->head->prev = dlv;
+    d->head = dlv;
+    d->inflight++;
+    d->stats.claimed++;
+    return dlv;
+}
+
+static void
+dlv_reject(struct delivery *dlv, const struct queue_entry *e)
+{
+    size_t keep = e->len < 4096 ? e->len : 4096;
+
+    /* The dead letter keeps the start of the payload, enough to debug. */
+    if (e->payload && (dlv->payload = malloc(keep + 1)) != NULL) {
+        memcpy(dlv->payload, e->payload, keep);
+        dlv->payload[keep] = '\0';
+        dlv->len = keep;
+    }
+    dlv->d->stats.rejected++;
+    log_notice("job %s: rejected (entry %s): %s", dlv->job.id[0] ? dlv->job.id : "-",
+               dlv->stream_id, dlv->reason);
+    dlv->step = STEP_REJECT_STATUS;
+}
+
+static void
+dispatch_take(struct dispatch *d, const struct queue_entry *e)
+{
+    struct job_defaults defs = {d->cfg->otp_ttl, d->cfg->otp_digits, d->cfg->verify_attempts};
+    struct delivery *dlv = dlv_new(d, e);
+    char err[200];
+
+    if (dlv == NULL) {
+        log_err("dispatch: out of memory; entry %s stays pending", e->id);
+        return;
+    }
+    if (job_parse(&dlv->job, e->payload, e->len, &defs, otpd_now_ms(), dlv->reason,
+                  sizeof(dlv->reason)) < 0) {
+        dlv_reject(dlv, e);
+    } else {
+        if (dlv->job.id[0] == '\0')
+            snprintf(dlv->job.id, sizeof(dlv->job.id), "%s", e->id);
+        if ((dlv->provider = provider_set_pick(d->providers, &dlv->job, err, sizeof(err))) ==
+            NULL) {
+            snprintf(dlv->reason, sizeof(dlv->reason), "field provider: %s", err);
+            dlv_reject(dlv, e);
+        } else if (dlv_prepare(dlv) < 0) {
+            dlv_reject(dlv, e);
+        } else {
+            dlv->step = STEP_BEGIN;
+        }
+    }
+    dlv_run(dlv);
+}
+
+void
+dispatch_batch(void *arg, const struct queue_entry *entries, size_t n)
+{
+    struct dispatch *d = arg;
+
+    for (size_t i = 0; i < n; i++)
+        dispatch_take(d, &entries[i]);
+    dispatch_update_room(d);
+}
+
+/* --- resuming, draining ------------------------------------------------ */
+
+static void
+dispatch_resume(struct dispatch *d)
+{
+    struct delivery *dlv, *next;
+
+    for (dlv = d->head; dlv; dlv = next) {
+        next = dlv->next;
+        if (dlv->parked && !dlv->busy)
+            dlv_run(dlv);
+    }
+}
+
+static void
+dispatch_tick(uv_timer_t *t)
+{
+    dispatch_resume(t->data);
+}
+
+void
+dispatch_writer_state(struct dispatch *d, int up)
+{
+    if (up)
+        dispatch_resume(d);
+}
+
+struct dispatch *
+dispatch_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
+             struct provider_set *providers)
+{
+    struct dispatch *d = calloc(1, sizeof(*d));
+
+    if (d == NULL)
+        return NULL;
+    d->loop = loop;
+    d->cfg = cfg;
+    d->store = st;
+    d->providers = providers;
+    uv_timer_init(loop, &d->tick);
+    uv_timer_init(loop, &d->drain_timer);
+    d->tick.data = d;
+    d->drain_timer.data = d;
+    uv_timer_start(&d->tick, dispatch_tick, 1000, 1000);
+    return d;
+}
+
+void
+dispatch_set_queue(struct dispatch *d, struct queue *q)
+{
+    d->queue = q;
+    dispatch_update_room(d);
+}
+
+int
+dispatch_inflight(const struct dispatch *d)
+{
+    return d->inflight;
+}
+
+const struct dispatch_stats *
+dispatch_stats(const struct dispatch *d)
+{
+    return &d->stats;
+}
+
+static void
+dispatch_drain_timeout(uv_timer_t *t)
+{
+    struct dispatch *d = t->data;
+    struct delivery *dlv;
+
+    /* What is left stays pending in the stream for a later reclaim. */
+    for (dlv = d->head; dlv; dlv = dlv->next) {
+        if (dlv->call) {
+            dlv->provider->ops->cancel(dlv->provider, dlv->call);
+            dlv->call = NULL;
+        }
+    }
+    if (d->drained_cb) {
+        dispatch_drained_cb *cb = d->drained_cb;
+        d->drained_cb = NULL;
+        cb(d->drained_arg, d->inflight);
+    }
+}
+
+void
+dispatch_drain(struct dispatch *d, int timeout_ms, dispatch_drained_cb *cb, void *arg)
+{
+    d->draining = 1;
+    d->drained_cb = cb;
+    d->drained_arg = arg;
+    uv_timer_start(&d->drain_timer, dispatch_drain_timeout, (uint64_t)timeout_ms, 0);
+    dispatch_check_drained(d);
+}
+
+void
+dispatch_abandon(struct dispatch *d)
+{
+    while (d->head)
+        dlv_free(d->head);
+}
+
+static void
+dispatch_closed(uv_handle_t *h)
+{
+    struct dispatch *d = h->data;
+
+    if (h == (uv_handle_t *)&d->drain_timer)
+        free(d);
+}
+
+void
+dispatch_free(struct dispatch *d)
+{
+    dispatch_abandon(d);
+    uv_close((uv_handle_t *)&d->tick, NULL);
+    uv_close((uv_handle_t *)&d->drain_timer, dispatch_closed);
+}

@@ -1,0 +1,258 @@
+/*
+ * job.c: job payload validation.  Every rule here is part of the contract
+ * in docs/protocol.md; each failure names the field so the dead letter
+ * tells the web app's developer what to fix.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "job.h"
+#include "otp.h"
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+int
+job_phone_valid(const char *s)
+{
+    size_t n;
+
+    /* ^\+[1-9][0-9]{6,14}$ */
+    if (s[0] != '+' || s[1] < '1' || s[1] > '9')
+        return 0;
+    for (n = 1; s[n]; n++)
+        if (s[n] < '0' || s[n] > '9')
+            return 0;
+    return n - 1 >= 7 && n - 1 <= 15;
+}
+
+int
+job_id_valid(const char *s)
+{
+    size_t n;
+
+    for (n = 0; s[n]; n++) {
+        char c = s[n];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '.' || c == ':' || c == '-'))
+            return 0;
+    }
+    return n >= 1 && n <= JOB_ID_MAX;
+}
+
+static int
+purpose_valid(const char *s)
+{
+    size_t n;
+
+    for (n = 0; s[n]; n++)
+        if (!((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= '0' && s[n] <= '9') || s[n] == '_'))
+            return 0;
+    return n >= 1 && n <= JOB_PURPOSE_MAX;
+}
+
+void
+job_clear(struct job *job)
+{
+    free(job->message);
+    memset(job, 0, sizeof(*job));
+}
+
+/* A JSON number that is an integer in [min, max]; absent leaves *out. */
+static int
+get_int(const cJSON *root, const char *name, long min, long max, long *out, char *err,
+        size_t errlen)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, name);
+    double d;
+
+    if (it == NULL)
+        return 0;
+    if (!cJSON_IsNumber(it)) {
+        seterr(err, errlen, "field %s: must be an integer", name);
+        return -1;
+    }
+    d = it->valuedouble;
+    if (d != (double)(long long)d || d < -9007199254740992.0 || d > 9007199254740992.0) {
+        seterr(err, errlen, "field %s: must be an integer", name);
+        return -1;
+    }
+    if (d < (double)min || d > (double)max) {
+        seterr(err, errlen, "field %s: %.0f is out of range %ld..%ld", name, d, min, max);
+        return -1;
+    }
+    *out = (long)d;
+    return 0;
+}
+
+/* A JSON string; absent leaves *out NULL. */
+static int
+get_str(const cJSON *root, const char *name, const char **out, char *err, size_t errlen)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, name);
+
+    *out = NULL;
+    if (it == NULL)
+        return 0;
+    if (!cJSON_IsString(it) || it->valuestring == NULL) {
+        seterr(err, errlen, "field %s: must be a string", name);
+        return -1;
+    }
+    *out = it->valuestring;
+    return 0;
+}
+
+static int
+job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, int64_t now_ms,
+         char *err, size_t errlen)
+{
+    const char *s;
+    long v;
+
+    if (get_str(root, "id", &s, err, errlen) < 0)
+        return -1;
+    if (s != NULL) {
+        if (!job_id_valid(s)) {
+            seterr(err, errlen, "field id: must be 1 to 64 of A-Z a-z 0-9 _ . : -");
+            return -1;
+        }
+        strcpy(job->id, s);
+    }
+    v = 1;
+    if (get_int(root, "v", 0, 1000000, &v, err, errlen) < 0)
+        return -1;
+    if (v != 1) {
+        seterr(err, errlen, "field v: unsupported contract version %ld (this daemon speaks 1)",
+               v);
+        return -1;
+    }
+    if (get_str(root, "to", &s, err, errlen) < 0)
+        return -1;
+    if (s == NULL || *s == '\0') {
+        seterr(err, errlen, "field to: missing (the recipient, E.164 like +14155552671)");
+        return -1;
+    }
+    if (!job_phone_valid(s)) {
+        seterr(err, errlen, "field to: not an E.164 number (+ then 7 to 15 digits, no spaces)");
+        return -1;
+    }
+    strcpy(job->to, s);
+    if (get_str(root, "purpose", &s, err, errlen) < 0)
+        return -1;
+    if (s != NULL && !purpose_valid(s)) {
+        seterr(err, errlen, "field purpose: must be 1 to 32 of a-z 0-9 _");
+        return -1;
+    }
+    strcpy(job->purpose, s ? s : "login");
+
+    v = defs->ttl;
+    if (get_int(root, "ttl", 30, 3600, &v, err, errlen) < 0)
+        return -1;
+    job->ttl = (int)v;
+    v = defs->digits;
+    if (get_int(root, "digits", 4, OTP_DIGITS_MAX, &v, err, errlen) < 0)
+        return -1;
+    job->digits = (int)v;
+    v = defs->max_attempts;
+    if (get_int(root, "max_attempts", 1, 20, &v, err, errlen) < 0)
+        return -1;
+    job->max_attempts = (int)v;
+
+    if (get_str(root, "provider", &s, err, errlen) < 0)
+        return -1;
+    if (s != NULL) {
+        if (strcmp(s, "twilio") != 0 && strcmp(s, "msg91") != 0 && strcmp(s, "console") != 0) {
+            seterr(err, errlen, "field provider: must be twilio, msg91 or console");
+            return -1;
+        }
+        strcpy(job->provider, s);
+    }
+
+    /* created_ms is the client's clock; a missing one means "now". */
+    long long created = now_ms;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "created_ms");
+    if (c != NULL) {
+        if (!cJSON_IsNumber(c) || c->valuedouble != (double)(long long)c->valuedouble ||
+            c->valuedouble < 0 || c->valuedouble > 1e15) {
+            seterr(err, errlen, "field created_ms: must be epoch milliseconds (an integer)");
+            return -1;
+        }
+        created = (long long)c->valuedouble;
+    }
+    job->created_ms = created;
+    job->expires_ms = created + (int64_t)job->ttl * 1000;
+
+    if (get_str(root, "message", &s, err, errlen) < 0)
+        return -1;
+    if (s != NULL) {
+        char why[128];
+        if (otp_template_check(s, job->digits, (job->ttl + 59) / 60, why, sizeof(why)) < 0) {
+            seterr(err, errlen, "field message: %s", why);
+            return -1;
+        }
+        if ((job->message = strdup(s)) == NULL) {
+            seterr(err, errlen, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int
+job_parse(struct job *job, const char *payload, size_t len, const struct job_defaults *defs,
+          int64_t now_ms, char *err, size_t errlen)
+{
+    cJSON *root;
+    int rc;
+
+    memset(job, 0, sizeof(*job));
+    if (payload == NULL) {
+        seterr(err, errlen, "entry has no \"job\" field");
+        return -1;
+    }
+    if (len > JOB_PAYLOAD_MAX) {
+        seterr(err, errlen, "payload is %zu bytes, over the %d byte limit", len,
+               JOB_PAYLOAD_MAX);
+        return -1;
+    }
+    root = cJSON_ParseWithLength(payload, len);
+    if (root == NULL) {
+        seterr(err, errlen, "payload is not valid JSON");
+        return -1;
+    }
+    if (!cJSON_IsObject(root)) {
+        seterr(err, errlen, "payload is JSON but not an object");
+        cJSON_Delete(root);
+        return -1;
+    }
+    rc = job_fill(job, root, defs, now_ms, err, errlen);
+    cJSON_Delete(root);
+    return rc;
+}
+
+const char *
+job_status_name(enum job_status st)
+{
+    static const char *names[] = {
+        [JOB_QUEUED] = "queued",           [JOB_SENDING] = "sending",
+        [JOB_RETRYING] = "retrying",       [JOB_SENT] = "sent",
+        [JOB_DELIVERED] = "delivered",     [JOB_UNDELIVERED] = "undelivered",
+        [JOB_FAILED] = "failed",           [JOB_EXPIRED] = "expired",
+        [JOB_REJECTED] = "rejected",       [JOB_RATE_LIMITED] = "rate_limited",
+        [JOB_DUPLICATE] = "duplicate",
+    };
+    if ((unsigned)st < sizeof(names) / sizeof(names[0]) && names[st])
+        return names[st];
+    return "unknown";
+}

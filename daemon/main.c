@@ -1,0 +1,295 @@
+/*
+ * main.c: command line, start-up and the shutdown sequence.
+ *
+ * Start-up order: configuration (fatal on error), logging, libsodium,
+ * providers, Redis connections, then the loop.  Everything after uv_run()
+ * is event-driven; a failure at run time is logged and retried, never
+ * fatal.
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <curl/curl.h>
+#include <sodium.h>
+#include <uv.h>
+
+#include "config.h"
+#include "dispatch.h"
+#include "log.h"
+#include "provider.h"
+#include "queue.h"
+#include "rconn.h"
+#include "store.h"
+
+struct otpd {
+    uv_loop_t loop;
+    struct config cfg;
+    struct provider_set *providers;
+    struct rconn *reader, *writer;
+    struct store *store;
+    struct queue *queue;
+    struct dispatch *dispatch;
+    uv_signal_t sigterm, sigint, sighup;
+    int stopping;
+    int closing; /* parts still closing */
+    int forced;
+    struct dispatch_stats totals;
+};
+
+static void otpd_shutdown(struct otpd *o);
+
+static void
+usage(FILE *out)
+{
+    fprintf(out, "usage: otpd [-c FILE] [--check-config] [--gen-key] [--version]\n"
+                 "\n"
+                 "  -c, --config FILE   KEY=VALUE file (.env syntax); environment variables\n"
+                 "                      of the same names override it (default: $OTPD_CONFIG)\n"
+                 "  -n, --check-config  print the effective configuration, secrets redacted,\n"
+                 "                      and exit non-zero if it is not valid\n"
+                 "      --gen-key       print a fresh OTPD_HASH_KEY and exit\n"
+                 "  -V, --version       print the version and exit\n");
+}
+
+static const char *
+env_lookup(const char *name)
+{
+    return getenv(name);
+}
+
+static void
+gen_key(void)
+{
+    unsigned char key[32];
+    char hex[65];
+
+    randombytes_buf(key, sizeof(key));
+    sodium_bin2hex(hex, sizeof(hex), key, sizeof(key));
+    printf("OTPD_HASH_KEY=%s\n", hex);
+    sodium_memzero(key, sizeof(key));
+    sodium_memzero(hex, sizeof(hex));
+}
+
+/* --- connection state fan-out ------------------------------------------ */
+
+static void
+on_reader_state(struct rconn *rc, int up, void *arg)
+{
+    struct otpd *o = arg;
+
+    (void)rc;
+    queue_reader_state(o->queue, up);
+}
+
+static void
+on_writer_state(struct rconn *rc, int up, void *arg)
+{
+    struct otpd *o = arg;
+
+    (void)rc;
+    dispatch_writer_state(o->dispatch, up);
+}
+
+/* --- shutdown: stop claiming, drain, close in order -------------------- */
+
+static void
+on_part_closed(void *arg)
+{
+    struct otpd *o = arg;
+
+    if (--o->closing > 0)
+        return;
+    /* Last of the async parts: what remains are our own handles. */
+    o->totals = *dispatch_stats(o->dispatch);
+    dispatch_free(o->dispatch);
+    o->dispatch = NULL;
+    uv_close((uv_handle_t *)&o->sigterm, NULL);
+    uv_close((uv_handle_t *)&o->sigint, NULL);
+    uv_close((uv_handle_t *)&o->sighup, NULL);
+}
+
+static void
+on_drained(void *arg, int handed_back)
+{
+    struct otpd *o = arg;
+
+    if (handed_back > 0)
+        log_warnx("shutdown: %d job(s) unfinished after %d ms; left pending for another "
+                  "instance to reclaim",
+                  handed_back, o->cfg.shutdown_timeout_ms);
+    /* Unfinished jobs' Redis callbacks run now, with NULL, before they go. */
+    o->closing = 3;
+    rconn_close(o->reader, 1, on_part_closed, o);
+    rconn_close(o->writer, handed_back > 0 || o->forced, on_part_closed, o);
+    if (handed_back > 0)
+        dispatch_abandon(o->dispatch);
+    provider_set_close(o->providers, on_part_closed, o);
+}
+
+static void
+on_queue_stopped(void *arg)
+{
+    struct otpd *o = arg;
+
+    dispatch_drain(o->dispatch, o->forced ? 0 : o->cfg.shutdown_timeout_ms, on_drained, o);
+}
+
+static void
+otpd_shutdown(struct otpd *o)
+{
+    o->stopping = 1;
+    log_notice("shutting down: %d job(s) in flight, waiting up to %d ms",
+               dispatch_inflight(o->dispatch), o->cfg.shutdown_timeout_ms);
+    queue_stop(o->queue, on_queue_stopped, o);
+}
+
+static void
+on_signal(uv_signal_t *h, int signum)
+{
+    struct otpd *o = h->data;
+
+    if (signum == SIGHUP) {
+        log_notice("SIGHUP: configuration reload is not supported yet; restart to apply");
+        return;
+    }
+    if (!o->stopping) {
+        otpd_shutdown(o);
+    } else if (!o->forced) {
+        log_warnx("second signal: not waiting for in-flight jobs");
+        o->forced = 1;
+    }
+}
+
+/* --- start-up ----------------------------------------------------------- */
+
+static void
+otpd_start(struct otpd *o)
+{
+    char err[512], url[512];
+    struct config *cfg = &o->cfg;
+
+    if (uv_loop_init(&o->loop) != 0)
+        fatalx("cannot create the event loop");
+    if ((o->providers = provider_set_open(&o->loop, cfg, err, sizeof(err))) == NULL)
+        fatalx("providers: %s", err);
+    o->reader = rconn_new(&o->loop, &cfg->redis, "reader", cfg->block_ms + 5000,
+                          on_reader_state, o);
+    o->writer = rconn_new(&o->loop, &cfg->redis, "writer", 10000, on_writer_state, o);
+    o->store = store_new(cfg, o->writer);
+    o->dispatch = dispatch_new(&o->loop, cfg, o->store, o->providers);
+    o->queue = queue_new(cfg, o->reader, o->writer, dispatch_batch, o->dispatch);
+    if (!o->reader || !o->writer || !o->store || !o->dispatch || !o->queue)
+        fatalx("out of memory at start-up");
+    dispatch_set_queue(o->dispatch, o->queue);
+
+    uv_signal_init(&o->loop, &o->sigterm);
+    uv_signal_init(&o->loop, &o->sigint);
+    uv_signal_init(&o->loop, &o->sighup);
+    o->sigterm.data = o->sigint.data = o->sighup.data = o;
+    uv_signal_start(&o->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&o->sigint, on_signal, SIGINT);
+    uv_signal_start(&o->sighup, on_signal, SIGHUP);
+
+    log_notice("otpd %s starting: redis %s, stream %sjobs, group %s, consumer %s, provider %s, "
+               "up to %d in flight",
+               OTPD_VERSION, config_redis_url_redacted(cfg, url, sizeof(url)), cfg->prefix,
+               cfg->group, cfg->consumer, cfg->provider, cfg->max_inflight);
+    rconn_start(o->writer);
+    rconn_start(o->reader);
+}
+
+static void
+otpd_cleanup(struct otpd *o)
+{
+    queue_free(o->queue);
+    store_free(o->store);
+    rconn_free(o->reader);
+    rconn_free(o->writer);
+    if (uv_loop_close(&o->loop) != 0)
+        log_warnx("event loop closed with handles still open");
+    sodium_munlock(o->cfg.hash_key, sizeof(o->cfg.hash_key));
+    config_free(&o->cfg);
+    curl_global_cleanup();
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'n'},
+        {"gen-key", no_argument, NULL, 'k'},      {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    const char *path = getenv("OTPD_CONFIG");
+    int check = 0, ch;
+    char err[512];
+    struct otpd o;
+    struct rlimit nocore = {0, 0};
+
+    memset(&o, 0, sizeof(o));
+    while ((ch = getopt_long(argc, argv, "c:nVh", longopts, NULL)) != -1) {
+        switch (ch) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'n':
+            check = 1;
+            break;
+        case 'k':
+            if (sodium_init() < 0)
+                fatalx("libsodium failed to initialise");
+            gen_key();
+            return 0;
+        case 'V':
+            printf("otpd %s\n", OTPD_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (sodium_init() < 0)
+        fatalx("libsodium failed to initialise");
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        fatalx("libcurl failed to initialise");
+    if (path && *path == '\0')
+        path = NULL;
+    config_init(&o.cfg);
+    if (config_load(&o.cfg, path, env_lookup, err, sizeof(err)) < 0) {
+        fprintf(stderr, "otpd: configuration error: %s\n", err);
+        config_free(&o.cfg);
+        return 1;
+    }
+    if (check) {
+        config_print(&o.cfg, stdout);
+        printf("configuration OK\n");
+        config_free(&o.cfg);
+        curl_global_cleanup();
+        return 0;
+    }
+    log_init(log_level_parse(o.cfg.log_level));
+    /* Codes and keys live in this process: keep them out of core files and swap. */
+    setrlimit(RLIMIT_CORE, &nocore);
+    sodium_mlock(o.cfg.hash_key, sizeof(o.cfg.hash_key));
+    signal(SIGPIPE, SIG_IGN); /* hiredis writes with write(2) */
+
+    otpd_start(&o);
+    uv_run(&o.loop, UV_RUN_DEFAULT);
+    log_notice("stopped: %llu claimed, %llu sent, %llu failed, %llu expired, %llu rejected",
+               (unsigned long long)o.totals.claimed, (unsigned long long)o.totals.sent,
+               (unsigned long long)o.totals.failed, (unsigned long long)o.totals.expired,
+               (unsigned long long)o.totals.rejected);
+    otpd_cleanup(&o);
+    return 0;
+}

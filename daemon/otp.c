@@ -1,0 +1,153 @@
+/*
+ * otp.c: code generation, the keyed hash the web app verifies against, and
+ * template rendering.  The web app recomputes the hash with Python's hmac
+ * module, so the message layout here is part of the contract.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "otp.h"
+
+static void
+seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+void
+otp_generate(char *out, int digits)
+{
+    /* One draw per digit: randombytes_uniform rejects biased values. */
+    for (int i = 0; i < digits; i++)
+        out[i] = (char)('0' + randombytes_uniform(10));
+    out[digits] = '\0';
+}
+
+void
+otp_mac(char *out, const unsigned char key[32], const char *purpose, const char *to,
+        const char *code)
+{
+    crypto_auth_hmacsha256_state st;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+
+    crypto_auth_hmacsha256_init(&st, key, 32);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)purpose, strlen(purpose));
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)"\n", 1);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)to, strlen(to));
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)"\n", 1);
+    crypto_auth_hmacsha256_update(&st, (const unsigned char *)code, strlen(code));
+    crypto_auth_hmacsha256_final(&st, mac);
+    sodium_bin2hex(out, OTP_MAC_HEX + 1, mac, sizeof(mac));
+    sodium_memzero(&st, sizeof(st));
+}
+
+long
+otp_utf8_chars(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    long n = 0;
+
+    while (*p) {
+        int extra;
+        if (*p < 0x80)
+            extra = 0;
+        else if ((*p & 0xe0) == 0xc0 && *p >= 0xc2)
+            extra = 1;
+        else if ((*p & 0xf0) == 0xe0)
+            extra = 2;
+        else if ((*p & 0xf8) == 0xf0 && *p <= 0xf4)
+            extra = 3;
+        else
+            return -1;
+        p++;
+        for (int i = 0; i < extra; i++, p++)
+            if ((*p & 0xc0) != 0x80)
+                return -1;
+        n++;
+    }
+    return n;
+}
+
+/* Size of the rendered text in bytes and characters, without writing it. */
+static int
+otp_measure(const char *tmpl, size_t code_len, int minutes, size_t *bytes, long *chars)
+{
+    char mins[16];
+    long tchars = otp_utf8_chars(tmpl);
+    size_t ncode = 0, nmin = 0;
+    const char *p;
+
+    if (tchars < 0)
+        return -1;
+    for (p = tmpl; (p = strstr(p, "{code}")) != NULL; p += 6)
+        ncode++;
+    for (p = tmpl; (p = strstr(p, "{minutes}")) != NULL; p += 9)
+        nmin++;
+    size_t mlen = (size_t)snprintf(mins, sizeof(mins), "%d", minutes);
+    *bytes = strlen(tmpl) - ncode * 6 - nmin * 9 + ncode * code_len + nmin * mlen;
+    *chars = tchars - (long)(ncode * 6 + nmin * 9) + (long)(ncode * code_len + nmin * mlen);
+    return (int)ncode;
+}
+
+int
+otp_template_check(const char *tmpl, int digits, int minutes, char *err, size_t errlen)
+{
+    size_t bytes;
+    long chars;
+    int ncode = otp_measure(tmpl, (size_t)digits, minutes, &bytes, &chars);
+
+    if (ncode < 0) {
+        seterr(err, errlen, "not valid UTF-8");
+        return -1;
+    }
+    if (ncode == 0) {
+        seterr(err, errlen, "must contain {code}");
+        return -1;
+    }
+    if (chars > JOB_MESSAGE_CHARS) {
+        seterr(err, errlen, "renders to %ld characters, over the %d limit", chars,
+               JOB_MESSAGE_CHARS);
+        return -1;
+    }
+    return 0;
+}
+
+int
+otp_render(char *out, size_t outlen, const char *tmpl, const char *code, int minutes, char *err,
+           size_t errlen)
+{
+    char mins[16];
+    size_t bytes, w = 0;
+    const char *p = tmpl;
+
+    if (otp_template_check(tmpl, (int)strlen(code), minutes, err, errlen) < 0)
+        return -1;
+    otp_measure(tmpl, strlen(code), minutes, &bytes, &(long){0});
+    if (bytes + 1 > outlen) {
+        seterr(err, errlen, "rendered text does not fit");
+        return -1;
+    }
+    snprintf(mins, sizeof(mins), "%d", minutes);
+    while (*p) {
+        if (strncmp(p, "{code}", 6) == 0) {
+            memcpy(out + w, code, strlen(code));
+            w += strlen(code);
+            p += 6;
+        } else if (strncmp(p, "{minutes}", 9) == 0) {
+            memcpy(out + w, mins, strlen(mins));
+            w += strlen(mins);
+            p += 9;
+        } else {
+            out[w++] = *p++;
+        }
+    }
+    out[w] = '\0';
+    return 0;
+}

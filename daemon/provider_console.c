@@ -1,0 +1,140 @@
+/*
+ * provider_console.c: the development provider.  It "delivers" by printing
+ * the SMS to standard output, clearly marked, and never to the log (the
+ * log must never hold a code).  Completion is deferred to the next loop
+ * turn so callers see the same asynchronous contract as a real provider.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "provider.h"
+
+struct provider_call {
+    struct provider_call *next;
+    provider_done_cb *cb;
+    void *arg;
+    struct send_result res;
+};
+
+struct console {
+    struct provider base;
+    uv_timer_t flush;
+    struct provider_call *head, **tail;
+    provider_closed_cb *closed_cb;
+    void *closed_arg;
+};
+
+static void
+console_flush(uv_timer_t *t)
+{
+    struct console *c = t->data;
+    struct provider_call *call;
+
+    /* Detach the list first: a done callback may send again. */
+    call = c->head;
+    c->head = NULL;
+    c->tail = &c->head;
+    while (call != NULL) {
+        struct provider_call *next = call->next;
+        call->cb(call->arg, &call->res);
+        free(call);
+        call = next;
+    }
+}
+
+static struct provider *
+console_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
+{
+    struct console *c = calloc(1, sizeof(*c));
+
+    (void)cfg;
+    if (c == NULL) {
+        snprintf(err, errlen, "console: out of memory");
+        return NULL;
+    }
+    c->base.ops = &provider_console_ops;
+    c->tail = &c->head;
+    uv_timer_init(loop, &c->flush);
+    c->flush.data = c;
+    return &c->base;
+}
+
+static struct provider_call *
+console_send(struct provider *p, const struct send_request *req, provider_done_cb *cb, void *arg)
+{
+    struct console *c = (struct console *)p;
+    struct provider_call *call = calloc(1, sizeof(*call));
+    unsigned char rnd[16];
+
+    if (call == NULL)
+        return NULL;
+    call->cb = cb;
+    call->arg = arg;
+    call->res.outcome = SEND_OK;
+    randombytes_buf(rnd, sizeof(rnd));
+    memcpy(call->res.ref, "CON", 3);
+    sodium_bin2hex(call->res.ref + 3, sizeof(call->res.ref) - 3, rnd, sizeof(rnd));
+    strcpy(call->res.provider_status, "printed");
+    printf("----- otpd console delivery (development only: no SMS was sent) -----\n"
+           "To: %s\nRef: %s\n%s\n"
+           "----------------------------------------------------------------------\n",
+           req->job->to, call->res.ref, req->body);
+    fflush(stdout);
+    *c->tail = call;
+    c->tail = &call->next;
+    uv_timer_start(&c->flush, console_flush, 0, 0);
+    return call;
+}
+
+static void
+console_cancel(struct provider *p, struct provider_call *call)
+{
+    struct console *c = (struct console *)p;
+    struct provider_call **pp;
+
+    for (pp = &c->head; *pp; pp = &(*pp)->next) {
+        if (*pp == call) {
+            *pp = call->next;
+            if (c->tail == &call->next)
+                c->tail = pp;
+            free(call);
+            return;
+        }
+    }
+}
+
+static void
+console_closed(uv_handle_t *h)
+{
+    struct console *c = h->data;
+
+    if (c->closed_cb)
+        c->closed_cb(c->closed_arg);
+    free(c);
+}
+
+static void
+console_close(struct provider *p, provider_closed_cb *cb, void *arg)
+{
+    struct console *c = (struct console *)p;
+
+    while (c->head) {
+        struct provider_call *call = c->head;
+        c->head = call->next;
+        free(call);
+    }
+    c->closed_cb = cb;
+    c->closed_arg = arg;
+    uv_close((uv_handle_t *)&c->flush, console_closed);
+}
+
+const struct provider_ops provider_console_ops = {
+    .name = "console",
+    .open = console_open,
+    .send = console_send,
+    .cancel = console_cancel,
+    .close = console_close,
+};

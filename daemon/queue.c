@@ -1,0 +1,346 @@
+/*
+ * queue.c: claims jobs from the stream through the consumer group and
+ * finishes them (ack + delete, or dead letter).
+ *
+ * The reader connection is used for nothing but XREADGROUP ... BLOCK, since
+ * a blocked connection answers nothing else; everything that writes goes
+ * through the writer.  Reads continue while earlier jobs are in flight, as
+ * long as the dispatcher reports room.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "queue.h"
+
+#define DEAD_PAYLOAD_MAX 4096
+
+struct queue {
+    const struct config *cfg;
+    struct rconn *reader, *writer;
+    char stream[128], dead[128];
+    int group_ready;
+    int reading; /* an XGROUP or XREADGROUP is outstanding on the reader */
+    int room;
+    int stopping;
+    queue_batch_cb *batch_cb;
+    void *batch_arg;
+    queue_stopped_cb *stopped_cb;
+    void *stopped_arg;
+};
+
+struct queue_op {
+    queue_done_cb *cb;
+    void *arg;
+};
+
+static void queue_read(struct queue *q);
+
+struct queue *
+queue_new(const struct config *cfg, struct rconn *reader, struct rconn *writer,
+          queue_batch_cb *cb, void *arg)
+{
+    struct queue *q = calloc(1, sizeof(*q));
+
+    if (q == NULL)
+        return NULL;
+    q->cfg = cfg;
+    q->reader = reader;
+    q->writer = writer;
+    q->batch_cb = cb;
+    q->batch_arg = arg;
+    snprintf(q->stream, sizeof(q->stream), "%sjobs", cfg->prefix);
+    snprintf(q->dead, sizeof(q->dead), "%sdead", cfg->prefix);
+    return q;
+}
+
+void
+queue_free(struct queue *q)
+{
+    free(q);
+}
+
+static void
+queue_check_stopped(struct queue *q)
+{
+    if (q->stopping && !q->reading && q->stopped_cb) {
+        queue_stopped_cb *cb = q->stopped_cb;
+        q->stopped_cb = NULL;
+        cb(q->stopped_arg);
+    }
+}
+
+static void
+queue_group_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct queue *q = priv;
+    redisReply *reply = r;
+
+    (void)ac;
+    q->reading = 0;
+    if (reply == NULL) {
+        queue_check_stopped(q);
+        return; /* the reconnect brings us back */
+    }
+    if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
+        log_err("queue: cannot create group %s on %s: %s", q->cfg->group, q->stream,
+                reply->str);
+        queue_check_stopped(q);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ERROR)
+        log_notice("queue: created consumer group %s on %s", q->cfg->group, q->stream);
+    q->group_ready = 1;
+    queue_check_stopped(q);
+    queue_read(q);
+}
+
+/*
+ * MKSTREAM so the daemon may start before the first job; id 0 so jobs the
+ * site queued before the group existed are not skipped.
+ */
+static void
+queue_create_group(struct queue *q)
+{
+    const char *argv[] = {"XGROUP", "CREATE", q->stream, q->cfg->group, "0", "MKSTREAM"};
+
+    if (rconn_command(q->reader, queue_group_reply, q, NARGS(argv), argv, NULL) == 0)
+        q->reading = 1;
+}
+
+void
+queue_reader_state(struct queue *q, int up)
+{
+    if (!up) {
+        q->group_ready = 0;
+        return;
+    }
+    if (!q->stopping && !q->reading)
+        queue_create_group(q);
+}
+
+static const redisReply *
+entry_field(const redisReply *fields, const char *name)
+{
+    if (fields == NULL || fields->type != REDIS_REPLY_ARRAY)
+        return NULL;
+    for (size_t i = 0; i + 1 < fields->elements; i += 2) {
+        const redisReply *k = fields->element[i];
+        if (k->type == REDIS_REPLY_STRING && strcmp(k->str, name) == 0)
+            return fields->element[i + 1];
+    }
+    return NULL;
+}
+
+/* Reply shape: [[stream, [[id, [field, value, ...]], ...]]], or nil. */
+static void
+queue_deliver(struct queue *q, const redisReply *reply)
+{
+    const redisReply *entries;
+    struct queue_entry *batch;
+    size_t n = 0;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1)
+        return;
+    if (reply->element[0]->type != REDIS_REPLY_ARRAY || reply->element[0]->elements < 2)
+        return;
+    entries = reply->element[0]->element[1];
+    if (entries->type != REDIS_REPLY_ARRAY || entries->elements == 0)
+        return;
+    if ((batch = calloc(entries->elements, sizeof(*batch))) == NULL) {
+        log_err("queue: out of memory for a batch of %zu", entries->elements);
+        return; /* stays pending; reclaimed later */
+    }
+    for (size_t i = 0; i < entries->elements; i++) {
+        const redisReply *e = entries->element[i];
+        const redisReply *job;
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len > STREAM_ID_MAX)
+            continue;
+        memcpy(batch[n].id, e->element[0]->str, e->element[0]->len + 1);
+        job = entry_field(e->element[1], "job");
+        if (job != NULL && job->type == REDIS_REPLY_STRING) {
+            batch[n].payload = job->str;
+            batch[n].len = job->len;
+        }
+        n++;
+    }
+    q->batch_cb(q->batch_arg, batch, n);
+    free(batch);
+}
+
+static void
+queue_read_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct queue *q = priv;
+    redisReply *reply = r;
+
+    (void)ac;
+    q->reading = 0;
+    if (reply == NULL) {
+        queue_check_stopped(q);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* The stream or group was deleted under us: make it again. */
+        if (strncmp(reply->str, "NOGROUP", 7) == 0) {
+            log_warnx("queue: group %s vanished from %s; recreating it", q->cfg->group,
+                      q->stream);
+            q->group_ready = 0;
+            if (!q->stopping)
+                queue_create_group(q);
+        } else {
+            log_err("queue: XREADGROUP failed: %s", reply->str);
+        }
+        queue_check_stopped(q);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ARRAY)
+        queue_deliver(q, reply);
+    queue_check_stopped(q);
+    queue_read(q);
+}
+
+static void
+queue_read(struct queue *q)
+{
+    char count[16], block[16];
+    int n;
+
+    if (q->reading || q->stopping || !q->group_ready || q->room <= 0 ||
+        !rconn_is_up(q->reader))
+        return;
+    n = q->room < q->cfg->batch ? q->room : q->cfg->batch;
+    snprintf(count, sizeof(count), "%d", n);
+    snprintf(block, sizeof(block), "%d", q->cfg->block_ms);
+    const char *argv[] = {"XREADGROUP", "GROUP", q->cfg->group, q->cfg->consumer, "COUNT", count,
+                          "BLOCK",      block,   "STREAMS",     q->stream,        ">"};
+    if (rconn_command(q->reader, queue_read_reply, q, NARGS(argv), argv, NULL) == 0)
+        q->reading = 1;
+}
+
+void
+queue_set_room(struct queue *q, int room)
+{
+    q->room = room;
+    queue_read(q);
+}
+
+static void
+queue_unblock_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    (void)ac;
+    (void)r;
+    (void)priv;
+}
+
+void
+queue_stop(struct queue *q, queue_stopped_cb *cb, void *arg)
+{
+    char id[32];
+
+    q->stopping = 1;
+    q->stopped_cb = cb;
+    q->stopped_arg = arg;
+    /*
+     * Wake the blocked XREADGROUP now rather than wait out BLOCK: it then
+     * returns what it has (possibly nothing) and no further read is made.
+     */
+    if (q->reading && rconn_is_up(q->reader)) {
+        snprintf(id, sizeof(id), "%lld", rconn_client_id(q->reader));
+        const char *argv[] = {"CLIENT", "UNBLOCK", id};
+        rconn_command(q->writer, queue_unblock_reply, NULL, NARGS(argv), argv, NULL);
+    }
+    queue_check_stopped(q);
+}
+
+static void
+queue_op_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct queue_op *op = priv;
+    redisReply *reply = r;
+    const char *err = NULL;
+
+    (void)ac;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+        err = rconn_reply_error(reply);
+    else if (reply->type != REDIS_REPLY_ARRAY)
+        err = "transaction aborted";
+    else
+        for (size_t i = 0; i < reply->elements && !err; i++)
+            if (reply->element[i]->type == REDIS_REPLY_ERROR)
+                err = reply->element[i]->str;
+    op->cb(op->arg, err ? -1 : 0, err);
+    free(op);
+}
+
+/* MULTI ... EXEC with the callback on EXEC; the queued replies are ignored. */
+static int
+queue_exec(struct queue *q, queue_done_cb *cb, void *arg)
+{
+    struct queue_op *op = malloc(sizeof(*op));
+    const char *exec[] = {"EXEC"};
+
+    if (op == NULL)
+        return -1;
+    op->cb = cb;
+    op->arg = arg;
+    if (rconn_command(q->writer, queue_op_reply, op, NARGS(exec), exec, NULL) < 0) {
+        free(op);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+queue_multi(struct queue *q)
+{
+    const char *multi[] = {"MULTI"};
+    return rconn_command(q->writer, NULL, NULL, NARGS(multi), multi, NULL);
+}
+
+static int
+queue_ack_del(struct queue *q, const char *stream_id)
+{
+    const char *ack[] = {"XACK", q->stream, q->cfg->group, stream_id};
+    const char *del[] = {"XDEL", q->stream, stream_id};
+
+    if (rconn_command(q->writer, NULL, NULL, NARGS(ack), ack, NULL) < 0)
+        return -1;
+    return rconn_command(q->writer, NULL, NULL, NARGS(del), del, NULL);
+}
+
+int
+queue_ack(struct queue *q, const char *stream_id, queue_done_cb *cb, void *arg)
+{
+    if (!rconn_is_up(q->writer))
+        return -1;
+    /* All four are queued back to back, so nothing can interleave. */
+    queue_multi(q);
+    queue_ack_del(q, stream_id);
+    return queue_exec(q, cb, arg);
+}
+
+int
+queue_dead_letter(struct queue *q, const char *stream_id, const char *payload, size_t len,
+                  const char *reason, queue_done_cb *cb, void *arg)
+{
+    char at[24];
+
+    if (!rconn_is_up(q->writer))
+        return -1;
+    snprintf(at, sizeof(at), "%lld", (long long)otpd_now_ms());
+    if (payload == NULL) {
+        payload = "";
+        len = 0;
+    }
+    const char *argv[] = {"XADD", q->dead, "*", "job", payload, "reason", reason, "stream_id",
+                          stream_id, "at_ms", at};
+    size_t argvlen[] = {4, strlen(q->dead), 1, 3, len > DEAD_PAYLOAD_MAX ? DEAD_PAYLOAD_MAX : len,
+                        6, strlen(reason), 9, strlen(stream_id), 5, strlen(at)};
+    queue_multi(q);
+    rconn_command(q->writer, NULL, NULL, NARGS(argv), argv, argvlen);
+    queue_ack_del(q, stream_id);
+    return queue_exec(q, cb, arg);
+}

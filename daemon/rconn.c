@@ -1,0 +1,472 @@
+/*
+ * rconn.c: a self-healing hiredis async connection on libuv.
+ *
+ * States: DOWN -> (timer) CONNECTING -> (setup replies) UP -> DOWN ...;
+ * CLOSING -> CLOSED ends it.  The context pointer is only valid while not
+ * DOWN; hiredis frees it after the connect-failure or disconnect callback.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "rconn.h"
+
+enum rconn_state { RC_DOWN, RC_CONNECTING, RC_UP, RC_CLOSING, RC_CLOSED };
+
+#define RC_BACKOFF_MIN_MS  100
+#define RC_BACKOFF_MAX_MS  5000
+#define RC_CONNECT_TIMEOUT 5000
+
+struct rconn_ev {
+    redisAsyncContext *ac;
+    uv_poll_t poll;
+    int events;
+};
+
+struct rconn {
+    uv_loop_t *loop;
+    const struct redis_addr *addr;
+    char name[32];
+    redisAsyncContext *ac;
+    enum rconn_state state;
+    uv_timer_t retry;
+    uv_timer_t watchdog;
+    int handles_open;
+    int backoff_ms;
+    int pending;
+    uint64_t progress_at;
+    int reply_deadline_ms;
+    long long client_id;
+    int was_up;
+    char last_error[128];
+    rconn_state_cb *state_cb;
+    void *state_arg;
+    rconn_closed_cb *closed_cb;
+    void *closed_arg;
+};
+
+struct rconn_req {
+    struct rconn *rc;
+    redisCallbackFn *cb;
+    void *priv;
+};
+
+static void rconn_connect(struct rconn *rc);
+static void rconn_schedule(struct rconn *rc);
+static void rconn_finish_close(struct rconn *rc);
+
+/* --- the libuv adapter: like hiredis's, but socket errors reach hiredis -- */
+
+static void
+ev_poll_cb(uv_poll_t *h, int status, int events)
+{
+    struct rconn_ev *ev = h->data;
+
+    /*
+     * On an error libuv stops polling; letting hiredis read makes it see
+     * the error (or EOF) and tear the connection down, which the stock
+     * 0.14 adapter never does.
+     */
+    if (status < 0)
+        events = UV_READABLE;
+    if (ev->ac != NULL && (events & UV_READABLE))
+        redisAsyncHandleRead(ev->ac);
+    if (ev->ac != NULL && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(ev->ac);
+}
+
+static void
+ev_update(struct rconn_ev *ev)
+{
+    if (ev->events)
+        uv_poll_start(&ev->poll, ev->events, ev_poll_cb);
+    else
+        uv_poll_stop(&ev->poll);
+}
+
+static void
+ev_add_read(void *p)
+{
+    struct rconn_ev *ev = p;
+    ev->events |= UV_READABLE;
+    ev_update(ev);
+}
+
+static void
+ev_del_read(void *p)
+{
+    struct rconn_ev *ev = p;
+    ev->events &= ~UV_READABLE;
+    ev_update(ev);
+}
+
+static void
+ev_add_write(void *p)
+{
+    struct rconn_ev *ev = p;
+    ev->events |= UV_WRITABLE;
+    ev_update(ev);
+}
+
+static void
+ev_del_write(void *p)
+{
+    struct rconn_ev *ev = p;
+    ev->events &= ~UV_WRITABLE;
+    ev_update(ev);
+}
+
+static void
+ev_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void
+ev_cleanup(void *p)
+{
+    struct rconn_ev *ev = p;
+
+    ev->ac = NULL; /* hiredis is freeing the context */
+    uv_close((uv_handle_t *)&ev->poll, ev_closed);
+}
+
+static int
+ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    struct rconn_ev *ev = calloc(1, sizeof(*ev));
+
+    if (ev == NULL)
+        return -1;
+    if (uv_poll_init(loop, &ev->poll, ac->c.fd) != 0) {
+        free(ev);
+        return -1;
+    }
+    ev->ac = ac;
+    ev->poll.data = ev;
+    ac->ev.data = ev;
+    ac->ev.addRead = ev_add_read;
+    ac->ev.delRead = ev_del_read;
+    ac->ev.addWrite = ev_add_write;
+    ac->ev.delWrite = ev_del_write;
+    ac->ev.cleanup = ev_cleanup;
+    return 0;
+}
+
+/* --- connection life --------------------------------------------------- */
+
+const char *
+rconn_reply_error(const redisReply *reply)
+{
+    if (reply == NULL)
+        return "connection lost";
+    if (reply->type == REDIS_REPLY_ERROR)
+        return reply->str;
+    return "unexpected reply";
+}
+
+static void
+rconn_set_down(struct rconn *rc, const char *why)
+{
+    int was_up = rc->state == RC_UP;
+
+    rc->ac = NULL;
+    rc->pending = 0;
+    if (rc->state == RC_CLOSING) {
+        rc->state = RC_CLOSED;
+        rconn_finish_close(rc);
+        return;
+    }
+    rc->state = RC_DOWN;
+    /* Say it once per outage, not once per retry. */
+    if (was_up || strcmp(rc->last_error, why) != 0)
+        log_warnx("redis %s: %s; reconnecting", rc->name, why);
+    snprintf(rc->last_error, sizeof(rc->last_error), "%s", why);
+    if (was_up && rc->state_cb)
+        rc->state_cb(rc, 0, rc->state_arg);
+    if (rc->state == RC_DOWN)
+        rconn_schedule(rc);
+}
+
+static void
+rconn_on_connect(const redisAsyncContext *ac, int status)
+{
+    struct rconn *rc = ac->data;
+
+    if (status != REDIS_OK)
+        rconn_set_down(rc, ac->errstr[0] ? ac->errstr : "connect failed");
+}
+
+static void
+rconn_on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct rconn *rc = ac->data;
+
+    rconn_set_down(rc, status == REDIS_OK ? "disconnected" : ac->errstr);
+}
+
+static void
+rconn_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct rconn_req *req = privdata;
+    struct rconn *rc = req->rc;
+
+    (void)ac;
+    if (rc->pending > 0)
+        rc->pending--;
+    rc->progress_at = uv_now(rc->loop);
+    if (req->cb)
+        req->cb(ac, r, req->priv);
+    free(req);
+}
+
+static int
+rconn_send(struct rconn *rc, redisCallbackFn *cb, void *priv, int argc, const char **argv,
+           const size_t *argvlen)
+{
+    struct rconn_req *req = malloc(sizeof(*req));
+
+    if (req == NULL)
+        return -1;
+    req->rc = rc;
+    req->cb = cb;
+    req->priv = priv;
+    if (redisAsyncCommandArgv(rc->ac, rconn_reply, req, argc, argv, argvlen) != REDIS_OK) {
+        free(req);
+        return -1;
+    }
+    if (rc->pending++ == 0)
+        rc->progress_at = uv_now(rc->loop);
+    return 0;
+}
+
+/* The last setup reply (CLIENT ID) makes the connection usable. */
+static void
+rconn_setup_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct rconn *rc = priv;
+    redisReply *reply = r;
+
+    if (reply == NULL || rc->state != RC_CONNECTING)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        /* Wrong password or db: keep retrying, loudly, until it is fixed. */
+        log_err("redis %s: setup refused: %s", rc->name, reply->str);
+        snprintf(rc->last_error, sizeof(rc->last_error), "%s", reply->str);
+        redisAsyncDisconnect(ac);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        rc->client_id = reply->integer;
+        rc->state = RC_UP;
+        rc->backoff_ms = 0;
+        rc->last_error[0] = '\0';
+        log_info("redis %s: connected (client id %lld)", rc->name, rc->client_id);
+        if (rc->state_cb)
+            rc->state_cb(rc, 1, rc->state_arg);
+    }
+}
+
+static void
+rconn_queue_setup(struct rconn *rc)
+{
+    const struct redis_addr *a = rc->addr;
+    char db[16], cname[64];
+
+    if (a->password) {
+        if (a->username) {
+            const char *argv[] = {"AUTH", a->username, a->password};
+            rconn_send(rc, rconn_setup_reply, rc, NARGS(argv), argv, NULL);
+        } else {
+            const char *argv[] = {"AUTH", a->password};
+            rconn_send(rc, rconn_setup_reply, rc, NARGS(argv), argv, NULL);
+        }
+    }
+    if (a->db != 0) {
+        snprintf(db, sizeof(db), "%d", a->db);
+        const char *argv[] = {"SELECT", db};
+        rconn_send(rc, rconn_setup_reply, rc, NARGS(argv), argv, NULL);
+    }
+    snprintf(cname, sizeof(cname), "otpd-%s", rc->name);
+    const char *setname[] = {"CLIENT", "SETNAME", cname};
+    rconn_send(rc, rconn_setup_reply, rc, NARGS(setname), setname, NULL);
+    const char *id[] = {"CLIENT", "ID"};
+    rconn_send(rc, rconn_setup_reply, rc, NARGS(id), id, NULL);
+}
+
+static void
+rconn_connect(struct rconn *rc)
+{
+    redisAsyncContext *ac;
+
+    if (rc->addr->path)
+        ac = redisAsyncConnectUnix(rc->addr->path);
+    else
+        ac = redisAsyncConnect(rc->addr->host, rc->addr->port);
+    if (ac == NULL) {
+        rconn_set_down(rc, "out of memory");
+        return;
+    }
+    if (ac->err) {
+        char why[128];
+        snprintf(why, sizeof(why), "%s", ac->errstr);
+        redisAsyncFree(ac);
+        rconn_set_down(rc, why);
+        return;
+    }
+    if (ev_attach(ac, rc->loop) < 0) {
+        redisAsyncFree(ac);
+        rconn_set_down(rc, "cannot poll socket");
+        return;
+    }
+    ac->data = rc;
+    rc->ac = ac;
+    rc->state = RC_CONNECTING;
+    rc->pending = 0;
+    rc->progress_at = uv_now(rc->loop);
+    redisEnableKeepAlive(&ac->c);
+    /* The connect callback needs the adapter attached first (hiredis 0.14). */
+    redisAsyncSetConnectCallback(ac, rconn_on_connect);
+    redisAsyncSetDisconnectCallback(ac, rconn_on_disconnect);
+    rconn_queue_setup(rc);
+}
+
+static void
+rconn_retry_cb(uv_timer_t *t)
+{
+    struct rconn *rc = t->data;
+
+    if (rc->state == RC_DOWN)
+        rconn_connect(rc);
+}
+
+static void
+rconn_schedule(struct rconn *rc)
+{
+    /* Capped exponential backoff, never a tight loop against a dead server. */
+    rc->backoff_ms = rc->backoff_ms ? rc->backoff_ms * 2 : RC_BACKOFF_MIN_MS;
+    if (rc->backoff_ms > RC_BACKOFF_MAX_MS)
+        rc->backoff_ms = RC_BACKOFF_MAX_MS;
+    uv_timer_start(&rc->retry, rconn_retry_cb, (uint64_t)rc->backoff_ms, 0);
+}
+
+/*
+ * hiredis 0.14 has no command timeouts: a server that stops answering (or
+ * a socket error the poll never reported) would hang us forever.
+ */
+static void
+rconn_watchdog_cb(uv_timer_t *t)
+{
+    struct rconn *rc = t->data;
+    uint64_t idle = uv_now(rc->loop) - rc->progress_at;
+    int limit = rc->state == RC_CONNECTING ? RC_CONNECT_TIMEOUT : rc->reply_deadline_ms;
+
+    if (rc->ac != NULL && rc->state != RC_DOWN && rc->pending > 0 &&
+        idle > (uint64_t)limit) {
+        log_warnx("redis %s: no reply for %llu ms; dropping the connection", rc->name,
+                  (unsigned long long)idle);
+        snprintf(rc->last_error, sizeof(rc->last_error), "timed out");
+        redisAsyncFree(rc->ac); /* runs every pending callback with NULL */
+    }
+}
+
+struct rconn *
+rconn_new(uv_loop_t *loop, const struct redis_addr *addr, const char *name,
+          int reply_deadline_ms, rconn_state_cb *cb, void *arg)
+{
+    struct rconn *rc = calloc(1, sizeof(*rc));
+
+    if (rc == NULL)
+        return NULL;
+    rc->loop = loop;
+    rc->addr = addr;
+    snprintf(rc->name, sizeof(rc->name), "%s", name);
+    rc->reply_deadline_ms = reply_deadline_ms;
+    rc->state_cb = cb;
+    rc->state_arg = arg;
+    rc->state = RC_DOWN;
+    uv_timer_init(loop, &rc->retry);
+    uv_timer_init(loop, &rc->watchdog);
+    rc->retry.data = rc;
+    rc->watchdog.data = rc;
+    rc->handles_open = 2;
+    return rc;
+}
+
+void
+rconn_start(struct rconn *rc)
+{
+    uv_timer_start(&rc->watchdog, rconn_watchdog_cb, 500, 500);
+    rconn_connect(rc);
+}
+
+int
+rconn_is_up(const struct rconn *rc)
+{
+    return rc->state == RC_UP;
+}
+
+long long
+rconn_client_id(const struct rconn *rc)
+{
+    return rc->client_id;
+}
+
+const char *
+rconn_name(const struct rconn *rc)
+{
+    return rc->name;
+}
+
+int
+rconn_command(struct rconn *rc, redisCallbackFn *cb, void *priv, int argc, const char **argv,
+              const size_t *argvlen)
+{
+    if (rc->state != RC_UP)
+        return -1;
+    return rconn_send(rc, cb, priv, argc, argv, argvlen);
+}
+
+static void
+rconn_handle_closed(uv_handle_t *h)
+{
+    struct rconn *rc = h->data;
+
+    if (--rc->handles_open == 0 && rc->closed_cb) {
+        rconn_closed_cb *cb = rc->closed_cb;
+        rc->closed_cb = NULL;
+        cb(rc->closed_arg);
+    }
+}
+
+static void
+rconn_finish_close(struct rconn *rc)
+{
+    uv_close((uv_handle_t *)&rc->retry, rconn_handle_closed);
+    uv_close((uv_handle_t *)&rc->watchdog, rconn_handle_closed);
+}
+
+void
+rconn_close(struct rconn *rc, int force, rconn_closed_cb *cb, void *arg)
+{
+    int had_context = rc->ac != NULL;
+
+    uv_timer_stop(&rc->retry);
+    rc->state = RC_CLOSING;
+    /* The timers close once the context is gone; then the caller hears. */
+    rc->closed_cb = cb;
+    rc->closed_arg = arg;
+    if (had_context && force)
+        redisAsyncFree(rc->ac);
+    else if (had_context)
+        redisAsyncDisconnect(rc->ac);
+    else
+        rconn_set_down(rc, "closed");
+}
+
+void
+rconn_free(struct rconn *rc)
+{
+    free(rc);
+}

@@ -1,0 +1,251 @@
+/*
+ * store.c: writes the OTP record, the status record and events.
+ *
+ * Each call is one MULTI/EXEC on the writer connection, so the web app
+ * never sees an OTP record without its status or the other way round.
+ * Scripts run inside the transaction for the two compare-and-set steps.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "store.h"
+
+/*
+ * KEYS[1] otp record; ARGV: mac job created_ms max_attempts ttl_ms.
+ * A record from a newer job wins (latest code wins even if jobs are
+ * processed out of order after a reclaim); DEL first so no stale field
+ * such as "locked" survives a replacement.
+ */
+static const char store_begin_lua[] =
+    "local cur = redis.call('HGET', KEYS[1], 'created_ms')\n"
+    "if cur and tonumber(cur) > tonumber(ARGV[3]) then return 0 end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "redis.call('HSET', KEYS[1], 'mac', ARGV[1], 'job', ARGV[2], 'attempts', '0',\n"
+    "  'max_attempts', ARGV[4], 'created_ms', ARGV[3])\n"
+    "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
+    "return 1\n";
+
+/* KEYS[1] otp record; ARGV[1] job id: burn the record only if still ours. */
+static const char store_burn_lua[] =
+    "if redis.call('HGET', KEYS[1], 'job') == ARGV[1] then\n"
+    "  return redis.call('DEL', KEYS[1]) end\n"
+    "return 0\n";
+
+struct store {
+    const struct config *cfg;
+    struct rconn *w;
+    char events[128];
+    char maxlen[16];
+};
+
+struct store_op {
+    store_done_cb *cb;
+    void *arg;
+    int begin; /* the first queued reply is the begin script's verdict */
+};
+
+struct store *
+store_new(const struct config *cfg, struct rconn *writer)
+{
+    struct store *st = calloc(1, sizeof(*st));
+
+    if (st == NULL)
+        return NULL;
+    st->cfg = cfg;
+    st->w = writer;
+    snprintf(st->events, sizeof(st->events), "%sevents", cfg->prefix);
+    snprintf(st->maxlen, sizeof(st->maxlen), "%d", cfg->events_maxlen);
+    return st;
+}
+
+void
+store_free(struct store *st)
+{
+    free(st);
+}
+
+static void
+store_exec_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct store_op *op = priv;
+    redisReply *reply = r;
+    const char *err = NULL;
+    int ok = 0;
+
+    (void)ac;
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
+        err = rconn_reply_error(reply);
+    else if (reply->type != REDIS_REPLY_ARRAY)
+        err = "transaction aborted";
+    else
+        for (size_t i = 0; i < reply->elements && !err; i++)
+            if (reply->element[i]->type == REDIS_REPLY_ERROR)
+                err = reply->element[i]->str;
+    if (!err && op->begin && reply->elements > 0 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 0)
+        ok = 1;
+    op->cb(op->arg, err ? -1 : ok, err);
+    free(op);
+}
+
+static int
+store_cmd(struct store *st, int argc, const char **argv)
+{
+    return rconn_command(st->w, NULL, NULL, argc, argv, NULL);
+}
+
+static void
+key_otp(char *buf, size_t len, const struct config *cfg, const struct job *job)
+{
+    snprintf(buf, len, "%sotp:%s:%s", cfg->prefix, job->purpose, job->to);
+}
+
+static void
+key_job(char *buf, size_t len, const struct config *cfg, const struct job *job)
+{
+    snprintf(buf, len, "%sjob:%s", cfg->prefix, job->id);
+}
+
+static void
+store_event(struct store *st, const struct job *job, const char *status, const char *provider,
+            const char *error_code, const char *now)
+{
+    const char *argv[] = {"XADD",     st->events, "MAXLEN", "~",       st->maxlen,
+                          "*",        "id",       job->id,  "status",  status,
+                          "provider", provider,   "error_code", error_code, "ts_ms", now};
+    store_cmd(st, NARGS(argv), argv);
+}
+
+static int
+store_finish(struct store *st, store_done_cb *cb, void *arg, int begin)
+{
+    struct store_op *op = malloc(sizeof(*op));
+    const char *exec[] = {"EXEC"};
+
+    if (op == NULL)
+        return -1;
+    op->cb = cb;
+    op->arg = arg;
+    op->begin = begin;
+    if (rconn_command(st->w, store_exec_reply, op, 1, exec, NULL) < 0) {
+        free(op);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+store_expire(struct store *st, const char *key)
+{
+    char ttl[16];
+
+    snprintf(ttl, sizeof(ttl), "%d", st->cfg->status_ttl);
+    const char *argv[] = {"EXPIRE", key, ttl};
+    store_cmd(st, NARGS(argv), argv);
+}
+
+int
+store_begin(struct store *st, const struct job *job, const char *mac, store_done_cb *cb,
+            void *arg)
+{
+    char otpkey[160], jobkey[160], now[24], created[24], maxatt[8], ttl[24], expires[24];
+    char masked[LOG_MASK_MAX];
+    int64_t t = otpd_now_ms();
+    int64_t left = job->expires_ms - t;
+
+    if (!rconn_is_up(st->w))
+        return -1;
+    key_otp(otpkey, sizeof(otpkey), st->cfg, job);
+    key_job(jobkey, sizeof(jobkey), st->cfg, job);
+    snprintf(now, sizeof(now), "%lld", (long long)t);
+    snprintf(created, sizeof(created), "%lld", (long long)job->created_ms);
+    snprintf(expires, sizeof(expires), "%lld", (long long)job->expires_ms);
+    snprintf(maxatt, sizeof(maxatt), "%d", job->max_attempts);
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)(left > 1 ? left : 1));
+    log_mask_phone(job->to, masked, sizeof(masked));
+
+    const char *multi[] = {"MULTI"};
+    store_cmd(st, NARGS(multi), multi);
+    const char *eval[] = {"EVAL", store_begin_lua, "1", otpkey, mac, job->id, created, maxatt,
+                          ttl};
+    store_cmd(st, NARGS(eval), eval);
+    const char *hset[] = {"HSET",     jobkey,  "status",     "sending",  "to",
+                          masked,     "purpose", job->purpose, "created_ms", created,
+                          "updated_ms", now,    "expires_ms", expires,    "attempts",
+                          "0"};
+    store_cmd(st, NARGS(hset), hset);
+    store_expire(st, jobkey);
+    store_event(st, job, "sending", "", "", now);
+    return store_finish(st, cb, arg, 1);
+}
+
+int
+store_status(struct store *st, const struct job *job, const struct status_update *u,
+             store_done_cb *cb, void *arg)
+{
+    char otpkey[160], jobkey[160], now[24], attempts[12], sent[24], created[24], expires[24];
+    char masked[LOG_MASK_MAX];
+    const char *status = job_status_name(u->status);
+    const char *argv[32];
+    int argc = 0;
+
+    if (!rconn_is_up(st->w))
+        return -1;
+    if (job->id[0] == '\0')
+        return -1; /* nothing to name the record by */
+    key_otp(otpkey, sizeof(otpkey), st->cfg, job);
+    key_job(jobkey, sizeof(jobkey), st->cfg, job);
+    snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    snprintf(attempts, sizeof(attempts), "%d", u->attempts);
+
+    const char *multi[] = {"MULTI"};
+    store_cmd(st, NARGS(multi), multi);
+    argv[argc++] = "HSET";
+    argv[argc++] = jobkey;
+    argv[argc++] = "status";
+    argv[argc++] = status;
+    argv[argc++] = "updated_ms";
+    argv[argc++] = now;
+    argv[argc++] = "attempts";
+    argv[argc++] = attempts;
+    argv[argc++] = "provider";
+    argv[argc++] = u->provider ? u->provider : "";
+    argv[argc++] = "provider_ref";
+    argv[argc++] = u->provider_ref ? u->provider_ref : "";
+    argv[argc++] = "error_code";
+    argv[argc++] = u->error_code ? u->error_code : "";
+    argv[argc++] = "error";
+    argv[argc++] = u->error ? u->error : "";
+    if (u->sent_ms) {
+        snprintf(sent, sizeof(sent), "%lld", (long long)u->sent_ms);
+        argv[argc++] = "sent_ms";
+        argv[argc++] = sent;
+    }
+    /* A job rejected or expired before store_begin has no record yet. */
+    if (job->to[0]) {
+        log_mask_phone(job->to, masked, sizeof(masked));
+        argv[argc++] = "to";
+        argv[argc++] = masked;
+        argv[argc++] = "purpose";
+        argv[argc++] = job->purpose;
+    }
+    if (job->created_ms) {
+        snprintf(created, sizeof(created), "%lld", (long long)job->created_ms);
+        snprintf(expires, sizeof(expires), "%lld", (long long)job->expires_ms);
+        argv[argc++] = "created_ms";
+        argv[argc++] = created;
+        argv[argc++] = "expires_ms";
+        argv[argc++] = expires;
+    }
+    store_cmd(st, argc, argv);
+    store_expire(st, jobkey);
+    if (u->delete_otp) {
+        const char *burn[] = {"EVAL", store_burn_lua, "1", otpkey, job->id};
+        store_cmd(st, NARGS(burn), burn);
+    }
+    store_event(st, job, status, u->provider ? u->provider : "",
+                u->error_code ? u->error_code : "", now);
+    return store_finish(st, cb, arg, 0);
+}

@@ -1,0 +1,81 @@
+/*
+ * config.h: the configuration, read from a KEY=VALUE file in the Django
+ * .env syntax and overridden by environment variables of the same names.
+ * One table in config.c defines every key: its type, default, bounds and
+ * help text.
+ */
+#ifndef OTPD_CONFIG_H
+#define OTPD_CONFIG_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct redis_addr {
+    char *host;   /* NULL for a unix socket */
+    int port;
+    char *path;   /* unix socket path, or NULL */
+    char *password;
+    char *username;
+    int db;
+};
+
+struct config {
+    char *redis_url;
+    struct redis_addr redis;
+    char *hash_key_hex;
+    unsigned char hash_key[32];
+    char *prefix;
+    char *group;
+    char *consumer;
+    char *provider;
+    int otp_ttl;
+    int otp_digits;
+    int verify_attempts;
+    char *template;
+    int status_ttl;
+    int events_maxlen;
+    int max_inflight;
+    int batch;
+    int block_ms;
+    int shutdown_timeout_ms;
+    char *log_level;
+    char *ca_file;
+    int http_connect_timeout_ms;
+    int http_timeout_ms;
+    int http_max_conns;
+    char *twilio_account_sid;
+    char *twilio_auth_token;
+    char *twilio_phone_number;
+    char *twilio_messaging_service_sid;
+    char *twilio_status_callback;
+    char *twilio_api_base;
+    char *msg91_auth_key;
+    char *msg91_sender_id;
+    char *msg91_template_id;
+    char *msg91_api_base;
+};
+
+typedef const char *config_env_fn(const char *name);
+
+void config_init(struct config *cfg);
+void config_free(struct config *cfg);
+/* Apply one KEY=VALUE; err names the key on failure. */
+int config_set(struct config *cfg, const char *key, const char *value, char *err, size_t errlen);
+/* Parse .env-syntax text; errors carry "name:line: text". */
+int config_parse_text(struct config *cfg, const char *text, const char *name, char *err,
+                      size_t errlen);
+int config_read_file(struct config *cfg, const char *path, char *err, size_t errlen);
+int config_read_env(struct config *cfg, config_env_fn *getenv_fn, char *err, size_t errlen);
+/* Cross-field checks and derived values; the daemon never runs without them. */
+int config_finish(struct config *cfg, char *err, size_t errlen);
+/* Defaults, then the file (if any), then the environment, then checks. */
+int config_load(struct config *cfg, const char *path, config_env_fn *getenv_fn, char *err,
+                size_t errlen);
+void config_print(const struct config *cfg, FILE *out);
+
+int config_parse_redis_url(const char *url, struct redis_addr *addr, char *err, size_t errlen);
+void config_redis_addr_free(struct redis_addr *addr);
+/* The URL with any password replaced by "***", for logs. */
+const char *config_redis_url_redacted(const struct config *cfg, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,29 @@
+/*
+ * job.h: parse and validate a job payload (the JSON in a stream entry's
+ * "job" field).  Pure: no I/O, so it is unit-tested and fuzzed directly.
+ */
+#ifndef OTPD_JOB_H
+#define OTPD_JOB_H
+
+#include "otpd.h"
+
+struct job_defaults {
+    int ttl;
+    int digits;
+    int max_attempts;
+};
+
+/*
+ * Fill *job from payload.  On failure return -1 with the reason in err
+ * (the dead-letter reason).  job->id is set whenever the payload carried a
+ * valid id, even if something else was wrong, so a status record can say
+ * "rejected" under the name the web app knows.  job_clear() always.
+ */
+int job_parse(struct job *job, const char *payload, size_t len, const struct job_defaults *defs,
+              int64_t now_ms, char *err, size_t errlen);
+void job_clear(struct job *job);
+
+int job_phone_valid(const char *s);
+int job_id_valid(const char *s);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * log.h: one line per event on stderr, each prefixed with its syslog
+ * priority ("<3>") so journald keeps the level.  Never pass an OTP code,
+ * a secret or a full phone number: mask numbers with log_mask_phone().
+ */
+#ifndef OTPD_LOG_H
+#define OTPD_LOG_H
+
+#include <stddef.h>
+
+enum log_level {
+    LOG_LVL_ERR = 3,
+    LOG_LVL_WARNING = 4,
+    LOG_LVL_NOTICE = 5,
+    LOG_LVL_INFO = 6,
+    LOG_LVL_DEBUG = 7,
+};
+
+extern int log_verbosity;
+
+int log_level_parse(const char *name);
+const char *log_level_name(int level);
+void log_init(int level);
+
+void log_emit(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Arguments are not evaluated below the current level (Redis serverLog). */
+#define log_at(lvl, ...)                                                                           \
+    do {                                                                                           \
+        if ((lvl) <= log_verbosity)                                                                \
+            log_emit((lvl), __VA_ARGS__);                                                          \
+    } while (0)
+
+#define log_err(...)    log_at(LOG_LVL_ERR, __VA_ARGS__)
+#define log_warnx(...)  log_at(LOG_LVL_WARNING, __VA_ARGS__)
+#define log_notice(...) log_at(LOG_LVL_NOTICE, __VA_ARGS__)
+#define log_info(...)   log_at(LOG_LVL_INFO, __VA_ARGS__)
+#define log_debug(...)  log_at(LOG_LVL_DEBUG, __VA_ARGS__)
+
+void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* "+14155552671" -> "+1415*****71"; anything shorter is fully starred. */
+#define LOG_MASK_MAX 40
+const char *log_mask_phone(const char *e164, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,34 @@
+/*
+ * otp.h: the code, its keyed hash and the SMS text.  Pure functions over
+ * libsodium; the code itself never leaves the caller's buffer.
+ */
+#ifndef OTPD_OTP_H
+#define OTPD_OTP_H
+
+#include <stddef.h>
+
+#include "otpd.h"
+
+/* digits uniform decimal digits from randombytes_uniform; out >= digits+1. */
+void otp_generate(char *out, int digits);
+
+/* hex(HMAC-SHA-256(key, purpose "\n" to "\n" code)); out >= 65 bytes. */
+void otp_mac(char *out, const unsigned char key[32], const char *purpose, const char *to,
+             const char *code);
+
+/* Characters (UTF-8 code points) in s; -1 if s is not valid UTF-8. */
+long otp_utf8_chars(const char *s);
+
+/*
+ * Render tmpl with {code} and {minutes}.  Fails, with the reason in err,
+ * if tmpl lacks {code}, is not UTF-8, or renders over JOB_MESSAGE_CHARS.
+ */
+int otp_render(char *out, size_t outlen, const char *tmpl, const char *code, int minutes,
+               char *err, size_t errlen);
+
+/* Check only: would this template render within the limits? */
+int otp_template_check(const char *tmpl, int digits, int minutes, char *err, size_t errlen);
+
+#define OTP_BODY_MAX (JOB_MESSAGE_CHARS * 4 + 1)
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * otpd.h: value types shared by every module.  The data flows one way:
+ * queue (stream entry) -> job -> provider (send result) -> store.
+ */
+#ifndef OTPD_H
+#define OTPD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define JOB_ID_MAX        64
+#define JOB_PHONE_MAX     16 /* "+" and at most 15 digits (E.164) */
+#define JOB_PURPOSE_MAX   32
+#define JOB_PROVIDER_MAX  15
+#define JOB_PAYLOAD_MAX   65536
+#define JOB_MESSAGE_CHARS 480
+#define STREAM_ID_MAX     41 /* "<ms>-<seq>": two 64-bit numbers */
+#define OTP_DIGITS_MAX    10
+#define OTP_MAC_HEX       64
+#define REASON_MAX        256
+
+/* Fields that never change once a job is parsed. */
+struct job {
+    char id[JOB_ID_MAX + 1];
+    char to[JOB_PHONE_MAX + 1];
+    char purpose[JOB_PURPOSE_MAX + 1];
+    char provider[JOB_PROVIDER_MAX + 1]; /* empty: routing decides */
+    int ttl;                             /* seconds */
+    int digits;
+    int max_attempts;
+    char *message; /* template, owned; NULL: the configured default */
+    int64_t created_ms;
+    int64_t expires_ms; /* created_ms + ttl: the code's deadline */
+};
+
+/* Every status a job record can hold; see docs/protocol.md. */
+enum job_status {
+    JOB_QUEUED,
+    JOB_SENDING,
+    JOB_RETRYING,
+    JOB_SENT,
+    JOB_DELIVERED,
+    JOB_UNDELIVERED,
+    JOB_FAILED,
+    JOB_EXPIRED,
+    JOB_REJECTED,
+    JOB_RATE_LIMITED,
+    JOB_DUPLICATE,
+};
+
+const char *job_status_name(enum job_status st);
+
+int64_t otpd_now_ms(void); /* wall clock, epoch milliseconds */
+
+#endif

@@ -1,0 +1,76 @@
+/*
+ * provider.h: the one interface every SMS provider implements.  The
+ * dispatcher hands a rendered message to send() and hears back once,
+ * through the done callback, never from inside send() itself.  Only a
+ * provider_*.c file knows its provider's wire format.
+ */
+#ifndef OTPD_PROVIDER_H
+#define OTPD_PROVIDER_H
+
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "config.h"
+#include "otpd.h"
+
+enum send_outcome {
+    SEND_OK,            /* accepted by the provider */
+    SEND_FAIL_JOB,      /* permanent for this job (bad number, opted out, ...) */
+    SEND_FAIL_PROVIDER, /* permanent for the provider (credentials, suspended) */
+    SEND_RETRY,         /* certainly not sent; safe to try again */
+    SEND_AMBIGUOUS,     /* may have been sent (timeout after the body, 5xx) */
+};
+
+struct send_request {
+    const struct job *job;
+    const char *body;    /* the rendered SMS, holding the code */
+    int64_t deadline_ms; /* the code's expiry; nothing is sent after it */
+    int attempt;         /* 1 for the first */
+};
+
+struct send_result {
+    enum send_outcome outcome;
+    char ref[72];             /* provider's message id */
+    char provider_status[24]; /* e.g. Twilio "queued" */
+    char error_code[24];
+    char error[REASON_MAX]; /* human text with a fix where one is known */
+    int64_t retry_after_ms; /* from Retry-After, or 0 */
+};
+
+struct provider;
+struct provider_call;
+typedef void provider_done_cb(void *arg, const struct send_result *res);
+typedef void provider_closed_cb(void *arg);
+
+struct provider_ops {
+    const char *name;
+    struct provider *(*open)(uv_loop_t *loop, const struct config *cfg, char *err,
+                             size_t errlen);
+    struct provider_call *(*send)(struct provider *p, const struct send_request *req,
+                                  provider_done_cb *cb, void *arg);
+    /* The done callback of a cancelled call never runs. */
+    void (*cancel)(struct provider *p, struct provider_call *call);
+    void (*close)(struct provider *p, provider_closed_cb *cb, void *arg);
+};
+
+/* Common head of every provider object. */
+struct provider {
+    const struct provider_ops *ops;
+};
+
+const char *provider_outcome_name(enum send_outcome o);
+
+/* The set of providers this configuration enables. */
+struct provider_set;
+struct provider_set *provider_set_open(uv_loop_t *loop, const struct config *cfg, char *err,
+                                       size_t errlen);
+/* The provider for a job (its pin, else the default); NULL with a reason. */
+struct provider *provider_set_pick(struct provider_set *set, const struct job *job, char *err,
+                                   size_t errlen);
+const char *provider_name(const struct provider *p);
+void provider_set_close(struct provider_set *set, provider_closed_cb *cb, void *arg);
+
+extern const struct provider_ops provider_console_ops;
+
+#endif

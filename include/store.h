@@ -1,0 +1,42 @@
+/*
+ * store.h: what the daemon writes back for the web app: the OTP record
+ * (keyed hash of the code), the job's status record and the events stream.
+ * Only store.c knows those key layouts.
+ */
+#ifndef OTPD_STORE_H
+#define OTPD_STORE_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "otpd.h"
+#include "rconn.h"
+
+struct status_update {
+    enum job_status status;
+    const char *provider;
+    const char *provider_ref;
+    const char *error_code;
+    const char *error;
+    int attempts;
+    int64_t sent_ms;
+    int delete_otp; /* the code can no longer be delivered: burn its record */
+};
+
+/* ok: 0 done, 1 (store_begin only) superseded by a newer code, -1 error. */
+typedef void store_done_cb(void *arg, int ok, const char *err);
+
+struct store;
+struct store *store_new(const struct config *cfg, struct rconn *writer);
+void store_free(struct store *st);
+
+/*
+ * Before sending: the OTP record (unless a newer code for the same number
+ * and purpose already exists) and status "sending", in one transaction.
+ */
+int store_begin(struct store *st, const struct job *job, const char *mac, store_done_cb *cb,
+                void *arg);
+int store_status(struct store *st, const struct job *job, const struct status_update *u,
+                 store_done_cb *cb, void *arg);
+
+#endif

@@ -1,0 +1,273 @@
+"""The web app's side of the otpd Redis contract (docs/protocol.md).
+
+This module owns enqueueing jobs, reading their status and verifying codes.
+It does not send SMS and never sees a code in clear except the one a user
+typed, which it turns into a MAC before anything reaches Redis.  It depends
+on redis-py and the standard library only, so a Django site can vendor it.
+"""
+import hashlib
+import hmac
+import json
+import math
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import redis as _redis
+
+FINAL = frozenset({
+    "sent", "delivered", "undelivered", "failed",
+    "expired", "rejected", "rate_limited", "duplicate",
+})
+PROVIDERS = frozenset({"twilio", "msg91", "console"})
+DEFAULT_TTL = 300
+DEFAULT_DIGITS = 6
+MAX_MESSAGE_CHARS = 480
+
+# ASCII classes spelled out: \d and \w would admit other scripts' digits,
+# and fullmatch() avoids the trailing-newline hole of "$".
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_PURPOSE = re.compile(r"[a-z0-9_]{1,32}")
+_JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_CODE = re.compile(r"[0-9]{4,10}")
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+
+# KEYS[1] = OTP record, ARGV[1] = candidate MAC.  Returns {status,
+# attempts_left, job id}.  A locked record is kept until its TTL so that
+# further guesses keep answering "locked" rather than "expired".
+VERIFY_LUA = """
+local f = redis.call('HMGET', KEYS[1], 'mac', 'job', 'attempts', 'max_attempts', 'locked')
+local mac, job = f[1], f[2] or ''
+if not mac then
+  return {'expired', 0, job}
+end
+local attempts = tonumber(f[3]) or 0
+local max = tonumber(f[4]) or 5
+if f[5] == '1' or attempts >= max then
+  return {'locked', 0, job}
+end
+if mac == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return {'ok', max - attempts, job}
+end
+attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if attempts >= max then
+  redis.call('HSET', KEYS[1], 'locked', '1')
+  return {'locked', 0, job}
+end
+return {'mismatch', max - attempts, job}
+"""
+
+
+def parse_hash_key(key):
+    """Return the 32-byte key from its 64-hex-digit form.
+
+    A short or mistyped key would still produce MACs, just ones the daemon
+    never matches, so it is refused loudly here instead.
+    """
+    if isinstance(key, str) and _HEX_KEY.fullmatch(key):
+        return bytes.fromhex(key)
+    raise ValueError("OTPD_HASH_KEY must be exactly 64 hex characters (32 bytes)")
+
+
+def mac(purpose, to, code, key=None):
+    """HMAC-SHA-256 of purpose, number and code, as lower-case hex.
+
+    Binding purpose and number into the MAC means a code sent for one
+    purpose or number can never verify for another.  `key` is the hex
+    OTPD_HASH_KEY; when omitted it is read from the environment.
+    """
+    if key is None:
+        key = os.environ.get("OTPD_HASH_KEY", "")
+    return _mac(parse_hash_key(key), purpose, to, code)
+
+
+def _mac(key, purpose, to, code):
+    msg = "%s\n%s\n%s" % (purpose, to, code)
+    return hmac.new(key, msg.encode(), hashlib.sha256).hexdigest()
+
+
+def mask_phone(to):
+    """Mask a number for logs and status records: '+1415*****71'.
+
+    Keeps '+', the first four digits (country and area) and the last two,
+    which is enough for support to match a complaint.  Anything that is not
+    E.164 is shown as '***' so that malformed input never leaks whole.
+    """
+    if not isinstance(to, str) or not _E164.fullmatch(to):
+        return "***"
+    return to[:5] + "*" * (len(to) - 7) + to[-2:]
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of verify(); true only when the code was accepted.
+
+    status is one of 'ok', 'mismatch', 'expired', 'locked', 'invalid'.
+    """
+
+    status: str
+    attempts_left: int = 0
+    job_id: Optional[str] = None
+
+    @property
+    def ok(self):
+        return self.status == "ok"
+
+    def __bool__(self):
+        return self.ok
+
+
+def _text(v):
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _now_ms():
+    return int(time.time() * 1000)
+
+
+def _check_int(name, value, lo, hi):
+    # bool is an int subclass and would serialise as true/false.
+    if type(value) is not int or not lo <= value <= hi:
+        raise ValueError("%s must be an integer in %d..%d, got %r" % (name, lo, hi, value))
+
+
+def _check_target(to, purpose):
+    if not isinstance(to, str) or not _E164.fullmatch(to):
+        raise ValueError("to must be an E.164 number like +14155552671, got %r" % (to,))
+    if not isinstance(purpose, str) or not _PURPOSE.fullmatch(purpose):
+        raise ValueError("purpose must match [a-z0-9_]{1,32}, got %r" % (purpose,))
+
+
+class OTPClient:
+    """Enqueue OTP jobs, read their status and verify codes.
+
+    Give it a redis-py client (bytes or decoded replies both work) or a URL.
+    """
+
+    def __init__(self, redis=None, url=None, hash_key=None, prefix="otpd:", status_ttl=86400):
+        if redis is None:
+            if url is None:
+                raise ValueError("OTPClient needs a redis client or a url")
+            redis = _redis.Redis.from_url(url, decode_responses=True)
+        self.redis = redis
+        self._key = parse_hash_key(hash_key)
+        self.prefix = prefix
+        self.status_ttl = status_ttl
+        self._verify = redis.register_script(VERIFY_LUA)
+
+    @classmethod
+    def from_env(cls):
+        """Build from REDIS_URL, OTPD_HASH_KEY, OTPD_PREFIX and OTPD_STATUS_TTL,
+        the same variables the daemon reads, so one environment serves both."""
+        return cls(
+            url=os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
+            hash_key=os.environ.get("OTPD_HASH_KEY"),
+            prefix=os.environ.get("OTPD_PREFIX", "otpd:"),
+            status_ttl=int(os.environ.get("OTPD_STATUS_TTL", "86400")),
+        )
+
+    def send(self, to, purpose="login", *, id=None, ttl=None, digits=None,
+             max_attempts=None, message=None, provider=None):
+        """Queue a code for `to` and return the job id.
+
+        Input is checked here with the daemon's rules so that mistakes
+        surface as a ValueError in the request that made them rather than
+        as a dead letter later; the daemon checks again.  Fields left as
+        None are omitted so the daemon's configured defaults apply.
+        """
+        _check_target(to, purpose)
+        job = {"v": 1, "to": to, "purpose": purpose}
+        if id is None:
+            id = "%s-%s" % (purpose, secrets.token_hex(8))
+        elif not isinstance(id, str) or not _JOB_ID.fullmatch(id):
+            raise ValueError("id must match [A-Za-z0-9_.:-]{1,64}, got %r" % (id,))
+        job["id"] = id
+        if ttl is not None:
+            _check_int("ttl", ttl, 30, 3600)
+            job["ttl"] = ttl
+        if digits is not None:
+            _check_int("digits", digits, 4, 10)
+            job["digits"] = digits
+        if max_attempts is not None:
+            _check_int("max_attempts", max_attempts, 1, 20)
+            job["max_attempts"] = max_attempts
+        if message is not None:
+            if not isinstance(message, str) or "{code}" not in message:
+                raise ValueError("message must be a string containing {code}")
+            try:
+                message.encode()
+            except UnicodeEncodeError:  # lone surrogates; the daemon wants UTF-8
+                raise ValueError("message is not valid Unicode text") from None
+            minutes = math.ceil((ttl or DEFAULT_TTL) / 60)
+            text = message.replace("{code}", "0" * (digits or DEFAULT_DIGITS))
+            text = text.replace("{minutes}", str(minutes))
+            if len(text) > MAX_MESSAGE_CHARS:
+                raise ValueError("message is %d characters once rendered; the limit is %d"
+                                 % (len(text), MAX_MESSAGE_CHARS))
+            job["message"] = message
+        if provider is not None:
+            if provider not in PROVIDERS:
+                raise ValueError("provider must be one of %s, got %r"
+                                 % (", ".join(sorted(PROVIDERS)), provider))
+            job["provider"] = provider
+        now = _now_ms()
+        job["created_ms"] = now
+        # No size check: with the limits above the payload stays far below
+        # the daemon's 65536-byte cap.
+        payload = json.dumps(job, separators=(",", ":"))
+
+        # The queued record lets wait() tell "not picked up yet" from
+        # "unknown id".  HSETNX, not HSET: re-sending an id that already ran
+        # must not overwrite its real status with "queued".
+        skey = self.prefix + "job:" + id
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(self.prefix + "jobs", {"job": payload})
+        for field, value in (("status", "queued"), ("to", mask_phone(to)),
+                             ("purpose", purpose), ("created_ms", now), ("updated_ms", now)):
+            pipe.hsetnx(skey, field, value)
+        pipe.expire(skey, self.status_ttl)
+        pipe.execute()
+        return id
+
+    def status(self, job_id):
+        """The job's status record as a dict of str, or {} if unknown or expired."""
+        raw = self.redis.hgetall(self.prefix + "job:" + job_id)
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def wait(self, job_id, timeout=10.0, poll=0.05, final=FINAL):
+        """Poll until the job's status is in `final` and return the record.
+
+        'sent' counts as final by default because delivery receipts may
+        never arrive.  Raises TimeoutError with the last status seen.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status(job_id)
+            if st.get("status") in final:
+                return st
+            if time.monotonic() >= deadline:
+                raise TimeoutError("job %s still %r after %.1fs"
+                                   % (job_id, st.get("status"), timeout))
+            time.sleep(poll)
+
+    def verify(self, to, code, purpose="login"):
+        """Check a code the user typed, spending one attempt if it is wrong.
+
+        Input that cannot be a code (not 4..10 ASCII digits after trimming
+        whitespace) returns 'invalid' without touching Redis: it cannot
+        match, so counting it would only let typos lock users out.  A bad
+        `to` or `purpose` is the caller's bug and raises ValueError.
+        """
+        _check_target(to, purpose)
+        if not isinstance(code, str):
+            raise TypeError("code must be a str (an int would lose leading zeros)")
+        code = code.strip()
+        if not _CODE.fullmatch(code):
+            return VerifyResult("invalid")
+        key = "%sotp:%s:%s" % (self.prefix, purpose, to)
+        status, left, job = self._verify(keys=[key], args=[_mac(self._key, purpose, to, code)])
+        return VerifyResult(_text(status), int(left), _text(job) or None)

@@ -1,0 +1,1110 @@
+#!/usr/bin/python3
+"""Twilio + MSG91 mock over real HTTPS (aiohttp, loopback), for otpd's tests.
+
+Run:
+    /usr/bin/python3 tests/mocks/provider_mock.py --port 0 --cert C --key K \
+        [--ready-file F] [--host 127.0.0.1]
+
+With --ready-file the actual port is written there as JSON {"port": N, "pid": P}
+once the socket listens (written atomically: tmp file + rename).
+
+Provider endpoints (see README.md in this directory for details):
+  POST /2010-04-01/Accounts/{AC}/Messages.json          Twilio create message
+  GET  /2010-04-01/Accounts/{AC}/Messages/{SM}.json     Twilio fetch message
+  GET  /2010-04-01/Accounts/{AC}/Messages.json          Twilio list messages
+  GET  /2010-04-01/Accounts/{AC}.json                   Twilio fetch account
+  POST /api/v5/flow/  (and /api/v5/flow)                MSG91 Flow send
+Control API (no auth) under /_mock/: reset, config, rules, requests, stats,
+messages, health.
+
+Only Debian's python3 + python3-aiohttp (3.8) are needed.
+"""
+import argparse
+import asyncio
+import base64
+import http
+import json
+import logging
+import math
+import os
+import re
+import resource
+import secrets
+import signal
+import socket
+import ssl
+import struct
+import sys
+import time
+import urllib.parse
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+log = logging.getLogger("provider_mock")
+
+# --------------------------------------------------------------------------
+# Defaults
+# --------------------------------------------------------------------------
+DEFAULT_TWILIO_ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
+DEFAULT_TWILIO_AUTH_TOKEN = "test-auth-token-0123456789abcdef"
+DEFAULT_MSG91_AUTHKEY = "test-msg91-authkey"
+
+SLOW_DEFAULT_MS = 3000          # `slow` without delay_ms
+TIMEOUT_DEFAULT_MS = 60000      # `timeout` without delay_ms
+
+TWILIO_BEHAVIOURS = {
+    "ok", "invalid_number", "not_mobile", "unverified_trial", "opted_out",
+    "region_disabled", "auth", "suspended", "rate_limited", "server_error",
+    "unavailable", "slow", "drop", "reset", "drop_mid_response",
+    "truncated_json", "not_json", "timeout",
+}
+MSG91_BEHAVIOURS = {
+    "ok", "auth", "auth_401", "invalid_mobile", "template_invalid",
+    "insufficient_balance", "ip_not_whitelisted", "rate_limited",
+    "server_error", "unavailable", "slow", "drop", "reset",
+    "drop_mid_response", "truncated_json", "not_json", "timeout",
+}
+BEHAVIOURS = {"twilio": TWILIO_BEHAVIOURS, "msg91": MSG91_BEHAVIOURS}
+# Behaviours that make sense for non-send operations (fetch/list/account).
+GENERIC_BEHAVIOURS = {
+    "ok", "auth", "rate_limited", "server_error", "unavailable", "slow",
+    "drop", "reset", "drop_mid_response", "truncated_json", "not_json",
+    "timeout",
+}
+# Behaviours after which a send counts as "processed by the provider" (the
+# message is stored and shows up in fetch/list) unless the rule overrides
+# it with "store": true/false.
+STORED_BY_DEFAULT = {"ok", "slow", "drop_mid_response", "truncated_json"}
+
+TWILIO_OPS = {"send", "fetch", "list", "account"}
+MSG91_OPS = {"send"}
+
+HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+            b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            b"</body>\r\n</html>\r\n")
+
+JSON_CT = "application/json; charset=utf-8"
+
+GSM7_BASIC = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
+                 "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
+GSM7_EXT = set("^{}\\[~]|€\f")
+
+
+def digits(s):
+    return re.sub(r"\D", "", s or "")
+
+
+def rfc2822(ts):
+    return time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(ts))
+
+
+def num_segments(body):
+    if all(c in GSM7_BASIC or c in GSM7_EXT for c in body):
+        n = sum(2 if c in GSM7_EXT else 1 for c in body)
+        return 1 if n <= 160 else math.ceil(n / 153)
+    n = sum(2 if ord(c) > 0xFFFF else 1 for c in body)  # UTF-16 code units
+    return 1 if n <= 70 else math.ceil(n / 67)
+
+
+# --------------------------------------------------------------------------
+# State
+# --------------------------------------------------------------------------
+class State:
+    def __init__(self, base_config):
+        self.base_config = dict(base_config)
+        self.conn_seq = 0           # never reset: conn_ids stay unique
+        self.rule_seq = 0
+        self.open_connections = 0
+        self.in_flight = 0
+        self.in_flight_by = {"twilio": 0, "msg91": 0, "unknown": 0}
+        self.reset()
+
+    def default_config(self):
+        cfg = {
+            "twilio_account_sid": DEFAULT_TWILIO_ACCOUNT_SID,
+            "twilio_auth_token": DEFAULT_TWILIO_AUTH_TOKEN,
+            "twilio_api_keys": {},             # {"SK...": "secret"}
+            "twilio_account_status": "active",  # active|suspended|closed
+            "twilio_account_type": "Full",      # Full|Trial
+            "twilio_message_status": "delivered",  # status of stored msgs on fetch/list
+            "msg91_authkey": DEFAULT_MSG91_AUTHKEY,
+            "default": "ok",                    # str or {"twilio":..,"msg91":..}
+            "default_delay_ms": 0,              # added to every provider answer
+            "twilio_concurrency_limit": 0,      # >0: sends beyond N in flight get 429/20429
+        }
+        cfg.update(self.base_config)
+        return cfg
+
+    def reset(self, keep_config=False):
+        if not keep_config:
+            self.config = self.default_config()
+        self.rules = []
+        self.requests = []
+        self.seq = 0
+        self.twilio_messages = {}   # sid -> stored message (with private keys)
+        self.msg91_messages = []
+        self.tcp_accepted = 0
+        self.provider_conn_ids = set()
+        self.n_requests = 0
+        # in_flight* are gauges (not reset); the peaks restart from them.
+        self.max_concurrent = self.in_flight
+        self.max_concurrent_by = dict(self.in_flight_by)
+
+
+STATE = None
+
+
+# --------------------------------------------------------------------------
+# Connection tracking: our own RequestHandler subclass carries a conn_id and
+# a future resolved when the connection is lost.
+# --------------------------------------------------------------------------
+class MockRequestHandler(RequestHandler):
+    # no __slots__ here -> instances get a __dict__ for our attributes
+    def connection_lost(self, exc):
+        fut = getattr(self, "lost_future", None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+            STATE.open_connections -= 1
+        super().connection_lost(exc)
+
+
+class MockServer(web.Server):
+    def __call__(self):
+        STATE.conn_seq += 1
+        STATE.tcp_accepted += 1
+        STATE.open_connections += 1
+        h = MockRequestHandler(self, loop=self._loop, **self._kwargs)
+        h.conn_id = STATE.conn_seq
+        h.lost_future = self._loop.create_future()
+        return h
+
+
+def conn_id_of(request):
+    return getattr(request.protocol, "conn_id", None)
+
+
+async def wait_or_lost(request, seconds):
+    """Sleep `seconds` unless the client disconnects first.
+    Returns True if the client is still connected."""
+    fut = getattr(request.protocol, "lost_future", None)
+    if seconds > 0:
+        if fut is None:
+            await asyncio.sleep(seconds)
+        else:
+            await asyncio.wait({fut}, timeout=seconds)
+    return not (fut is not None and fut.done())
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+def json_response(status, obj, headers=None, content_type=JSON_CT):
+    body = json.dumps(obj).encode()
+    h = {"Content-Type": content_type}
+    if headers:
+        h.update(headers)
+    return web.Response(status=status, body=body, headers=h)
+
+
+def twilio_headers():
+    return {"Twilio-Request-Id": "RQ" + secrets.token_hex(16),
+            "Twilio-Concurrent-Requests": str(STATE.in_flight),
+            "Twilio-Request-Duration": "0.%03d" % secrets.randbelow(200)}
+
+
+def twilio_error_obj(status, code, message):
+    return {"code": code, "message": message,
+            "more_info": "https://www.twilio.com/docs/errors/%d" % code,
+            "status": status}
+
+
+def twilio_error(status, code, message, extra_headers=None):
+    h = twilio_headers()
+    if extra_headers:
+        h.update(extra_headers)
+    return json_response(status, twilio_error_obj(status, code, message), h)
+
+
+def twilio_401():
+    return twilio_error(401, 20003, "Authenticate",
+                        {"WWW-Authenticate": 'Basic realm="Twilio API"'})
+
+
+def twilio_404(path):
+    return twilio_error(404, 20404, "The requested resource %s was not found" % path)
+
+
+def msg91_response(status, obj, extra_headers=None):
+    return json_response(status, obj, extra_headers, content_type="application/json")
+
+
+def retry_after_headers(rule):
+    ra = rule.get("retry_after") if rule else None
+    if ra is None:
+        return {}
+    if isinstance(ra, float) and ra.is_integer():
+        ra = int(ra)
+    return {"Retry-After": str(ra)}
+
+
+async def close_after_raw(request, raw=b"", rst=False):
+    """Write raw bytes (maybe none) directly on the transport, then close it.
+    Returns a dummy response; aiohttp will fail to write it and treat the
+    request as a premature client disconnection (quietly)."""
+    tr = request.transport
+    if tr is not None and not tr.is_closing():
+        if raw:
+            tr.write(raw)
+        if rst:
+            sock = tr.get_extra_info("socket")
+            if sock is not None:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+                except OSError:
+                    pass
+            tr.abort()
+        else:
+            tr.close()
+    await wait_or_lost(request, 2.0)
+    return web.Response(status=204)
+
+
+# --------------------------------------------------------------------------
+# Rules
+# --------------------------------------------------------------------------
+class RuleError(Exception):
+    pass
+
+
+def make_rule(spec):
+    if not isinstance(spec, dict):
+        raise RuleError("rule must be a JSON object")
+    provider = spec.get("provider", "*")
+    if provider not in ("twilio", "msg91", "*"):
+        raise RuleError("provider must be twilio, msg91 or *")
+    behaviour = spec.get("behaviour", spec.get("behavior"))
+    if not behaviour:
+        raise RuleError("behaviour is required")
+    op = spec.get("op", "send")
+    providers = ["twilio", "msg91"] if provider == "*" else [provider]
+    valid_for = [p for p in providers if behaviour in BEHAVIOURS[p]]
+    if not valid_for:
+        raise RuleError("unknown behaviour %r for provider %s; twilio: %s; msg91: %s"
+                        % (behaviour, provider, sorted(TWILIO_BEHAVIOURS),
+                           sorted(MSG91_BEHAVIOURS)))
+    if op not in TWILIO_OPS | {"*"}:
+        raise RuleError("op must be send, fetch, list, account or *")
+    if op != "send" and behaviour not in GENERIC_BEHAVIOURS:
+        raise RuleError("behaviour %r only applies to op=send" % behaviour)
+    to = spec.get("to", "*")
+    if to is None:
+        to = "*"
+    times = spec.get("times")
+    if times is not None and (not isinstance(times, int) or times < 0):
+        raise RuleError("times must be a non-negative integer")
+    STATE.rule_seq += 1
+    return {
+        "id": STATE.rule_seq,
+        "to": to,
+        "to_digits": None if to == "*" else digits(str(to)),
+        "provider": provider,
+        "op": op,
+        "behaviour": behaviour,
+        "times": times,
+        "remaining": times,
+        "delay_ms": spec.get("delay_ms"),
+        "retry_after": spec.get("retry_after"),
+        "store": spec.get("store"),
+        "hits": 0,
+    }
+
+
+def match_rule(provider, op, recipients):
+    """First non-exhausted rule (in insertion order) matching; consumes one
+    use of it. recipients: list of digit strings (may be empty)."""
+    for r in STATE.rules:
+        if r["remaining"] is not None and r["remaining"] <= 0:
+            continue
+        if r["provider"] not in ("*", provider):
+            continue
+        if r["behaviour"] not in BEHAVIOURS[provider]:
+            continue
+        if r["op"] not in ("*", op):
+            continue
+        if op != "send" and r["behaviour"] not in GENERIC_BEHAVIOURS:
+            continue
+        if r["to_digits"] is not None and r["to_digits"] not in recipients:
+            continue
+        if r["remaining"] is not None:
+            r["remaining"] -= 1
+        r["hits"] += 1
+        return r
+    return None
+
+
+def default_behaviour(provider, op):
+    d = STATE.config.get("default", "ok")
+    if isinstance(d, dict):
+        d = d.get(provider, "ok")
+    if not d or d not in BEHAVIOURS[provider]:
+        return "ok"
+    if op != "send" and d not in GENERIC_BEHAVIOURS:
+        return "ok"
+    return d
+
+
+def resolve(provider, op, recipients):
+    rule = match_rule(provider, op, recipients)
+    if rule is not None:
+        return rule["behaviour"], rule
+    return default_behaviour(provider, op), None
+
+
+def total_delay_s(behaviour, rule):
+    d = STATE.config.get("default_delay_ms") or 0
+    rd = rule.get("delay_ms") if rule else None
+    if behaviour == "slow":
+        d += rd if rd is not None else SLOW_DEFAULT_MS
+    elif behaviour == "timeout":
+        pass    # handled by the timeout behaviour itself
+    elif rd:
+        d += rd
+    return max(0.0, d / 1000.0)
+
+
+def should_store(behaviour, rule):
+    if rule is not None and rule.get("store") is not None:
+        return bool(rule["store"])
+    return behaviour in STORED_BY_DEFAULT
+
+
+# --------------------------------------------------------------------------
+# Recording
+# --------------------------------------------------------------------------
+def headers_dict(request):
+    d = {}
+    for k, v in request.headers.items():
+        d[k] = d[k] + ", " + v if k in d else v
+    return d
+
+
+def new_record(request, provider, op, raw):
+    STATE.seq += 1
+    hd = headers_dict(request)
+    rec = {
+        "seq": STATE.seq,
+        "time": time.monotonic(),
+        "wall_time": time.time(),
+        "provider": provider,
+        "op": op,
+        "method": request.method,
+        "path": request.path,
+        "query": {k: v for k, v in request.query.items()},
+        "headers": hd,
+        "headers_lc": {k.lower(): v for k, v in hd.items()},
+        "raw_body": raw.decode("utf-8", "replace"),
+        "form": None,
+        "json": None,
+        "conn_id": conn_id_of(request),
+        "behaviour": None,
+        "rule_id": None,
+        "status": None,
+        "client_disconnected": False,
+    }
+    STATE.requests.append(rec)
+    STATE.n_requests += 1
+    if rec["conn_id"] is not None:
+        STATE.provider_conn_ids.add(rec["conn_id"])
+    return rec
+
+
+# --------------------------------------------------------------------------
+# Generic behaviour execution
+# --------------------------------------------------------------------------
+async def deliver(request, rec, behaviour, rule, make_ok, make_error, store_cb):
+    """Run `behaviour`.
+
+    make_ok()            -> (status, obj, headers) for the success answer
+    make_error(name)     -> web.Response for a provider-specific error name
+    store_cb()           -> store the message (called when it counts as sent)
+    """
+    rec["behaviour"] = behaviour
+    rec["rule_id"] = rule["id"] if rule else None
+    delay = total_delay_s(behaviour, rule)
+
+    if should_store(behaviour, rule):
+        store_cb()
+
+    if behaviour == "timeout":
+        rec["status"] = None
+        rd = rule.get("delay_ms") if rule else None
+        t = (rd if rd is not None else TIMEOUT_DEFAULT_MS) / 1000.0
+        if not await wait_or_lost(request, t):
+            rec["client_disconnected"] = True
+        return await close_after_raw(request)
+
+    if behaviour in ("drop", "reset"):
+        rec["status"] = None
+        if not await wait_or_lost(request, delay):
+            rec["client_disconnected"] = True
+        return await close_after_raw(request, rst=(behaviour == "reset"))
+
+    if behaviour in ("ok", "slow", "drop_mid_response", "truncated_json"):
+        status, obj, hdrs = make_ok()
+        if behaviour in ("ok", "slow"):
+            resp = json_response(status, obj, hdrs)
+        else:
+            body = json.dumps(obj).encode()
+            cut = body[: max(1, len(body) * 3 // 5)]
+            if behaviour == "truncated_json":
+                resp = web.Response(status=status, body=cut,
+                                    headers=dict(hdrs, **{"Content-Type": JSON_CT}))
+            else:
+                rec["status"] = status
+                if not await wait_or_lost(request, delay):
+                    rec["client_disconnected"] = True
+                    return await close_after_raw(request)
+                reason = http.HTTPStatus(status).phrase
+                head = ["HTTP/1.1 %d %s" % (status, reason),
+                        "Date: " + time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime()),
+                        "Content-Type: " + JSON_CT,
+                        "Content-Length: %d" % len(body),
+                        "Connection: keep-alive"]
+                head += ["%s: %s" % kv for kv in hdrs.items()]
+                raw = ("\r\n".join(head) + "\r\n\r\n").encode() + cut
+                return await close_after_raw(request, raw)
+    elif behaviour == "not_json":
+        resp = web.Response(status=502, body=HTML_502,
+                            headers={"Content-Type": "text/html"})
+    else:
+        resp = make_error(behaviour)
+
+    rec["status"] = resp.status
+    if not await wait_or_lost(request, delay):
+        rec["client_disconnected"] = True
+    return resp
+
+
+# --------------------------------------------------------------------------
+# Twilio
+# --------------------------------------------------------------------------
+RE_TW_MESSAGES = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Messages\.json$")
+RE_TW_MESSAGE = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Messages/([^/]+)\.json$")
+RE_TW_ACCOUNT = re.compile(r"^/2010-04-01/Accounts/([^/]+)\.json$")
+RE_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+def twilio_auth_ok(request):
+    """True if the Basic credentials are valid for the configured account."""
+    h = request.headers.get("Authorization", "")
+    if not h.lower().startswith("basic "):
+        return False
+    try:
+        user, _, pw = base64.b64decode(h[6:].strip(), validate=True).decode().partition(":")
+    except Exception:
+        return False
+    cfg = STATE.config
+    if user == cfg["twilio_account_sid"] and secrets.compare_digest(pw, cfg["twilio_auth_token"]):
+        return True
+    keys = cfg.get("twilio_api_keys") or {}
+    return user in keys and secrets.compare_digest(pw, str(keys[user]))
+
+
+def twilio_behaviour_error(name, to):
+    if name == "invalid_number":
+        return twilio_error(400, 21211, "The 'To' number %s is not a valid phone number." % to)
+    if name == "not_mobile":
+        return twilio_error(400, 21614, "'To' number is not a valid mobile number")
+    if name == "unverified_trial":
+        return twilio_error(
+            400, 21608,
+            "The number %s is unverified. Trial accounts cannot send messages to "
+            "unverified numbers; verify %s at twilio.com/user/account/phone-numbers/verified, "
+            "or purchase a Twilio number to send messages to unverified numbers" % (to, to))
+    if name == "opted_out":
+        return twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")
+    if name == "region_disabled":
+        return twilio_error(
+            400, 21408,
+            "Permission to send an SMS has not been enabled for the region indicated "
+            "by the 'To' number: %s." % to)
+    if name == "auth":
+        return twilio_401()
+    if name == "suspended":
+        return twilio_error(401, 20005, "Account not active")
+    if name == "rate_limited":
+        raise AssertionError("handled by caller")
+    if name == "server_error":
+        return twilio_error(500, 20500, "An internal server error has occurred")
+    if name == "unavailable":
+        return twilio_error(503, 20503, "Service Unavailable")
+    raise AssertionError("unhandled twilio behaviour " + name)
+
+
+def twilio_make_error(to, rule):
+    def f(name):
+        if name == "rate_limited":
+            return twilio_error(429, 20429, "Too Many Requests", retry_after_headers(rule))
+        return twilio_behaviour_error(name, to)
+    return f
+
+
+def twilio_public(msg):
+    return {k: v for k, v in msg.items() if not k.startswith("_")}
+
+
+def twilio_stored_view(msg):
+    """Message as seen by fetch/list: later lifecycle state."""
+    m = twilio_public(msg)
+    st = msg.get("_status") or STATE.config.get("twilio_message_status") or "delivered"
+    m["status"] = st
+    if st not in ("queued", "accepted", "scheduled"):
+        m["date_sent"] = m["date_sent"] or m["date_created"]
+    if "_error_code" in msg:
+        m["error_code"] = msg["_error_code"]
+        m["error_message"] = msg.get("_error_message")
+    if m.get("num_segments") == "0":
+        m["num_segments"] = msg["_segments"]
+    if m.get("from") is None:
+        m["from"] = msg.get("_from_resolved")
+    return m
+
+
+async def twilio_create(request, account_sid):
+    raw = await request.read()
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    form = {}
+    if ctype in ("application/x-www-form-urlencoded", ""):
+        for k, v in urllib.parse.parse_qsl(raw.decode("utf-8", "replace"),
+                                           keep_blank_values=True):
+            form[k] = v
+    rec = new_record(request, "twilio", "send", raw)
+    rec["form"] = form
+
+    def fail(resp, why):
+        rec["behaviour"] = why
+        rec["status"] = resp.status
+        return resp
+
+    cfg = STATE.config
+    if not twilio_auth_ok(request):
+        return fail(twilio_401(), "bad_credentials")
+    if account_sid != cfg["twilio_account_sid"]:
+        return fail(twilio_404(request.path), "wrong_account_sid")
+    if cfg.get("twilio_account_status", "active") != "active":
+        return fail(twilio_error(401, 20005, "Account not active"), "account_not_active")
+
+    to = form.get("To", "")
+    body = form.get("Body", "")
+    frm = form.get("From", "")
+    mg = form.get("MessagingServiceSid", "")
+    if not to:
+        return fail(twilio_error(400, 21604, "A 'To' phone number is required."), "validation")
+    if not frm and not mg:
+        return fail(twilio_error(400, 21603,
+                                 "A 'From' or 'MessagingServiceSid' parameter is required"),
+                    "validation")
+    if not body and not form.get("MediaUrl") and not form.get("ContentSid"):
+        return fail(twilio_error(400, 21602, "Message body is required."), "validation")
+    if len(body) > 1600:
+        return fail(twilio_error(400, 21617,
+                                 "The concatenated message body exceeds the 1600 character limit."),
+                    "validation")
+    if not RE_E164.match(to):
+        return fail(twilio_error(400, 21211,
+                                 "The 'To' number %s is not a valid phone number." % to),
+                    "validation")
+
+    limit = cfg.get("twilio_concurrency_limit") or 0
+    if limit and STATE.in_flight_by["twilio"] > limit:
+        return fail(twilio_error(429, 20429, "Too Many Requests"), "concurrency_limit")
+
+    behaviour, rule = resolve("twilio", "send", [digits(to)])
+
+    now = time.time()
+    sid = "SM" + secrets.token_hex(16)
+    segs = str(num_segments(body))
+    uri = "/2010-04-01/Accounts/%s/Messages/%s.json" % (account_sid, sid)
+    msg = {
+        "account_sid": account_sid,
+        "api_version": "2010-04-01",
+        "body": body,
+        "date_created": rfc2822(now),
+        "date_sent": None,
+        "date_updated": rfc2822(now),
+        "direction": "outbound-api",
+        "error_code": None,
+        "error_message": None,
+        "from": frm or None,
+        "messaging_service_sid": mg or None,
+        "num_media": "0",
+        "num_segments": "0" if (mg and not frm) else segs,
+        "price": None,
+        "price_unit": "USD",
+        "sid": sid,
+        "status": "accepted" if mg else "queued",
+        "subresource_uris": {
+            "media": uri.replace(".json", "/Media.json"),
+            "feedback": uri.replace(".json", "/Feedback.json"),
+        },
+        "to": to,
+        "uri": uri,
+        "_created": now,
+        "_segments": segs,
+        "_from_resolved": frm or "+15005550006",
+    }
+
+    def make_ok():
+        return 201, twilio_public(msg), twilio_headers()
+
+    def store():
+        STATE.twilio_messages[sid] = msg
+
+    rec["message_sid"] = sid
+    return await deliver(request, rec, behaviour, rule, make_ok,
+                         twilio_make_error(to, rule), store)
+
+
+def _date_filter(query):
+    """Returns list of (op, 'YYYY-MM-DD') from DateSent filters."""
+    out = []
+    for k, v in query.items():
+        if k == "DateSent":
+            out.append(("==", v))
+        elif k in ("DateSent>", "DateSent>="):
+            out.append((">=", v))
+        elif k in ("DateSent<", "DateSent<="):
+            out.append(("<=", v))
+    return out
+
+
+async def twilio_get(request, op, account_sid, message_sid=None):
+    raw = await request.read()
+    rec = new_record(request, "twilio", op, raw)
+
+    def fail(resp, why):
+        rec["behaviour"] = why
+        rec["status"] = resp.status
+        return resp
+
+    cfg = STATE.config
+    if not twilio_auth_ok(request):
+        return fail(twilio_401(), "bad_credentials")
+    if account_sid != cfg["twilio_account_sid"]:
+        return fail(twilio_404(request.path), "wrong_account_sid")
+
+    q = request.query
+    if op == "fetch":
+        m = STATE.twilio_messages.get(message_sid)
+        recipients = [digits(m["to"])] if m else []
+    elif op == "list":
+        recipients = [digits(q["To"])] if "To" in q else []
+    else:
+        recipients = []
+    behaviour, rule = resolve("twilio", op, recipients)
+
+    def make_ok():
+        if op == "account":
+            uri = "/2010-04-01/Accounts/%s.json" % account_sid
+            base = uri[:-5]
+            return 200, {
+                "auth_token": None,
+                "date_created": rfc2822(1577836800),
+                "date_updated": rfc2822(time.time()),
+                "friendly_name": "otpd test account",
+                "owner_account_sid": account_sid,
+                "sid": account_sid,
+                "status": cfg.get("twilio_account_status", "active"),
+                "subresource_uris": {
+                    "messages": base + "/Messages.json",
+                    "balance": base + "/Balance.json",
+                    "incoming_phone_numbers": base + "/IncomingPhoneNumbers.json",
+                },
+                "type": cfg.get("twilio_account_type", "Full"),
+                "uri": uri,
+            }, twilio_headers()
+        if op == "fetch":
+            m = STATE.twilio_messages.get(message_sid)
+            if m is None or m["account_sid"] != account_sid:
+                return 404, twilio_error_obj(
+                    404, 20404, "The requested resource %s was not found" % request.path), \
+                    twilio_headers()
+            return 200, twilio_stored_view(m), twilio_headers()
+        # list
+        msgs = [twilio_stored_view(m) for m in STATE.twilio_messages.values()
+                if m["account_sid"] == account_sid]
+        if "To" in q:
+            msgs = [m for m in msgs if digits(m["to"]) == digits(q["To"])]
+        if "From" in q:
+            msgs = [m for m in msgs if digits(m["from"] or "") == digits(q["From"])]
+        for cmp_op, day in _date_filter(q):
+            def dsent(m):
+                return time.strftime("%Y-%m-%d", time.gmtime(
+                    STATE.twilio_messages[m["sid"]]["_created"]))
+            if cmp_op == "==":
+                msgs = [m for m in msgs if dsent(m) == day]
+            elif cmp_op == ">=":
+                msgs = [m for m in msgs if dsent(m) >= day]
+            else:
+                msgs = [m for m in msgs if dsent(m) <= day]
+        msgs.sort(key=lambda m: STATE.twilio_messages[m["sid"]]["_created"], reverse=True)
+        try:
+            page_size = max(1, min(1000, int(q.get("PageSize", "50"))))
+            page = max(0, int(q.get("Page", "0")))
+        except ValueError:
+            page_size, page = 50, 0
+        chunk = msgs[page * page_size:(page + 1) * page_size]
+        base = "/2010-04-01/Accounts/%s/Messages.json" % account_sid
+        qs = {k: v for k, v in q.items() if k not in ("Page", "PageSize", "PageToken")}
+
+        def page_uri(p):
+            return base + "?" + urllib.parse.urlencode(dict(qs, PageSize=page_size, Page=p))
+        has_next = (page + 1) * page_size < len(msgs)
+        return 200, {
+            "end": page * page_size + max(len(chunk) - 1, 0),
+            "first_page_uri": page_uri(0),
+            "messages": chunk,
+            "next_page_uri": page_uri(page + 1) if has_next else None,
+            "page": page,
+            "page_size": page_size,
+            "previous_page_uri": page_uri(page - 1) if page > 0 else None,
+            "start": page * page_size,
+            "uri": page_uri(page),
+        }, twilio_headers()
+
+    return await deliver(request, rec, behaviour, rule, make_ok,
+                         twilio_make_error("", rule), lambda: None)
+
+
+# --------------------------------------------------------------------------
+# MSG91
+# --------------------------------------------------------------------------
+RE_MSG91_FLOW = re.compile(r"^/api/v5/flow/?$")
+
+
+def msg91_behaviour_error(name, rule):
+    if name == "auth":
+        return msg91_response(200, {"type": "error", "message": "AuthenticationFailure",
+                                    "code": "201"})
+    if name == "auth_401":
+        return msg91_response(401, {"type": "error", "message": "AuthenticationFailure",
+                                    "code": "201"})
+    if name == "invalid_mobile":
+        return msg91_response(200, {"type": "error",
+                                    "message": "Please enter valid mobile number(s)",
+                                    "code": "202"})
+    if name == "template_invalid":
+        return msg91_response(200, {"type": "error", "message": "Invalid Template ID",
+                                    "code": "404"})
+    if name == "insufficient_balance":
+        return msg91_response(200, {"type": "error", "message": "Insufficient balance",
+                                    "code": "301"})
+    if name == "ip_not_whitelisted":
+        return msg91_response(200, {"type": "error", "message": "IP not whitelisted",
+                                    "code": "418"})
+    if name == "rate_limited":
+        return msg91_response(429, {"type": "error", "message": "Too many requests",
+                                    "code": "429"}, retry_after_headers(rule))
+    if name == "server_error":
+        return msg91_response(500, {"type": "error", "message": "Internal Server Error",
+                                    "code": "500"})
+    if name == "unavailable":
+        return msg91_response(503, {"type": "error", "message": "Service Unavailable",
+                                    "code": "503"})
+    raise AssertionError("unhandled msg91 behaviour " + name)
+
+
+async def msg91_flow(request):
+    raw = await request.read()
+    rec = new_record(request, "msg91", "send", raw)
+    try:
+        data = json.loads(raw.decode("utf-8")) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    rec["json"] = data
+
+    def fail(status, obj, why):
+        rec["behaviour"] = why
+        rec["status"] = status
+        return msg91_response(status, obj)
+
+    key = request.headers.get("authkey") or request.query.get("authkey") or ""
+    if not secrets.compare_digest(key, STATE.config["msg91_authkey"]):
+        return fail(200, {"type": "error", "message": "AuthenticationFailure", "code": "201"},
+                    "bad_credentials")
+    if not isinstance(data, dict):
+        return fail(400, {"type": "error", "message": "Invalid JSON body"}, "validation")
+    template_id = data.get("template_id") or data.get("flow_id")
+    if not template_id:
+        return fail(200, {"type": "error", "message": "Template ID missing"}, "validation")
+    recips = data.get("recipients")
+    if not isinstance(recips, list) or not recips:
+        return fail(200, {"type": "error", "message": "Recipients missing"}, "validation")
+    mobiles = []
+    for r in recips:
+        m = r.get("mobiles") if isinstance(r, dict) else None
+        if not isinstance(m, str) or not m:
+            return fail(200, {"type": "error", "message": "Mobile no. not found",
+                              "code": "202"}, "validation")
+        for one in m.split(","):
+            one = one.strip()
+            if not re.fullmatch(r"[1-9][0-9]{9,14}", one):
+                return fail(200, {"type": "error",
+                                  "message": "Please enter valid mobile number(s)",
+                                  "code": "202"}, "validation")
+            mobiles.append(one)
+
+    behaviour, rule = resolve("msg91", "send", mobiles)
+    req_id = secrets.token_hex(12)
+    rec["request_id"] = req_id
+
+    def make_ok():
+        return 200, {"type": "success", "message": req_id}, {}
+
+    def store():
+        STATE.msg91_messages.append({
+            "request_id": req_id, "template_id": template_id,
+            "sender": data.get("sender"), "recipients": recips,
+            "mobiles": mobiles, "time": time.time(),
+        })
+
+    def make_error(name):
+        return msg91_behaviour_error(name, rule)
+
+    return await deliver(request, rec, behaviour, rule, make_ok, make_error, store)
+
+
+# --------------------------------------------------------------------------
+# Control API
+# --------------------------------------------------------------------------
+async def read_json(request):
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    return json.loads(raw.decode("utf-8"))
+
+
+def public_rule(r):
+    return {k: v for k, v in r.items() if k != "to_digits"}
+
+
+async def control(request):
+    path = request.path[len("/_mock"):].rstrip("/") or "/"
+    m = request.method
+    try:
+        if path == "/health":
+            return json_response(200, {"ok": True, "pid": os.getpid()})
+        if path == "/reset" and m == "POST":
+            body = await read_json(request)
+            STATE.reset(keep_config=bool(body.get("keep_config")))
+            return json_response(200, {"ok": True})
+        if path == "/config":
+            if m == "POST":
+                body = await read_json(request)
+                if not isinstance(body, dict):
+                    return json_response(400, {"error": "config must be a JSON object"})
+                unknown = set(body) - set(STATE.default_config())
+                if unknown:
+                    return json_response(400, {"error": "unknown config keys %s"
+                                               % sorted(unknown)})
+                STATE.config.update(body)
+            return json_response(200, STATE.config)
+        if path == "/rules":
+            if m == "POST":
+                body = await read_json(request)
+                specs = body if isinstance(body, list) else [body]
+                try:
+                    rules = [make_rule(s) for s in specs]
+                except RuleError as e:
+                    return json_response(400, {"error": str(e)})
+                STATE.rules.extend(rules)
+                out = [public_rule(r) for r in rules]
+                return json_response(200, out if isinstance(body, list) else out[0])
+            if m == "DELETE":
+                STATE.rules = []
+                return json_response(200, {"ok": True})
+            return json_response(200, [public_rule(r) for r in STATE.rules])
+        if path == "/requests":
+            if m == "DELETE":
+                STATE.requests = []
+                return json_response(200, {"ok": True})
+            reqs = STATE.requests
+            prov = request.query.get("provider")
+            if prov:
+                reqs = [r for r in reqs if r["provider"] == prov]
+            since = request.query.get("since")
+            if since:
+                reqs = [r for r in reqs if r["seq"] > int(since)]
+            return json_response(200, reqs)
+        if path == "/stats":
+            return json_response(200, {
+                "connections": len(STATE.provider_conn_ids),
+                "tcp_accepted": STATE.tcp_accepted,
+                "open_connections": STATE.open_connections,
+                "requests": STATE.n_requests,
+                "in_flight": STATE.in_flight,
+                "max_concurrent": STATE.max_concurrent,
+                "in_flight_by_provider": STATE.in_flight_by,
+                "max_concurrent_by_provider": STATE.max_concurrent_by,
+                "twilio_messages": len(STATE.twilio_messages),
+                "msg91_messages": len(STATE.msg91_messages),
+            })
+        if path == "/messages":
+            return json_response(200, {
+                "twilio": [twilio_stored_view(x) for x in STATE.twilio_messages.values()],
+                "msg91": STATE.msg91_messages,
+            })
+        mm = re.fullmatch(r"/twilio/messages/([^/]+)", path)
+        if mm and m == "POST":
+            msg = STATE.twilio_messages.get(mm.group(1))
+            if msg is None:
+                return json_response(404, {"error": "no such message"})
+            body = await read_json(request)
+            if "status" in body:
+                msg["_status"] = body["status"]
+            if "error_code" in body:
+                msg["_error_code"] = body["error_code"]
+                msg["_error_message"] = body.get("error_message")
+            return json_response(200, twilio_stored_view(msg))
+    except (ValueError, TypeError, AttributeError) as e:
+        return json_response(400, {"error": "bad request: %s" % e})
+    return json_response(404, {"error": "unknown control endpoint %s %s"
+                               % (m, request.path)})
+
+
+# --------------------------------------------------------------------------
+# Dispatch
+# --------------------------------------------------------------------------
+async def provider_dispatch(request):
+    p = request.path
+    meth = request.method
+    mm = RE_TW_MESSAGES.match(p)
+    if mm:
+        if meth == "POST":
+            return await twilio_create(request, mm.group(1))
+        if meth == "GET":
+            return await twilio_get(request, "list", mm.group(1))
+    mm = RE_TW_MESSAGE.match(p)
+    if mm and meth == "GET":
+        return await twilio_get(request, "fetch", mm.group(1), mm.group(2))
+    mm = RE_TW_ACCOUNT.match(p)
+    if mm and meth == "GET":
+        return await twilio_get(request, "account", mm.group(1))
+    if RE_MSG91_FLOW.match(p) and meth == "POST":
+        return await msg91_flow(request)
+
+    # Unknown route: record it so tests can see what the daemon called.
+    raw = await request.read()
+    prov = "twilio" if p.startswith("/2010-04-01") else (
+        "msg91" if p.startswith("/api/") else "unknown")
+    rec = new_record(request, prov, "unknown", raw)
+    rec["behaviour"] = "no_route"
+    if prov == "twilio":
+        if mm or RE_TW_MESSAGES.match(p) or RE_TW_MESSAGE.match(p):
+            resp = twilio_error(405, 20004, "Method not allowed")
+        else:
+            resp = twilio_404(p)
+    else:
+        resp = json_response(404, {"type": "error", "message": "Not Found"})
+    rec["status"] = resp.status
+    return resp
+
+
+async def handle(request):
+    p = request.path
+    if p.startswith("/_mock/") or p == "/_mock":
+        return await control(request)
+    prov = "twilio" if p.startswith("/2010-04-01/") else (
+        "msg91" if p.startswith("/api/") else "unknown")
+    st = STATE
+    st.in_flight += 1
+    st.in_flight_by[prov] += 1
+    st.max_concurrent = max(st.max_concurrent, st.in_flight)
+    st.max_concurrent_by[prov] = max(st.max_concurrent_by[prov], st.in_flight_by[prov])
+    try:
+        return await provider_dispatch(request)
+    finally:
+        st.in_flight -= 1
+        st.in_flight_by[prov] -= 1
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+def raise_nofile():
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+
+
+async def amain(args):
+    global STATE
+    base = {}
+    if args.twilio_account_sid:
+        base["twilio_account_sid"] = args.twilio_account_sid
+    if args.twilio_auth_token:
+        base["twilio_auth_token"] = args.twilio_auth_token
+    if args.msg91_authkey:
+        base["msg91_authkey"] = args.msg91_authkey
+    STATE = State(base)
+
+    sslctx = None
+    if not args.plain_http:
+        sslctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        sslctx.load_cert_chain(args.cert, args.key)
+        sslctx.set_alpn_protocols(["http/1.1"])
+
+    loop = asyncio.get_running_loop()
+    server = MockServer(handle, keepalive_timeout=args.keepalive_timeout)
+    srv = await loop.create_server(server, args.host, args.port, ssl=sslctx,
+                                   backlog=args.backlog, reuse_address=True)
+    port = srv.sockets[0].getsockname()[1]
+    if args.ready_file:
+        tmp = args.ready_file + ".tmp.%d" % os.getpid()
+        with open(tmp, "w") as f:
+            json.dump({"port": port, "pid": os.getpid()}, f)
+        os.replace(tmp, args.ready_file)
+    print("provider_mock listening on %s://%s:%d" % ("http" if args.plain_http else "https",
+                                                    args.host, port), flush=True)
+
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    srv.close()
+    for conn in list(server.connections):
+        if conn.transport is not None:
+            conn.transport.abort()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--cert", help="server certificate (PEM)")
+    ap.add_argument("--key", help="server private key (PEM)")
+    ap.add_argument("--ready-file")
+    ap.add_argument("--plain-http", action="store_true",
+                    help="serve plain HTTP instead of HTTPS (debugging only)")
+    ap.add_argument("--backlog", type=int, default=2048)
+    ap.add_argument("--keepalive-timeout", type=float, default=75.0)
+    ap.add_argument("--twilio-account-sid")
+    ap.add_argument("--twilio-auth-token")
+    ap.add_argument("--msg91-authkey")
+    ap.add_argument("--log-level", default="WARNING")
+    args = ap.parse_args(argv)
+    if not args.plain_http and not (args.cert and args.key):
+        ap.error("--cert and --key are required (or --plain-http)")
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="provider_mock %(levelname)s %(name)s: %(message)s")
+    raise_nofile()
+    asyncio.run(amain(args))
+
+
+if __name__ == "__main__":
+    main()
