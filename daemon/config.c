@@ -75,8 +75,8 @@ static const struct config_entry config_table[] = {
      "error, warning, notice, info or debug"},
     {"OTPD_CA_FILE", CT_STR, OFF(ca_file), "", 0, 4096, 0,
      "CA bundle for provider TLS (default: the system bundle); verification is always on"},
-    {"OTPD_HTTP_CONNECT_TIMEOUT_MS", CT_INT, OFF(http_connect_timeout_ms), "5000", 100, 60000,
-     0, "provider connect (TCP+TLS) timeout"},
+    {"OTPD_HTTP_CONNECT_TIMEOUT_MS", CT_INT, OFF(http_connect_timeout_ms), "5000", 100, 60000, 0,
+     "provider connect (TCP+TLS) timeout"},
     {"OTPD_HTTP_TIMEOUT_MS", CT_INT, OFF(http_timeout_ms), "15000", 500, 120000, 0,
      "provider request total timeout"},
     {"OTPD_HTTP_MAX_CONNS", CT_INT, OFF(http_max_conns), "20", 1, 1000, 0,
@@ -212,8 +212,10 @@ config_set(struct config *cfg, const char *key, const char *value, char *err, si
     case CT_HEXKEY:
         if (strlen(value) != 64 || sodium_hex2bin(cfg->hash_key, sizeof(cfg->hash_key), value, 64,
                                                   NULL, NULL, NULL) != 0) {
-            seterr(err, errlen, "%s: must be 64 hex characters (32 bytes); make one with "
-                   "otpd --gen-key", key);
+            seterr(err, errlen,
+                   "%s: must be 64 hex characters (32 bytes); make one with "
+                   "otpd --gen-key",
+                   key);
             return -1;
         }
         break;
@@ -229,8 +231,10 @@ config_set(struct config *cfg, const char *key, const char *value, char *err, si
     }
     case CT_PHONE:
         if (*value && !job_phone_valid(value)) {
-            seterr(err, errlen, "%s: \"%s\" is not an E.164 number (+ then 7 to 15 digits, e.g. "
-                   "+14155552671)", key, value);
+            seterr(err, errlen,
+                   "%s: \"%s\" is not an E.164 number (+ then 7 to 15 digits, e.g. "
+                   "+14155552671)",
+                   key, value);
             return -1;
         }
         break;
@@ -379,8 +383,7 @@ config_parse_line(struct config *cfg, char *line, char *why, size_t whylen)
 }
 
 int
-config_parse_text(struct config *cfg, const char *text, const char *name, char *err,
-                  size_t errlen)
+config_parse_text(struct config *cfg, const char *text, const char *name, char *err, size_t errlen)
 {
     const char *p = text;
     int lineno = 0;
@@ -478,7 +481,8 @@ int
 config_finish(struct config *cfg, char *err, size_t errlen)
 {
     if (cfg->hash_key_hex == NULL || *cfg->hash_key_hex == '\0') {
-        seterr(err, errlen, "OTPD_HASH_KEY: not set; it must be 64 hex characters shared with "
+        seterr(err, errlen,
+               "OTPD_HASH_KEY: not set; it must be 64 hex characters shared with "
                "the web app (make one with otpd --gen-key)");
         return -1;
     }
@@ -494,19 +498,22 @@ config_finish(struct config *cfg, char *err, size_t errlen)
     }
     if (strcmp(cfg->provider, "twilio") == 0) {
         if (!*cfg->twilio_account_sid || !*cfg->twilio_auth_token) {
-            seterr(err, errlen, "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: required when "
+            seterr(err, errlen,
+                   "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: required when "
                    "OTPD_PROVIDER=twilio");
             return -1;
         }
         if (!*cfg->twilio_phone_number && !*cfg->twilio_messaging_service_sid) {
-            seterr(err, errlen, "TWILIO_PHONE_NUMBER: required when OTPD_PROVIDER=twilio (or "
+            seterr(err, errlen,
+                   "TWILIO_PHONE_NUMBER: required when OTPD_PROVIDER=twilio (or "
                    "set TWILIO_MESSAGING_SERVICE_SID)");
             return -1;
         }
     }
     if (strcmp(cfg->provider, "msg91") == 0 &&
         (!*cfg->msg91_auth_key || !*cfg->msg91_template_id)) {
-        seterr(err, errlen, "MSG91_AUTH_KEY and MSG91_TEMPLATE_ID: required when "
+        seterr(err, errlen,
+               "MSG91_AUTH_KEY and MSG91_TEMPLATE_ID: required when "
                "OTPD_PROVIDER=msg91");
         return -1;
     }
@@ -646,7 +653,8 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err, size_t 
             a->db = (int)v;
         }
     } else {
-        seterr(err, errlen, "scheme must be redis:// or unix:// (rediss:// TLS is not supported "
+        seterr(err, errlen,
+               "scheme must be redis:// or unix:// (rediss:// TLS is not supported "
                "by this build)");
         goto out;
     }
@@ -673,4 +681,29 @@ config_redis_url_redacted(const struct config *cfg, char *buf, size_t len)
     else
         snprintf(buf, len, "redis://%s%s:%d/%d", auth, a->host, a->port, a->db);
     return buf;
+}
+
+/* The documented example file, generated from the table so it cannot drift. */
+void
+config_print_example(FILE *out)
+{
+    fputs("# otpd configuration.  The syntax is the Django .env one (KEY=VALUE, # comments,\n"
+          "# quotes); the web app's own .env can be used as it is, since keys otpd does not\n"
+          "# know are ignored (except misspelt OTPD_* keys, which are errors).  Environment\n"
+          "# variables of the same names override this file.  Check a file with\n"
+          "#   otpd -c FILE --check-config\n"
+          "# Keep this file mode 0600: it holds secrets.\n",
+          out);
+    for (size_t i = 0; i < CONFIG_NENTRIES; i++) {
+        const struct config_entry *e = &config_table[i];
+        fprintf(out, "\n# %s", e->help);
+        if (e->type == CT_INT)
+            fprintf(out, " (%ld..%ld)", e->min, e->max);
+        fputc('\n', out);
+        if (e->type == CT_HEXKEY)
+            fprintf(out, "%s=\n", e->key);
+        else
+            fprintf(out, "#%s=%s%s%s\n", e->key, strchr(e->def ? e->def : "", ' ') ? "\"" : "",
+                    e->def ? e->def : "", strchr(e->def ? e->def : "", ' ') ? "\"" : "");
+    }
 }

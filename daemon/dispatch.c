@@ -132,8 +132,7 @@ dlv_park(struct delivery *dlv, const char *why)
 {
     /* One line per step that stalls; the outage itself is logged by rconn. */
     if (!dlv->parked)
-        log_warnx("job %s: %s step waits for Redis: %s", dlv->job.id, step_names[dlv->step],
-                  why);
+        log_warnx("job %s: %s step waits for Redis: %s", dlv->job.id, step_names[dlv->step], why);
     dlv->parked = 1;
     dlv->busy = 0;
 }
@@ -208,8 +207,8 @@ dlv_log_outcome(struct delivery *dlv)
         log_info("job %s: sent to %s via %s (ref %s) in %llu ms", dlv->job.id, masked,
                  provider_name(dlv->provider), dlv->result.ref, (unsigned long long)ms);
     else
-        log_notice("job %s: %s for %s%s%s: %s", dlv->job.id, job_status_name(dlv->final),
-                   masked, dlv->result.error_code[0] ? " code " : "", dlv->result.error_code,
+        log_notice("job %s: %s for %s%s%s: %s", dlv->job.id, job_status_name(dlv->final), masked,
+                   dlv->result.error_code[0] ? " code " : "", dlv->result.error_code,
                    dlv->result.error);
 }
 

@@ -133,8 +133,7 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
     if (get_int(root, "v", 0, 1000000, &v, err, errlen) < 0)
         return -1;
     if (v != 1) {
-        seterr(err, errlen, "field v: unsupported contract version %ld (this daemon speaks 1)",
-               v);
+        seterr(err, errlen, "field v: unsupported contract version %ld (this daemon speaks 1)", v);
         return -1;
     }
     if (get_str(root, "to", &s, err, errlen) < 0)
@@ -222,8 +221,7 @@ job_parse(struct job *job, const char *payload, size_t len, const struct job_def
         return -1;
     }
     if (len > JOB_PAYLOAD_MAX) {
-        seterr(err, errlen, "payload is %zu bytes, over the %d byte limit", len,
-               JOB_PAYLOAD_MAX);
+        seterr(err, errlen, "payload is %zu bytes, over the %d byte limit", len, JOB_PAYLOAD_MAX);
         return -1;
     }
     root = cJSON_ParseWithLength(payload, len);
@@ -245,11 +243,11 @@ const char *
 job_status_name(enum job_status st)
 {
     static const char *names[] = {
-        [JOB_QUEUED] = "queued",           [JOB_SENDING] = "sending",
-        [JOB_RETRYING] = "retrying",       [JOB_SENT] = "sent",
-        [JOB_DELIVERED] = "delivered",     [JOB_UNDELIVERED] = "undelivered",
-        [JOB_FAILED] = "failed",           [JOB_EXPIRED] = "expired",
-        [JOB_REJECTED] = "rejected",       [JOB_RATE_LIMITED] = "rate_limited",
+        [JOB_QUEUED] = "queued",       [JOB_SENDING] = "sending",
+        [JOB_RETRYING] = "retrying",   [JOB_SENT] = "sent",
+        [JOB_DELIVERED] = "delivered", [JOB_UNDELIVERED] = "undelivered",
+        [JOB_FAILED] = "failed",       [JOB_EXPIRED] = "expired",
+        [JOB_REJECTED] = "rejected",   [JOB_RATE_LIMITED] = "rate_limited",
         [JOB_DUPLICATE] = "duplicate",
     };
     if ((unsigned)st < sizeof(names) / sizeof(names[0]) && names[st])

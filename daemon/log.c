@@ -20,8 +20,8 @@ static const struct {
     const char *name;
     int level;
 } log_levels[] = {
-    {"error", LOG_LVL_ERR},   {"warning", LOG_LVL_WARNING}, {"notice", LOG_LVL_NOTICE},
-    {"info", LOG_LVL_INFO},   {"debug", LOG_LVL_DEBUG},     {"warn", LOG_LVL_WARNING},
+    {"error", LOG_LVL_ERR}, {"warning", LOG_LVL_WARNING}, {"notice", LOG_LVL_NOTICE},
+    {"info", LOG_LVL_INFO}, {"debug", LOG_LVL_DEBUG},     {"warn", LOG_LVL_WARNING},
 };
 
 int

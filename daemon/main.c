@@ -52,6 +52,7 @@ usage(FILE *out)
                  "  -n, --check-config  print the effective configuration, secrets redacted,\n"
                  "                      and exit non-zero if it is not valid\n"
                  "      --gen-key       print a fresh OTPD_HASH_KEY and exit\n"
+                 "      --config-example  print a documented configuration file\n"
                  "  -V, --version       print the version and exit\n");
 }
 
@@ -176,8 +177,8 @@ otpd_start(struct otpd *o)
         fatalx("cannot create the event loop");
     if ((o->providers = provider_set_open(&o->loop, cfg, err, sizeof(err))) == NULL)
         fatalx("providers: %s", err);
-    o->reader = rconn_new(&o->loop, &cfg->redis, "reader", cfg->block_ms + 5000,
-                          on_reader_state, o);
+    o->reader =
+        rconn_new(&o->loop, &cfg->redis, "reader", cfg->block_ms + 5000, on_reader_state, o);
     o->writer = rconn_new(&o->loop, &cfg->redis, "writer", 10000, on_writer_state, o);
     o->store = store_new(cfg, o->writer);
     o->dispatch = dispatch_new(&o->loop, cfg, o->store, o->providers);
@@ -220,9 +221,13 @@ int
 main(int argc, char **argv)
 {
     static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'n'},
-        {"gen-key", no_argument, NULL, 'k'},      {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"check-config", no_argument, NULL, 'n'},
+        {"gen-key", no_argument, NULL, 'k'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {"config-example", no_argument, NULL, 'E'},
+        {NULL, 0, NULL, 0},
     };
     const char *path = getenv("OTPD_CONFIG");
     int check = 0, ch;
@@ -243,6 +248,9 @@ main(int argc, char **argv)
             if (sodium_init() < 0)
                 fatalx("libsodium failed to initialise");
             gen_key();
+            return 0;
+        case 'E':
+            config_print_example(stdout);
             return 0;
         case 'V':
             printf("otpd %s\n", OTPD_VERSION);

@@ -38,8 +38,8 @@ struct queue_op {
 static void queue_read(struct queue *q);
 
 struct queue *
-queue_new(const struct config *cfg, struct rconn *reader, struct rconn *writer,
-          queue_batch_cb *cb, void *arg)
+queue_new(const struct config *cfg, struct rconn *reader, struct rconn *writer, queue_batch_cb *cb,
+          void *arg)
 {
     struct queue *q = calloc(1, sizeof(*q));
 
@@ -84,13 +84,13 @@ queue_group_reply(redisAsyncContext *ac, void *r, void *priv)
         return; /* the reconnect brings us back */
     }
     if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
-        log_err("queue: cannot create group %s on %s: %s", q->cfg->group, q->stream,
-                reply->str);
+        log_err("queue: cannot create group %s on %s: %s", q->cfg->group, q->stream, reply->str);
         queue_check_stopped(q);
         return;
     }
     if (reply->type != REDIS_REPLY_ERROR)
         log_notice("queue: created consumer group %s on %s", q->cfg->group, q->stream);
+    log_info("queue: ready: reading %s as %s/%s", q->stream, q->cfg->group, q->cfg->consumer);
     q->group_ready = 1;
     queue_check_stopped(q);
     queue_read(q);
@@ -185,8 +185,7 @@ queue_read_reply(redisAsyncContext *ac, void *r, void *priv)
     if (reply->type == REDIS_REPLY_ERROR) {
         /* The stream or group was deleted under us: make it again. */
         if (strncmp(reply->str, "NOGROUP", 7) == 0) {
-            log_warnx("queue: group %s vanished from %s; recreating it", q->cfg->group,
-                      q->stream);
+            log_warnx("queue: group %s vanished from %s; recreating it", q->cfg->group, q->stream);
             q->group_ready = 0;
             if (!q->stopping)
                 queue_create_group(q);
@@ -208,8 +207,7 @@ queue_read(struct queue *q)
     char count[16], block[16];
     int n;
 
-    if (q->reading || q->stopping || !q->group_ready || q->room <= 0 ||
-        !rconn_is_up(q->reader))
+    if (q->reading || q->stopping || !q->group_ready || q->room <= 0 || !rconn_is_up(q->reader))
         return;
     n = q->room < q->cfg->batch ? q->room : q->cfg->batch;
     snprintf(count, sizeof(count), "%d", n);
@@ -335,10 +333,19 @@ queue_dead_letter(struct queue *q, const char *stream_id, const char *payload, s
         payload = "";
         len = 0;
     }
-    const char *argv[] = {"XADD", q->dead, "*", "job", payload, "reason", reason, "stream_id",
-                          stream_id, "at_ms", at};
-    size_t argvlen[] = {4, strlen(q->dead), 1, 3, len > DEAD_PAYLOAD_MAX ? DEAD_PAYLOAD_MAX : len,
-                        6, strlen(reason), 9, strlen(stream_id), 5, strlen(at)};
+    const char *argv[] = {"XADD", q->dead,     "*",       "job",   payload, "reason",
+                          reason, "stream_id", stream_id, "at_ms", at};
+    size_t argvlen[] = {4,
+                        strlen(q->dead),
+                        1,
+                        3,
+                        len > DEAD_PAYLOAD_MAX ? DEAD_PAYLOAD_MAX : len,
+                        6,
+                        strlen(reason),
+                        9,
+                        strlen(stream_id),
+                        5,
+                        strlen(at)};
     queue_multi(q);
     rconn_command(q->writer, NULL, NULL, NARGS(argv), argv, argvlen);
     queue_ack_del(q, stream_id);

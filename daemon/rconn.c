@@ -362,8 +362,7 @@ rconn_watchdog_cb(uv_timer_t *t)
     uint64_t idle = uv_now(rc->loop) - rc->progress_at;
     int limit = rc->state == RC_CONNECTING ? RC_CONNECT_TIMEOUT : rc->reply_deadline_ms;
 
-    if (rc->ac != NULL && rc->state != RC_DOWN && rc->pending > 0 &&
-        idle > (uint64_t)limit) {
+    if (rc->ac != NULL && rc->state != RC_DOWN && rc->pending > 0 && idle > (uint64_t)limit) {
         log_warnx("redis %s: no reply for %llu ms; dropping the connection", rc->name,
                   (unsigned long long)idle);
         snprintf(rc->last_error, sizeof(rc->last_error), "timed out");
@@ -372,8 +371,8 @@ rconn_watchdog_cb(uv_timer_t *t)
 }
 
 struct rconn *
-rconn_new(uv_loop_t *loop, const struct redis_addr *addr, const char *name,
-          int reply_deadline_ms, rconn_state_cb *cb, void *arg)
+rconn_new(uv_loop_t *loop, const struct redis_addr *addr, const char *name, int reply_deadline_ms,
+          rconn_state_cb *cb, void *arg)
 {
     struct rconn *rc = calloc(1, sizeof(*rc));
 

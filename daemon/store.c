@@ -28,10 +28,9 @@ static const char store_begin_lua[] =
     "return 1\n";
 
 /* KEYS[1] otp record; ARGV[1] job id: burn the record only if still ours. */
-static const char store_burn_lua[] =
-    "if redis.call('HGET', KEYS[1], 'job') == ARGV[1] then\n"
-    "  return redis.call('DEL', KEYS[1]) end\n"
-    "return 0\n";
+static const char store_burn_lua[] = "if redis.call('HGET', KEYS[1], 'job') == ARGV[1] then\n"
+                                     "  return redis.call('DEL', KEYS[1]) end\n"
+                                     "return 0\n";
 
 struct store {
     const struct config *cfg;
@@ -112,9 +111,9 @@ static void
 store_event(struct store *st, const struct job *job, const char *status, const char *provider,
             const char *error_code, const char *now)
 {
-    const char *argv[] = {"XADD",     st->events, "MAXLEN", "~",       st->maxlen,
-                          "*",        "id",       job->id,  "status",  status,
-                          "provider", provider,   "error_code", error_code, "ts_ms", now};
+    const char *argv[] = {"XADD",       st->events, "MAXLEN", "~",    st->maxlen, "*",
+                          "id",         job->id,    "status", status, "provider", provider,
+                          "error_code", error_code, "ts_ms",  now};
     store_cmd(st, NARGS(argv), argv);
 }
 
@@ -147,8 +146,7 @@ store_expire(struct store *st, const char *key)
 }
 
 int
-store_begin(struct store *st, const struct job *job, const char *mac, store_done_cb *cb,
-            void *arg)
+store_begin(struct store *st, const struct job *job, const char *mac, store_done_cb *cb, void *arg)
 {
     char otpkey[160], jobkey[160], now[24], created[24], maxatt[8], ttl[24], expires[24];
     char masked[LOG_MASK_MAX];
@@ -168,13 +166,11 @@ store_begin(struct store *st, const struct job *job, const char *mac, store_done
 
     const char *multi[] = {"MULTI"};
     store_cmd(st, NARGS(multi), multi);
-    const char *eval[] = {"EVAL", store_begin_lua, "1", otpkey, mac, job->id, created, maxatt,
-                          ttl};
+    const char *eval[] = {"EVAL", store_begin_lua, "1", otpkey, mac, job->id, created, maxatt, ttl};
     store_cmd(st, NARGS(eval), eval);
-    const char *hset[] = {"HSET",     jobkey,  "status",     "sending",  "to",
-                          masked,     "purpose", job->purpose, "created_ms", created,
-                          "updated_ms", now,    "expires_ms", expires,    "attempts",
-                          "0"};
+    const char *hset[] = {"HSET",       jobkey,       "status",     "sending", "to",         masked,
+                          "purpose",    job->purpose, "created_ms", created,   "updated_ms", now,
+                          "expires_ms", expires,      "attempts",   "0"};
     store_cmd(st, NARGS(hset), hset);
     store_expire(st, jobkey);
     store_event(st, job, "sending", "", "", now);
@@ -245,7 +241,7 @@ store_status(struct store *st, const struct job *job, const struct status_update
         const char *burn[] = {"EVAL", store_burn_lua, "1", otpkey, job->id};
         store_cmd(st, NARGS(burn), burn);
     }
-    store_event(st, job, status, u->provider ? u->provider : "",
-                u->error_code ? u->error_code : "", now);
+    store_event(st, job, status, u->provider ? u->provider : "", u->error_code ? u->error_code : "",
+                now);
     return store_finish(st, cb, arg, 0);
 }

@@ -11,9 +11,9 @@
 #include <stdio.h>
 
 struct redis_addr {
-    char *host;   /* NULL for a unix socket */
+    char *host; /* NULL for a unix socket */
     int port;
-    char *path;   /* unix socket path, or NULL */
+    char *path; /* unix socket path, or NULL */
     char *password;
     char *username;
     int db;
@@ -72,6 +72,7 @@ int config_finish(struct config *cfg, char *err, size_t errlen);
 int config_load(struct config *cfg, const char *path, config_env_fn *getenv_fn, char *err,
                 size_t errlen);
 void config_print(const struct config *cfg, FILE *out);
+void config_print_example(FILE *out);
 
 int config_parse_redis_url(const char *url, struct redis_addr *addr, char *err, size_t errlen);
 void config_redis_addr_free(struct redis_addr *addr);

@@ -23,8 +23,8 @@ long otp_utf8_chars(const char *s);
  * Render tmpl with {code} and {minutes}.  Fails, with the reason in err,
  * if tmpl lacks {code}, is not UTF-8, or renders over JOB_MESSAGE_CHARS.
  */
-int otp_render(char *out, size_t outlen, const char *tmpl, const char *code, int minutes,
-               char *err, size_t errlen);
+int otp_render(char *out, size_t outlen, const char *tmpl, const char *code, int minutes, char *err,
+               size_t errlen);
 
 /* Check only: would this template render within the limits? */
 int otp_template_check(const char *tmpl, int digits, int minutes, char *err, size_t errlen);

@@ -45,8 +45,7 @@ typedef void provider_closed_cb(void *arg);
 
 struct provider_ops {
     const char *name;
-    struct provider *(*open)(uv_loop_t *loop, const struct config *cfg, char *err,
-                             size_t errlen);
+    struct provider *(*open)(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen);
     struct provider_call *(*send)(struct provider *p, const struct send_request *req,
                                   provider_done_cb *cb, void *arg);
     /* The done callback of a cancelled call never runs. */

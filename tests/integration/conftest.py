@@ -5,6 +5,7 @@ redis-py and to the real otpd binary as a process.  Nothing is mocked on the
 Redis side; the providers are real HTTPS servers in tests/mocks.
 """
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -94,3 +95,130 @@ def r(redis_server):
     c = redis_server.client()
     yield c
     c.close()
+
+
+def otpd_binary():
+    b = os.environ.get("OTPD_BIN") or os.path.join(ROOT, "build", "otpd")
+    if not os.path.exists(b):
+        pytest.fail("otpd binary %s not built (run ./dev test)" % b)
+    return b
+
+
+class Daemon:
+    """The real otpd binary as a child process, logs captured to files."""
+
+    def __init__(self, tmpdir, env, args=()):
+        self.tmpdir = tmpdir
+        self.env = env
+        self.args = list(args)
+        self.proc = None
+        self.out_path = os.path.join(tmpdir, "otpd.%d.out" % id(self))
+        self.err_path = os.path.join(tmpdir, "otpd.%d.err" % id(self))
+
+    def start(self, wait_ready=True):
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("OTPD_", "TWILIO_", "MSG91_", "REDIS_"))}
+        full_env.update(self.env)
+        self.out = open(self.out_path, "ab")
+        self.err = open(self.err_path, "ab")
+        self.proc = subprocess.Popen([otpd_binary()] + self.args, env=full_env,
+                                     stdout=self.out, stderr=self.err)
+        if wait_ready:
+            wait_for(lambda: "queue: ready" in self.stderr or self.proc.poll() is not None,
+                     10, what="otpd to connect and join its consumer group")
+            self.assert_alive()
+        return self
+
+    @property
+    def stdout(self):
+        with open(self.out_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    @property
+    def stderr(self):
+        with open(self.err_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def assert_alive(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("otpd exited with %s:\n%s" % (self.proc.returncode, self.stderr))
+
+    def codes(self, to=None):
+        """Codes the console provider printed, oldest first (the user's phone)."""
+        blocks = self.stdout.split("----- otpd console delivery")
+        found = []
+        for b in blocks[1:]:
+            lines = b.splitlines()
+            dest = next((l[4:] for l in lines if l.startswith("To: ")), None)
+            if to is not None and dest != to:
+                continue
+            m = re.search(r"\b(\d{4,10})\b", "\n".join(l for l in lines if not l.startswith(("To:", "Ref:"))))
+            if m:
+                found.append(m.group(1))
+        return found
+
+    def stop(self, sig=15, timeout=20):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        finally:
+            self.out.close()
+            self.err.close()
+        self.proc = None
+        return rc
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.out.close()
+        self.err.close()
+        self.proc = None
+
+
+@pytest.fixture
+def otpd_factory(tmp_path, redis_server):
+    """Start daemons against the test Redis; every one is stopped (and must
+    exit cleanly, which under ASan also means without leaks) at the end."""
+    started = []
+
+    def make(extra_env=None, args=(), start=True, redis=None):
+        srv = redis or redis_server
+        env = {
+            "REDIS_URL": srv.url,
+            "OTPD_HASH_KEY": HASH_KEY,
+            "OTPD_BLOCK_MS": "1000",
+            "OTPD_LOG_LEVEL": "debug",
+            "OTPD_SHUTDOWN_TIMEOUT_MS": "5000",
+        }
+        env.update(extra_env or {})
+        d = Daemon(str(tmp_path), env, args)
+        started.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    failures = []
+    for d in started:
+        if d.proc is not None:
+            rc = d.stop()
+            if rc != 0:
+                failures.append("otpd exited %s:\n%s" % (rc, d.stderr[-4000:]))
+    if failures:
+        pytest.fail("\n".join(failures))
+
+
+@pytest.fixture
+def otpd(otpd_factory):
+    return otpd_factory()
+
+
+@pytest.fixture
+def client(redis_server):
+    from otpd import OTPClient
+    c = OTPClient(url=redis_server.url, hash_key=HASH_KEY)
+    return c
