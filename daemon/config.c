@@ -23,6 +23,7 @@
 #include "config.h"
 #include "job.h"
 #include "log.h"
+#include "otp.h"
 
 enum config_type { CT_STR, CT_INT, CT_HEXKEY, CT_REDIS_URL, CT_PHONE, CT_LOGLEVEL, CT_URL };
 
@@ -58,7 +59,7 @@ static const struct config_entry config_table[] = {
     {"OTPD_VERIFY_ATTEMPTS", CT_INT, OFF(verify_attempts), "5", 1, 20, 0,
      "default wrong guesses allowed before a code is burned"},
     {"OTPD_TEMPLATE", CT_STR, OFF(template),
-     "Your verification code is {code}. It expires in {minutes} minutes.", 1, 480, 0,
+     "Your verification code is {code}. It expires in {minutes} minutes.", 1, 1920, 0,
      "default SMS text; must contain {code}, may contain {minutes}"},
     {"OTPD_STATUS_TTL", CT_INT, OFF(status_ttl), "86400", 60, 30 * 86400, 0,
      "seconds a job's status record is kept"},
@@ -99,6 +100,15 @@ static const struct config_entry config_table[] = {
      "MSG91 flow template ID (DLT-approved)"},
     {"MSG91_API_BASE", CT_URL, OFF(msg91_api_base), "https://control.msg91.com", 0, 0, 0,
      "MSG91 API base URL"},
+    {"MSG91_CODE_VAR", CT_STR, OFF(msg91_code_var), "otp", 1, 32, CF_NAME,
+     "name of the template variable that carries the code in the MSG91 flow"},
+    {"OTPD_RETRY_BASE_MS", CT_INT, OFF(retry_base_ms), "500", 10, 60000, 0,
+     "first retry delay; doubles per attempt, with full jitter"},
+    {"OTPD_RETRY_MAX_MS", CT_INT, OFF(retry_max_ms), "30000", 100, 600000, 0,
+     "longest retry delay (retries never run past the code's expiry)"},
+    {"OTPD_PROVIDER_RECHECK_MS", CT_INT, OFF(provider_recheck_ms), "5000", 100, 3600000, 0,
+     "after a provider-wide failure (bad credentials), first wait before trying it again; "
+     "doubles up to 5 minutes"},
 };
 
 #define CONFIG_NENTRIES (sizeof(config_table) / sizeof(config_table[0]))
@@ -209,16 +219,25 @@ config_set(struct config *cfg, const char *key, const char *value, char *err, si
             return -1;
         }
         break;
-    case CT_HEXKEY:
-        if (strlen(value) != 64 || sodium_hex2bin(cfg->hash_key, sizeof(cfg->hash_key), value, 64,
-                                                  NULL, NULL, NULL) != 0) {
-            seterr(err, errlen,
-                   "%s: must be 64 hex characters (32 bytes); make one with "
-                   "otpd --gen-key",
-                   key);
+    case CT_HEXKEY: {
+        unsigned char bin[32];
+        /* Decode aside: a bad value must not clobber the key in use. */
+        if (strlen(value) != 64 ||
+            sodium_hex2bin(bin, sizeof(bin), value, 64, NULL, NULL, NULL) != 0) {
+            sodium_memzero(bin, sizeof(bin));
+            if (*value == '\0')
+                seterr(err, errlen, "%s: not set; make one with otpd --gen-key", key);
+            else
+                seterr(err, errlen,
+                       "%s: must be 64 hex characters (32 bytes); make one with "
+                       "otpd --gen-key",
+                       key);
             return -1;
         }
+        memcpy(cfg->hash_key, bin, sizeof(bin));
+        sodium_memzero(bin, sizeof(bin));
         break;
+    }
     case CT_REDIS_URL: {
         struct redis_addr a;
         if (config_parse_redis_url(value, &a, why, sizeof(why)) < 0) {
@@ -492,8 +511,10 @@ config_finish(struct config *cfg, char *err, size_t errlen)
                cfg->provider);
         return -1;
     }
-    if (strstr(cfg->template, "{code}") == NULL) {
-        seterr(err, errlen, "OTPD_TEMPLATE: must contain {code}");
+    char why[128];
+    if (otp_template_check(cfg->template, cfg->otp_digits, (cfg->otp_ttl + 59) / 60, why,
+                           sizeof(why)) < 0) {
+        seterr(err, errlen, "OTPD_TEMPLATE: %s", why);
         return -1;
     }
     if (strcmp(cfg->provider, "twilio") == 0) {
@@ -601,6 +622,31 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err, size_t 
 
     memset(a, 0, sizeof(*a));
     a->port = 6379;
+    /*
+     * unix:///path by hand: curl_url (7.88) drops the empty authority and
+     * takes the first path segment as the host ("/tmp/r.sock" -> host
+     * "tmp", path "/r.sock").
+     */
+    if (strncmp(url, "unix://", 7) == 0) {
+        const char *p = url + 7, *q = strchr(p, '?');
+        size_t plen = q ? (size_t)(q - p) : strlen(p);
+        if (plen < 2 || p[0] != '/') {
+            seterr(err, errlen, "unix:// URL needs an absolute socket path");
+            return -1;
+        }
+        if (q && strncmp(q + 1, "db=", 3) == 0) {
+            if (parse_int(q + 4, 0, 1000000, &v) < 0) {
+                seterr(err, errlen, "bad db number in \"%s\"", q + 1);
+                return -1;
+            }
+            a->db = (int)v;
+        }
+        if ((a->path = strndup(p, plen)) == NULL) {
+            seterr(err, errlen, "out of memory");
+            return -1;
+        }
+        return 0;
+    }
     if ((u = curl_url()) == NULL) {
         seterr(err, errlen, "out of memory");
         return -1;
@@ -634,6 +680,12 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err, size_t 
         }
     } else if (scheme && strcmp(scheme, "redis") == 0) {
         a->host = url_part(u, CURLUPART_HOST);
+        if (a->host && a->host[0] == '[') { /* IPv6 literal: hiredis wants it bare */
+            size_t n = strlen(a->host);
+            memmove(a->host, a->host + 1, n);
+            if (n >= 2 && a->host[n - 2] == ']')
+                a->host[n - 2] = '\0';
+        }
         if (a->host == NULL || *a->host == '\0') {
             seterr(err, errlen, "redis:// URL needs a host");
             goto out;
@@ -674,12 +726,12 @@ const char *
 config_redis_url_redacted(const struct config *cfg, char *buf, size_t len)
 {
     const struct redis_addr *a = &cfg->redis;
-    const char *auth = a->password ? (a->username ? "user:***@" : ":***@") : "";
-
     if (a->path)
-        snprintf(buf, len, "unix://%s%s?db=%d", a->password ? ":***@" : "", a->path, a->db);
+        snprintf(buf, len, "unix://%s?db=%d", a->path, a->db);
     else
-        snprintf(buf, len, "redis://%s%s:%d/%d", auth, a->host, a->port, a->db);
+        snprintf(buf, len, "redis://%s%s%s%s:%d/%d", a->username ? a->username : "",
+                 a->password ? ":***" : "", a->password || a->username ? "@" : "", a->host, a->port,
+                 a->db);
     return buf;
 }
 
@@ -701,7 +753,7 @@ config_print_example(FILE *out)
             fprintf(out, " (%ld..%ld)", e->min, e->max);
         fputc('\n', out);
         if (e->type == CT_HEXKEY)
-            fprintf(out, "%s=\n", e->key);
+            fprintf(out, "#%s=<64 hex characters: otpd --gen-key>\n", e->key);
         else
             fprintf(out, "#%s=%s%s%s\n", e->key, strchr(e->def ? e->def : "", ' ') ? "\"" : "",
                     e->def ? e->def : "", strchr(e->def ? e->def : "", ' ') ? "\"" : "");

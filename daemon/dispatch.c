@@ -4,6 +4,7 @@
  *
  *   REJECT_STATUS -> DEAD_LETTER -> done           (bad input)
  *   BEGIN -> SEND -> RESULT -> ACK -> done         (a good job)
+ *           SEND -> RETRY_STATUS -> (timer) SEND   (a retryable failure)
  *   RESULT -> ACK -> done                          (expired before sending)
  *
  * A step that needs Redis and cannot get it (connection down, error reply)
@@ -17,6 +18,7 @@
 
 #include <sodium.h>
 
+#include "backoff.h"
 #include "dispatch.h"
 #include "job.h"
 #include "log.h"
@@ -27,6 +29,7 @@ enum dlv_step {
     STEP_DEAD_LETTER,
     STEP_BEGIN,
     STEP_SEND,
+    STEP_RETRY_STATUS,
     STEP_RESULT,
     STEP_ACK,
     STEP_DONE,
@@ -49,6 +52,10 @@ struct delivery {
     struct provider *provider;
     struct provider_call *call;
     int attempts;
+    uv_timer_t timer; /* retry backoff; closing it frees the delivery */
+    uint64_t retry_delay_ms;
+    int64_t attempt_ms;      /* when the current attempt started */
+    int64_t ambiguous_since; /* first attempt that may have been sent */
     char code[OTP_DIGITS_MAX + 1];
     char body[OTP_BODY_MAX];
     /* the outcome to record */
@@ -75,9 +82,10 @@ struct dispatch {
 };
 
 static void dlv_run(struct delivery *dlv);
+static void dlv_retry_fire(uv_timer_t *t);
 
 static const char *const step_names[] = {
-    "reject_status", "dead_letter", "begin", "send", "result", "ack", "done",
+    "reject_status", "dead_letter", "begin", "send", "retry_status", "result", "ack", "done",
 };
 
 static void
@@ -99,6 +107,13 @@ dispatch_check_drained(struct dispatch *d)
 }
 
 static void
+dlv_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Unlinks now; the memory goes when the embedded timer has closed. */
+static void
 dlv_free(struct delivery *dlv)
 {
     struct dispatch *d = dlv->d;
@@ -114,7 +129,7 @@ dlv_free(struct delivery *dlv)
     free(dlv->payload);
     sodium_memzero(dlv->code, sizeof(dlv->code));
     sodium_memzero(dlv->body, sizeof(dlv->body));
-    free(dlv);
+    uv_close((uv_handle_t *)&dlv->timer, dlv_closed);
 }
 
 static void
@@ -146,6 +161,12 @@ dlv_advance(struct delivery *dlv, enum dlv_step next)
     dlv_run(dlv);
 }
 
+static void
+dlv_retry_fire(uv_timer_t *t)
+{
+    dlv_advance(t->data, STEP_SEND);
+}
+
 /* --- Redis step callbacks -------------------------------------------- */
 
 static void
@@ -174,6 +195,11 @@ dlv_store_done(void *arg, int ok, const char *err)
         break;
     case STEP_RESULT:
         dlv_advance(dlv, STEP_ACK);
+        break;
+    case STEP_RETRY_STATUS:
+        dlv->busy = 1; /* waiting on the timer */
+        dlv->parked = 0;
+        uv_timer_start(&dlv->timer, dlv_retry_fire, dlv->retry_delay_ms, 0);
         break;
     default:
         break;
@@ -213,40 +239,133 @@ dlv_log_outcome(struct delivery *dlv)
 }
 
 static void
+provider_mark_down(struct dispatch *d, struct provider *p, const char *why)
+{
+    uint64_t now = uv_now(d->loop);
+
+    if (!p->down)
+        log_err("provider %s: unusable: %s; jobs wait or go to another provider, and it is "
+                "rechecked with backoff",
+                provider_name(p), why);
+    p->down = 1;
+    p->down_count++;
+    p->recheck_at =
+        now + backoff_ceiling(p->down_count, (uint64_t)d->cfg->provider_recheck_ms, 300000);
+    snprintf(p->down_reason, sizeof(p->down_reason), "%s", why);
+}
+
+static void
+provider_mark_up(struct provider *p)
+{
+    if (p->down)
+        log_notice("provider %s: working again", provider_name(p));
+    p->down = 0;
+    p->down_count = 0;
+}
+
+static void
+dlv_fail(struct delivery *dlv, enum job_status st, int delete_otp)
+{
+    dlv->final = st;
+    dlv->delete_otp = delete_otp;
+    if (st == JOB_EXPIRED)
+        dlv->d->stats.expired++;
+    else
+        dlv->d->stats.failed++;
+    sodium_memzero(dlv->code, sizeof(dlv->code));
+    sodium_memzero(dlv->body, sizeof(dlv->body));
+    dlv_log_outcome(dlv);
+    dlv_advance(dlv, STEP_RESULT);
+}
+
+/*
+ * Retry after delay_ms unless that would pass the code's expiry, when
+ * the job ends "expired": a code that arrives late is no use to anyone.
+ */
+static void
+dlv_retry_later(struct delivery *dlv, uint64_t delay_ms)
+{
+    char masked[LOG_MASK_MAX];
+
+    if (otpd_now_ms() + (int64_t)delay_ms >= dlv->job.expires_ms) {
+        char last[REASON_MAX];
+        snprintf(last, sizeof(last), "%s", dlv->result.error);
+        snprintf(dlv->result.error, sizeof(dlv->result.error),
+                 "not delivered before the code expired after %d attempt(s); last error: %.180s",
+                 dlv->attempts, last);
+        dlv_fail(dlv, JOB_EXPIRED, 1);
+        return;
+    }
+    dlv->retry_delay_ms = delay_ms;
+    log_mask_phone(dlv->job.to, masked, sizeof(masked));
+    log_notice("job %s: attempt %d to %s via %s: %s%s%s; retrying in %llu ms", dlv->job.id,
+               dlv->attempts, masked, provider_name(dlv->provider),
+               provider_outcome_name(dlv->result.outcome), dlv->result.error[0] ? ": " : "",
+               dlv->result.error, (unsigned long long)delay_ms);
+    dlv_advance(dlv, STEP_RETRY_STATUS);
+}
+
+static void
 dlv_send_done(void *arg, const struct send_result *res)
 {
     struct delivery *dlv = arg;
+    struct dispatch *d = dlv->d;
+    const struct config *cfg = d->cfg;
+    uint64_t delay;
+    struct provider *alt;
 
     dlv->call = NULL;
     dlv->result = *res;
-    sodium_memzero(dlv->code, sizeof(dlv->code));
-    sodium_memzero(dlv->body, sizeof(dlv->body));
     switch (res->outcome) {
     case SEND_OK:
+        provider_mark_up(dlv->provider);
         dlv->final = JOB_SENT;
         dlv->sent_ms = otpd_now_ms();
-        dlv->d->stats.sent++;
+        d->stats.sent++;
+        sodium_memzero(dlv->code, sizeof(dlv->code));
+        sodium_memzero(dlv->body, sizeof(dlv->body));
+        dlv_log_outcome(dlv);
+        dlv_advance(dlv, STEP_RESULT);
+        return;
+    case SEND_FAIL_JOB:
+        provider_mark_up(dlv->provider);
+        dlv_fail(dlv, JOB_FAILED, 1);
+        return;
+    case SEND_FAIL_PROVIDER:
+        provider_mark_down(d, dlv->provider, res->error);
+        alt = provider_set_alternative(d->providers, &dlv->job, dlv->provider, uv_now(d->loop));
+        if (alt != NULL) {
+            log_notice("job %s: moving from %s to %s", dlv->job.id, provider_name(dlv->provider),
+                       provider_name(alt));
+            dlv->provider = alt;
+            dlv->ambiguous_since = 0;
+            delay = 0;
+        } else {
+            delay = dlv->provider->recheck_at - uv_now(d->loop);
+        }
         break;
+    case SEND_AMBIGUOUS:
+        /* The next attempt looks for this one before sending again. */
+        if (dlv->ambiguous_since == 0)
+            dlv->ambiguous_since = dlv->attempt_ms;
+        /* fall through */
+    case SEND_RETRY:
     default:
-        dlv->final = JOB_FAILED;
-        dlv->delete_otp = 1;
-        dlv->d->stats.failed++;
+        delay = backoff_full_jitter(dlv->attempts, (uint64_t)cfg->retry_base_ms,
+                                    (uint64_t)cfg->retry_max_ms, randombytes_random());
+        if (res->retry_after_ms > 0 && (uint64_t)res->retry_after_ms > delay)
+            delay = (uint64_t)res->retry_after_ms;
         break;
     }
-    dlv_log_outcome(dlv);
-    dlv_advance(dlv, STEP_RESULT);
+    dlv_retry_later(dlv, delay);
 }
 
 static void
 dlv_expire(struct delivery *dlv, int delete_otp)
 {
-    dlv->final = JOB_EXPIRED;
-    dlv->delete_otp = delete_otp;
     snprintf(dlv->result.error, sizeof(dlv->result.error),
              "the code's lifetime ended before it could be sent");
-    dlv->d->stats.expired++;
-    dlv_log_outcome(dlv);
-    dlv_advance(dlv, STEP_RESULT);
+    dlv_fail(dlv, JOB_EXPIRED, delete_otp);
 }
 
 static void
@@ -254,24 +373,45 @@ dlv_send(struct delivery *dlv)
 {
     struct send_request req;
 
+    struct provider *p = dlv->provider;
+    uint64_t now = uv_now(dlv->d->loop);
+
     if (otpd_now_ms() >= dlv->job.expires_ms) {
         dlv_expire(dlv, 1);
         return;
     }
+    if (p->down) {
+        struct provider *alt = provider_set_alternative(dlv->d->providers, &dlv->job, p, now);
+        if (alt != NULL) {
+            dlv->provider = p = alt;
+        } else if (now < p->recheck_at) {
+            /* Wait for the recheck (or the expiry, whichever comes first). */
+            snprintf(dlv->result.error, sizeof(dlv->result.error), "%s", p->down_reason);
+            dlv->result.outcome = SEND_FAIL_PROVIDER;
+            dlv_retry_later(dlv, p->recheck_at - now);
+            return;
+        } else {
+            /* This send is the probe; the others wait for its answer. */
+            p->recheck_at = now + (uint64_t)dlv->d->cfg->http_timeout_ms;
+        }
+    }
     dlv->attempts++;
+    dlv->attempt_ms = otpd_now_ms();
     req.job = &dlv->job;
     req.body = dlv->body;
+    req.code = dlv->code;
     req.deadline_ms = dlv->job.expires_ms;
     req.attempt = dlv->attempts;
+    req.reconcile = dlv->ambiguous_since != 0;
+    req.since_ms = dlv->ambiguous_since;
     dlv->busy = 1;
     dlv->call = dlv->provider->ops->send(dlv->provider, &req, dlv_send_done, dlv);
     if (dlv->call == NULL) {
         dlv->busy = 0;
-        dlv->final = JOB_FAILED;
-        dlv->delete_otp = 1;
-        snprintf(dlv->result.error, sizeof(dlv->result.error), "provider %s refused the request",
+        dlv->result.outcome = SEND_RETRY;
+        snprintf(dlv->result.error, sizeof(dlv->result.error), "could not start a request to %s",
                  provider_name(dlv->provider));
-        dlv_advance(dlv, STEP_RESULT);
+        dlv_retry_later(dlv, (uint64_t)dlv->d->cfg->retry_base_ms);
     }
 }
 
@@ -344,6 +484,17 @@ dlv_run(struct delivery *dlv)
     case STEP_SEND:
         dlv_send(dlv);
         return;
+    case STEP_RETRY_STATUS: {
+        struct status_update u = {
+            .status = JOB_RETRYING,
+            .provider = provider_name(dlv->provider),
+            .error_code = dlv->result.error_code,
+            .error = dlv->result.error,
+            .attempts = dlv->attempts,
+        };
+        rc = store_status(d->store, &dlv->job, &u, dlv_store_done, dlv);
+        break;
+    }
     case STEP_RESULT:
         rc = dlv_result_update(dlv);
         break;
@@ -367,6 +518,8 @@ dlv_new(struct dispatch *d, const struct queue_entry *e)
     if (dlv == NULL)
         return NULL;
     dlv->d = d;
+    uv_timer_init(d->loop, &dlv->timer);
+    dlv->timer.data = dlv;
     memcpy(dlv->stream_id, e->id, sizeof(dlv->stream_id));
     dlv->claimed_at = uv_now(d->loop);
     dlv->next = d->head;

@@ -84,7 +84,8 @@ get_int(const cJSON *root, const char *name, long min, long max, long *out, char
         return -1;
     }
     d = it->valuedouble;
-    if (d != (double)(long long)d || d < -9007199254740992.0 || d > 9007199254740992.0) {
+    /* Range first: casting an out-of-range double is undefined behaviour. */
+    if (d < -9007199254740992.0 || d > 9007199254740992.0 || d != (double)(long long)d) {
         seterr(err, errlen, "field %s: must be an integer", name);
         return -1;
     }
@@ -182,8 +183,8 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
     long long created = now_ms;
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "created_ms");
     if (c != NULL) {
-        if (!cJSON_IsNumber(c) || c->valuedouble != (double)(long long)c->valuedouble ||
-            c->valuedouble < 0 || c->valuedouble > 1e15) {
+        if (!cJSON_IsNumber(c) || c->valuedouble < 0 || c->valuedouble > 1e15 ||
+            c->valuedouble != (double)(long long)c->valuedouble) {
             seterr(err, errlen, "field created_ms: must be epoch milliseconds (an integer)");
             return -1;
         }
@@ -213,6 +214,7 @@ job_parse(struct job *job, const char *payload, size_t len, const struct job_def
           int64_t now_ms, char *err, size_t errlen)
 {
     cJSON *root;
+    const char *end = NULL;
     int rc;
 
     memset(job, 0, sizeof(*job));
@@ -224,7 +226,20 @@ job_parse(struct job *job, const char *payload, size_t len, const struct job_def
         seterr(err, errlen, "payload is %zu bytes, over the %d byte limit", len, JOB_PAYLOAD_MAX);
         return -1;
     }
-    root = cJSON_ParseWithLength(payload, len);
+    /* The whole payload must be one JSON value: no trailing bytes, no NULs. */
+    if (memchr(payload, '\0', len) != NULL) {
+        seterr(err, errlen, "payload is not valid JSON (contains a NUL byte)");
+        return -1;
+    }
+    root = cJSON_ParseWithLengthOpts(payload, len, &end, 0);
+    if (root != NULL) {
+        while (end < payload + len && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r'))
+            end++;
+        if (end != payload + len) {
+            cJSON_Delete(root);
+            root = NULL;
+        }
+    }
     if (root == NULL) {
         seterr(err, errlen, "payload is not valid JSON");
         return -1;

@@ -66,6 +66,10 @@ otp_utf8_chars(const char *s)
             extra = 3;
         else
             return -1;
+        /* Reject overlong forms, surrogates and code points past U+10FFFF. */
+        if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
+            (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
+            return -1;
         p++;
         for (int i = 0; i < extra; i++, p++)
             if ((*p & 0xc0) != 0x80)

@@ -12,6 +12,8 @@
 #include "provider.h"
 
 static const struct provider_ops *const provider_registry[] = {
+    &provider_twilio_ops,
+    &provider_msg91_ops,
     &provider_console_ops,
 };
 
@@ -130,4 +132,26 @@ provider_set_close(struct provider_set *set, provider_closed_cb *cb, void *arg)
     set->closed_cb = cb;
     set->closed_arg = arg;
     provider_set_one_closed(set);
+}
+
+static int
+provider_usable(const struct provider *p, uint64_t now)
+{
+    return !p->down || now >= p->recheck_at;
+}
+
+struct provider *
+provider_set_alternative(struct provider_set *set, const struct job *job,
+                         const struct provider *current, uint64_t now)
+{
+    /* A pinned job stays with its provider; console never stands in for a real one. */
+    if (job->provider[0] != '\0')
+        return NULL;
+    for (size_t i = 0; i < PROVIDER_NREG; i++) {
+        struct provider *p = set->open[i];
+        if (p && p != current && provider_usable(p, now) &&
+            (strcmp(p->ops->name, "console") != 0 || p == set->deflt))
+            return p;
+    }
+    return NULL;
 }

@@ -90,7 +90,7 @@ queue_group_reply(redisAsyncContext *ac, void *r, void *priv)
     }
     if (reply->type != REDIS_REPLY_ERROR)
         log_notice("queue: created consumer group %s on %s", q->cfg->group, q->stream);
-    log_info("queue: ready: reading %s as %s/%s", q->stream, q->cfg->group, q->cfg->consumer);
+    log_notice("queue: ready: reading %s as %s/%s", q->stream, q->cfg->group, q->cfg->consumer);
     q->group_ready = 1;
     queue_check_stopped(q);
     queue_read(q);

@@ -53,6 +53,10 @@ struct config {
     char *msg91_sender_id;
     char *msg91_template_id;
     char *msg91_api_base;
+    char *msg91_code_var;
+    int retry_base_ms;
+    int retry_max_ms;
+    int provider_recheck_ms;
 };
 
 typedef const char *config_env_fn(const char *name);

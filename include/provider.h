@@ -25,8 +25,11 @@ enum send_outcome {
 struct send_request {
     const struct job *job;
     const char *body;    /* the rendered SMS, holding the code */
+    const char *code;    /* for template-based providers (MSG91) */
     int64_t deadline_ms; /* the code's expiry; nothing is sent after it */
     int attempt;         /* 1 for the first */
+    int reconcile;       /* an earlier attempt may have been sent: check first */
+    int64_t since_ms;    /* when that earlier attempt started */
 };
 
 struct send_result {
@@ -53,9 +56,13 @@ struct provider_ops {
     void (*close)(struct provider *p, provider_closed_cb *cb, void *arg);
 };
 
-/* Common head of every provider object. */
+/* Common head of every provider object; health is kept by the dispatcher. */
 struct provider {
     const struct provider_ops *ops;
+    int down;            /* permanent-for-the-provider failure seen */
+    int down_count;      /* consecutive rechecks that failed */
+    uint64_t recheck_at; /* loop time when traffic may try it again */
+    char down_reason[REASON_MAX];
 };
 
 const char *provider_outcome_name(enum send_outcome o);
@@ -70,6 +77,19 @@ struct provider *provider_set_pick(struct provider_set *set, const struct job *j
 const char *provider_name(const struct provider *p);
 void provider_set_close(struct provider_set *set, provider_closed_cb *cb, void *arg);
 
+/* The next usable provider for a job whose current one is down; NULL if none. */
+struct provider *provider_set_alternative(struct provider_set *set, const struct job *job,
+                                          const struct provider *current, uint64_t now);
+
 extern const struct provider_ops provider_console_ops;
+extern const struct provider_ops provider_twilio_ops;
+extern const struct provider_ops provider_msg91_ops;
+
+/*
+ * Wire parsers, pure (unit-tested and fuzzed): turn a provider's HTTP
+ * answer into a send result with its failure class and a human hint.
+ */
+void twilio_parse_create(long http_status, const char *body, size_t len, struct send_result *res);
+void msg91_parse_flow(long http_status, const char *body, size_t len, struct send_result *res);
 
 #endif

@@ -120,8 +120,9 @@ test_bounds_accepted(void **state)
     char err[REASON_MAX];
 
     (void)state;
-    assert_int_equal(parse(&job, "{\"to\":\"+14155552671\",\"ttl\":30,\"digits\":4,"
-                                 "\"max_attempts\":1,\"created_ms\":0}",
+    assert_int_equal(parse(&job,
+                           "{\"to\":\"+14155552671\",\"ttl\":30,\"digits\":4,"
+                           "\"max_attempts\":1,\"created_ms\":0}",
                            err, sizeof(err)),
                      0);
     assert_int_equal(job.ttl, 30);
@@ -130,8 +131,9 @@ test_bounds_accepted(void **state)
     assert_true(job.created_ms == 0);
     assert_true(job.expires_ms == 30000);
     job_clear(&job);
-    assert_int_equal(parse(&job, "{\"to\":\"+14155552671\",\"ttl\":3600,\"digits\":10,"
-                                 "\"max_attempts\":20,\"ttl_note\":\"x\"}",
+    assert_int_equal(parse(&job,
+                           "{\"to\":\"+14155552671\",\"ttl\":3600,\"digits\":10,"
+                           "\"max_attempts\":20,\"ttl_note\":\"x\"}",
                            err, sizeof(err)),
                      0);
     assert_int_equal(job.ttl, 3600);
@@ -151,8 +153,9 @@ test_unknown_fields_ignored(void **state)
     char err[REASON_MAX];
 
     (void)state;
-    assert_int_equal(parse(&job, "{\"to\":\"+14155552671\",\"extra\":{\"a\":[1,2,3]},"
-                                 "\"user_id\":7,\"TTL\":\"nonsense\",\"note\":null}",
+    assert_int_equal(parse(&job,
+                           "{\"to\":\"+14155552671\",\"extra\":{\"a\":[1,2,3]},"
+                           "\"user_id\":7,\"TTL\":\"nonsense\",\"note\":null}",
                            err, sizeof(err)),
                      0);
     assert_string_equal(job.to, "+14155552671");
@@ -212,6 +215,24 @@ test_reject_payload_size(void **state)
 }
 
 static void
+test_length_bounds_parse(void **state)
+{
+    struct job job;
+    char err[REASON_MAX];
+    /* Stream field values are not NUL-terminated: only len bytes count. */
+    char buf[] = "{\"to\":\"+14155552671\"}XXXX";
+    size_t objlen = strlen(buf) - 4;
+
+    (void)state;
+    assert_int_equal(job_parse(&job, buf, objlen, &defs, NOW_MS, err, sizeof(err)), 0);
+    assert_string_equal(job.to, "+14155552671");
+    job_clear(&job);
+    assert_int_equal(job_parse(&job, buf, objlen - 1, &defs, NOW_MS, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "not valid JSON"));
+    job_clear(&job);
+}
+
+static void
 test_reject_to(void **state)
 {
     (void)state;
@@ -250,7 +271,8 @@ test_reject_numbers(void **state)
     (void)state;
     expect_reject("{\"to\":\"+14155552671\",\"ttl\":29}", "field ttl: 29 is out of range 30..3600");
     expect_reject("{\"to\":\"+14155552671\",\"ttl\":3601}", "field ttl: 3601 is out of range");
-    expect_reject("{\"to\":\"+14155552671\",\"digits\":3}", "field digits: 3 is out of range 4..10");
+    expect_reject("{\"to\":\"+14155552671\",\"digits\":3}",
+                  "field digits: 3 is out of range 4..10");
     expect_reject("{\"to\":\"+14155552671\",\"digits\":11}", "field digits: 11 is out of range");
     expect_reject("{\"to\":\"+14155552671\",\"max_attempts\":0}",
                   "field max_attempts: 0 is out of range 1..20");
@@ -261,7 +283,8 @@ test_reject_numbers(void **state)
     expect_reject("{\"to\":\"+14155552671\",\"ttl\":null}", "field ttl: must be an integer");
     expect_reject("{\"to\":\"+14155552671\",\"ttl\":-300}", "field ttl");
     expect_reject("{\"to\":\"+14155552671\",\"ttl\":1e30}", "field ttl");
-    expect_reject("{\"to\":\"+14155552671\",\"digits\":6.000001}", "field digits: must be an integer");
+    expect_reject("{\"to\":\"+14155552671\",\"digits\":6.000001}",
+                  "field digits: must be an integer");
     expect_reject("{\"to\":\"+14155552671\",\"max_attempts\":\"5\"}",
                   "field max_attempts: must be an integer");
 }
@@ -366,8 +389,7 @@ test_id_kept_on_rejection(void **state)
     assert_int_equal(job.id[63], '7');
     job_clear(&job);
     /* An invalid id is not copied. */
-    assert_int_equal(parse(&job, "{\"id\":\"a b\",\"to\":\"+14155552671\"}", err, sizeof(err)),
-                     -1);
+    assert_int_equal(parse(&job, "{\"id\":\"a b\",\"to\":\"+14155552671\"}", err, sizeof(err)), -1);
     assert_string_equal(job.id, "");
     job_clear(&job);
 }
@@ -376,11 +398,11 @@ static void
 test_phone_valid(void **state)
 {
     (void)state;
-    assert_true(job_phone_valid("+1234567"));          /* 7 digits */
-    assert_true(job_phone_valid("+123456789012345"));  /* 15 digits */
+    assert_true(job_phone_valid("+1234567"));         /* 7 digits */
+    assert_true(job_phone_valid("+123456789012345")); /* 15 digits */
     assert_true(job_phone_valid("+14155552671"));
     assert_true(job_phone_valid("+919876543210"));
-    assert_false(job_phone_valid("+123456"));          /* 6 */
+    assert_false(job_phone_valid("+123456"));           /* 6 */
     assert_false(job_phone_valid("+1234567890123456")); /* 16 */
     assert_false(job_phone_valid("+0234567"));
     assert_false(job_phone_valid("1234567"));
@@ -428,21 +450,14 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_minimal_defaults),
-        cmocka_unit_test(test_all_fields),
-        cmocka_unit_test(test_bounds_accepted),
-        cmocka_unit_test(test_unknown_fields_ignored),
-        cmocka_unit_test(test_reject_envelope),
-        cmocka_unit_test(test_reject_payload_size),
-        cmocka_unit_test(test_reject_to),
-        cmocka_unit_test(test_reject_version),
-        cmocka_unit_test(test_reject_numbers),
-        cmocka_unit_test(test_reject_strings),
-        cmocka_unit_test(test_reject_message),
-        cmocka_unit_test(test_reject_id),
-        cmocka_unit_test(test_id_kept_on_rejection),
-        cmocka_unit_test(test_phone_valid),
-        cmocka_unit_test(test_id_valid),
+        cmocka_unit_test(test_minimal_defaults),    cmocka_unit_test(test_all_fields),
+        cmocka_unit_test(test_bounds_accepted),     cmocka_unit_test(test_unknown_fields_ignored),
+        cmocka_unit_test(test_reject_envelope),     cmocka_unit_test(test_reject_payload_size),
+        cmocka_unit_test(test_length_bounds_parse), cmocka_unit_test(test_reject_to),
+        cmocka_unit_test(test_reject_version),      cmocka_unit_test(test_reject_numbers),
+        cmocka_unit_test(test_reject_strings),      cmocka_unit_test(test_reject_message),
+        cmocka_unit_test(test_reject_id),           cmocka_unit_test(test_id_kept_on_rejection),
+        cmocka_unit_test(test_phone_valid),         cmocka_unit_test(test_id_valid),
         cmocka_unit_test(test_status_names),
     };
 

@@ -150,24 +150,31 @@ test_render_placeholders(void **state)
     char out[OTP_BODY_MAX], err[REASON_MAX];
 
     (void)state;
-    assert_int_equal(otp_render(out, sizeof(out), "Your code is {code}. It expires in {minutes} "
-                                "minutes.", "482913", 5, err, sizeof(err)), 0);
+    assert_int_equal(otp_render(out, sizeof(out),
+                                "Your code is {code}. It expires in {minutes} "
+                                "minutes.",
+                                "482913", 5, err, sizeof(err)),
+                     0);
     assert_string_equal(out, "Your code is 482913. It expires in 5 minutes.");
 
     assert_int_equal(otp_render(out, sizeof(out), "{code}", "1234", 1, err, sizeof(err)), 0);
     assert_string_equal(out, "1234");
 
-    assert_int_equal(otp_render(out, sizeof(out), "{minutes}m {code} / {code} {minutes}",
-                                "0042", 60, err, sizeof(err)), 0);
+    assert_int_equal(otp_render(out, sizeof(out), "{minutes}m {code} / {code} {minutes}", "0042",
+                                60, err, sizeof(err)),
+                     0);
     assert_string_equal(out, "60m 0042 / 0042 60");
 
-    assert_int_equal(otp_render(out, sizeof(out), "{code}{code}{minutes}{minutes}", "987654",
-                                15, err, sizeof(err)), 0);
-    assert_string_equal(out, "987654987654" "1515");
+    assert_int_equal(otp_render(out, sizeof(out), "{code}{code}{minutes}{minutes}", "987654", 15,
+                                err, sizeof(err)),
+                     0);
+    assert_string_equal(out, "987654987654"
+                             "1515");
 
     /* Near misses are copied literally. */
-    assert_int_equal(otp_render(out, sizeof(out), "{cod} {Code} {minute} {code}", "111111", 2,
-                                err, sizeof(err)), 0);
+    assert_int_equal(
+        otp_render(out, sizeof(out), "{cod} {Code} {minute} {code}", "111111", 2, err, sizeof(err)),
+        0);
     assert_string_equal(out, "{cod} {Code} {minute} 111111");
 }
 
@@ -177,8 +184,9 @@ test_render_missing_code(void **state)
     char out[OTP_BODY_MAX], err[REASON_MAX] = "";
 
     (void)state;
-    assert_int_equal(otp_render(out, sizeof(out), "It expires in {minutes} minutes.", "123456",
-                                5, err, sizeof(err)), -1);
+    assert_int_equal(otp_render(out, sizeof(out), "It expires in {minutes} minutes.", "123456", 5,
+                                err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "{code}"));
 
     err[0] = '\0';
@@ -249,8 +257,8 @@ test_render_invalid_utf8(void **state)
     char out[OTP_BODY_MAX], err[REASON_MAX] = "";
 
     (void)state;
-    assert_int_equal(otp_render(out, sizeof(out), "code \xff {code}", "123456", 5, err,
-                                sizeof(err)), -1);
+    assert_int_equal(
+        otp_render(out, sizeof(out), "code \xff {code}", "123456", 5, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "UTF-8"));
     err[0] = '\0';
     assert_int_equal(otp_render(out, sizeof(out), "{code} \xc3", "123456", 5, err, sizeof(err)),
@@ -302,11 +310,13 @@ test_utf8_chars(void **state)
     (void)state;
     assert_int_equal(otp_utf8_chars(""), 0);
     assert_int_equal(otp_utf8_chars("abc"), 3);
-    assert_int_equal(otp_utf8_chars("caf\xc3\xa9"), 4);           /* café */
-    assert_int_equal(otp_utf8_chars("\xe2\x82\xac" "5"), 2);      /* €5 */
-    assert_int_equal(otp_utf8_chars("\xf0\x9f\x98\x80!"), 2);     /* 😀! */
-    assert_int_equal(otp_utf8_chars("\xf4\x8f\xbf\xbf"), 1);      /* U+10FFFF */
-    assert_int_equal(otp_utf8_chars("\xc2\x80"), 1);              /* U+0080 */
+    assert_int_equal(otp_utf8_chars("caf\xc3\xa9"), 4); /* café */
+    assert_int_equal(otp_utf8_chars("\xe2\x82\xac"
+                                    "5"),
+                     2);                                      /* €5 */
+    assert_int_equal(otp_utf8_chars("\xf0\x9f\x98\x80!"), 2); /* 😀! */
+    assert_int_equal(otp_utf8_chars("\xf4\x8f\xbf\xbf"), 1);  /* U+10FFFF */
+    assert_int_equal(otp_utf8_chars("\xc2\x80"), 1);          /* U+0080 */
 
     /* Overlong encodings of NUL and '/'. */
     assert_int_equal(otp_utf8_chars("\xc0\x80"), -1);
@@ -333,8 +343,7 @@ test_mask_phone(void **state)
     (void)state;
     assert_string_equal(log_mask_phone("+14155552671", buf, sizeof(buf)), "+1415*****71");
     assert_string_equal(log_mask_phone("+1234567", buf, sizeof(buf)), "+1234*67");
-    assert_string_equal(log_mask_phone("+123456789012345", buf, sizeof(buf)),
-                        "+1234*********45");
+    assert_string_equal(log_mask_phone("+123456789012345", buf, sizeof(buf)), "+1234*********45");
     assert_string_equal(log_mask_phone(NULL, buf, sizeof(buf)), "***");
     assert_string_equal(log_mask_phone("", buf, sizeof(buf)), "***");
     assert_string_equal(log_mask_phone("12345", buf, sizeof(buf)), "***");

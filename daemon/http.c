@@ -1,0 +1,409 @@
+/*
+ * http.c: libcurl multi driven by libuv, after curl's multi-uv.c example
+ * with its gaps closed: poll errors reach curl as CURL_CSELECT_ERR, a zero
+ * timeout becomes 1 ms instead of a re-entrant call, handles are removed
+ * only from the info_read drain, and shutdown keeps socket contexts alive
+ * through curl_multi_cleanup.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http.h"
+#include "log.h"
+
+struct http_sock {
+    uv_poll_t poll;
+    curl_socket_t fd;
+    struct http *h;
+};
+
+struct http_call {
+    struct http_call *prev, *next;
+    struct http *h;
+    CURL *easy;
+    struct curl_slist *headers;
+    char *body;
+    size_t len, cap;
+    long retry_after_s;
+    http_done_cb *cb;
+    void *arg;
+};
+
+struct http {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    char name[16];
+    CURLM *multi;
+    CURLSH *share;
+    uv_timer_t timer;
+    struct http_call *calls;
+    long connections;
+    int closing;
+    http_closed_cb *closed_cb;
+    void *closed_arg;
+};
+
+static void http_drain(struct http *h);
+
+static void
+http_sock_closed(uv_handle_t *hd)
+{
+    free(hd->data);
+}
+
+static void
+http_poll_cb(uv_poll_t *p, int status, int events)
+{
+    struct http_sock *s = p->data;
+    struct http *h = s->h;
+    int flags = 0, running;
+
+    if (status < 0)
+        flags = CURL_CSELECT_ERR;
+    if (events & UV_READABLE)
+        flags |= CURL_CSELECT_IN;
+    if (events & UV_WRITABLE)
+        flags |= CURL_CSELECT_OUT;
+    curl_multi_socket_action(h->multi, s->fd, flags, &running);
+    http_drain(h);
+}
+
+static int
+http_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    struct http *h = userp;
+    struct http_sock *s = socketp;
+    int events = 0;
+
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        if (s != NULL) {
+            /* Stop now: curl closes the fd next and its number may be reused. */
+            uv_poll_stop(&s->poll);
+            uv_close((uv_handle_t *)&s->poll, http_sock_closed);
+            curl_multi_assign(h->multi, fd, NULL);
+        }
+        return 0;
+    }
+    if (s == NULL) {
+        if ((s = calloc(1, sizeof(*s))) == NULL)
+            return -1;
+        if (uv_poll_init_socket(h->loop, &s->poll, fd) != 0) {
+            free(s);
+            return -1;
+        }
+        s->fd = fd;
+        s->h = h;
+        s->poll.data = s;
+        curl_multi_assign(h->multi, fd, s);
+    }
+    if (what & CURL_POLL_IN)
+        events |= UV_READABLE;
+    if (what & CURL_POLL_OUT)
+        events |= UV_WRITABLE;
+    uv_poll_start(&s->poll, events, http_poll_cb);
+    return 0;
+}
+
+static void
+http_timer_cb(uv_timer_t *t)
+{
+    struct http *h = t->data;
+    int running;
+
+    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    http_drain(h);
+}
+
+static int
+http_timerfunc(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct http *h = userp;
+
+    (void)multi;
+    if (timeout_ms < 0)
+        uv_timer_stop(&h->timer);
+    else
+        uv_timer_start(&h->timer, http_timer_cb, timeout_ms == 0 ? 1 : (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+struct http *
+http_new(uv_loop_t *loop, const struct config *cfg, const char *name)
+{
+    struct http *h = calloc(1, sizeof(*h));
+
+    if (h == NULL)
+        return NULL;
+    h->loop = loop;
+    h->cfg = cfg;
+    snprintf(h->name, sizeof(h->name), "%s", name);
+    if ((h->multi = curl_multi_init()) == NULL || (h->share = curl_share_init()) == NULL) {
+        curl_multi_cleanup(h->multi);
+        free(h);
+        return NULL;
+    }
+    /* TLS sessions and DNS answers survive across requests. */
+    curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+    curl_share_setopt(h->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, http_socket_cb);
+    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, http_timerfunc);
+    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->http_max_conns);
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)cfg->http_max_conns);
+    curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    uv_timer_init(loop, &h->timer);
+    h->timer.data = h;
+    return h;
+}
+
+static size_t
+http_write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct http_call *c = userp;
+    size_t n = size * nmemb;
+
+    /* Provider answers are small; a runaway body is cut, not buffered. */
+    if (c->len + n > 256 * 1024)
+        return 0;
+    if (c->len + n + 1 > c->cap) {
+        size_t cap = c->cap ? c->cap : 1024;
+        while (cap < c->len + n + 1)
+            cap *= 2;
+        char *nb = realloc(c->body, cap);
+        if (nb == NULL)
+            return 0;
+        c->body = nb;
+        c->cap = cap;
+    }
+    memcpy(c->body + c->len, data, n);
+    c->len += n;
+    c->body[c->len] = '\0';
+    return n;
+}
+
+static size_t
+http_header_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct http_call *c = userp;
+    size_t n = size * nmemb;
+
+    /* Retry-After in seconds; the HTTP-date form is rare for APIs and ignored. */
+    if (n > 12 && strncasecmp(data, "Retry-After:", 12) == 0) {
+        char buf[32];
+        size_t k = n - 12 < sizeof(buf) - 1 ? n - 12 : sizeof(buf) - 1;
+        memcpy(buf, data + 12, k);
+        buf[k] = '\0';
+        char *end;
+        long v = strtol(buf, &end, 10);
+        if (end != buf && v >= 0 && v < 86400)
+            c->retry_after_s = v;
+    }
+    return n;
+}
+
+static void
+http_call_free(struct http_call *c)
+{
+    struct http *h = c->h;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        h->calls = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    curl_multi_remove_handle(h->multi, c->easy);
+    curl_easy_cleanup(c->easy);
+    curl_slist_free_all(c->headers);
+    free(c->body);
+    free(c);
+}
+
+static int
+http_setup(struct http *h, struct http_call *c, const struct http_request *req)
+{
+    const struct config *cfg = h->cfg;
+    CURL *e = c->easy;
+    int bad = 0;
+
+    for (const char *const *hd = req->headers; hd && *hd; hd++) {
+        struct curl_slist *l = curl_slist_append(c->headers, *hd);
+        if (l == NULL)
+            return -1;
+        c->headers = l;
+    }
+    if (req->content_type) {
+        char ct[128];
+        snprintf(ct, sizeof(ct), "Content-Type: %s", req->content_type);
+        struct curl_slist *l = curl_slist_append(c->headers, ct);
+        if (l == NULL)
+            return -1;
+        c->headers = l;
+    }
+    bad |= curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, c) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SHARE, h->share) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK;
+    /* Verification on, always; nothing in otpd can turn it off. */
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
+    if (cfg->ca_file && *cfg->ca_file)
+        bad |= curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->http_connect_timeout_ms) !=
+           CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "otpd/" OTPD_VERSION) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_write_cb) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, c) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_header_cb) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, c) != CURLE_OK;
+    if (req->username) {
+        bad |= curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_USERNAME, req->username) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_PASSWORD, req->password) != CURLE_OK;
+    }
+    if (strcmp(req->method, "POST") == 0) {
+        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)req->body_len) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body) != CURLE_OK;
+    }
+    return bad ? -1 : 0;
+}
+
+struct http_call *
+http_start(struct http *h, const struct http_request *req, http_done_cb *cb, void *arg)
+{
+    struct http_call *c;
+
+    if (h->closing || (c = calloc(1, sizeof(*c))) == NULL)
+        return NULL;
+    c->h = h;
+    c->cb = cb;
+    c->arg = arg;
+    c->retry_after_s = -1;
+    if ((c->easy = curl_easy_init()) == NULL || http_setup(h, c, req) < 0) {
+        curl_easy_cleanup(c->easy);
+        curl_slist_free_all(c->headers);
+        free(c);
+        return NULL;
+    }
+    c->next = h->calls;
+    if (h->calls)
+        h->calls->prev = c;
+    h->calls = c;
+    /* Added from an ordinary loop callback, never from inside curl. */
+    if (curl_multi_add_handle(h->multi, c->easy) != CURLM_OK) {
+        http_call_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void
+http_cancel(struct http *h, struct http_call *call)
+{
+    (void)h;
+    http_call_free(call);
+}
+
+static void
+http_finish(struct http *h, CURL *easy, CURLcode rc)
+{
+    struct http_call *c = NULL;
+    struct http_response r;
+    curl_off_t uploaded = 0;
+    long reqsize = 0, newconns = 0;
+    double total = 0;
+
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
+    memset(&r, 0, sizeof(r));
+    r.result = rc;
+    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &reqsize);
+    curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+    curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME, &total);
+    curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &newconns);
+    h->connections += newconns;
+    r.request_sent = reqsize > 0 || uploaded > 0;
+    r.seconds = total;
+    r.body = c->body ? c->body : "";
+    r.len = c->len;
+    r.retry_after_s = c->retry_after_s;
+    r.error = rc == CURLE_OK ? NULL : curl_easy_strerror(rc);
+    /* The call is freed after its callback, never inside it. */
+    c->cb(c->arg, &r);
+    http_call_free(c);
+}
+
+static void
+http_drain(struct http *h)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
+        if (msg->msg == CURLMSG_DONE) {
+            CURL *easy = msg->easy_handle;
+            CURLcode rc = msg->data.result; /* msg dies with the removal */
+            http_finish(h, easy, rc);
+        }
+    }
+}
+
+long
+http_connections(const struct http *h)
+{
+    return h->connections;
+}
+
+static void
+http_timer_closed(uv_handle_t *hd)
+{
+    struct http *h = hd->data;
+
+    if (h->closed_cb)
+        h->closed_cb(h->closed_arg);
+    free(h);
+}
+
+void
+http_close(struct http *h, http_closed_cb *cb, void *arg)
+{
+    h->closing = 1;
+    h->closed_cb = cb;
+    h->closed_arg = arg;
+    while (h->calls)
+        http_call_free(h->calls);
+    /* curl may still call the socket callback here, so the loop is alive. */
+    curl_multi_cleanup(h->multi);
+    curl_share_cleanup(h->share);
+    uv_close((uv_handle_t *)&h->timer, http_timer_closed);
+}
+
+enum send_outcome
+http_classify_transport(CURLcode rc, int request_sent)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SSL_CONNECT_ERROR:
+        return SEND_RETRY; /* nothing reached the provider */
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_UNSUPPORTED_PROTOCOL:
+    case CURLE_URL_MALFORMAT:
+        return SEND_FAIL_PROVIDER; /* configuration: retrying cannot help */
+    default:
+        /* Timeouts, resets, empty replies: it depends whether we had spoken. */
+        return request_sent ? SEND_AMBIGUOUS : SEND_RETRY;
+    }
+}

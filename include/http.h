@@ -1,0 +1,64 @@
+/*
+ * http.h: HTTPS client requests on the libuv loop through libcurl's multi
+ * interface (socket and timer callbacks; no threads, no polling loop).
+ * One engine per provider, so each has its own connection cache and cap
+ * and a slow provider cannot hold up another.  TLS verification is always
+ * on; the CA bundle comes from OTPD_CA_FILE when set.
+ */
+#ifndef OTPD_HTTP_H
+#define OTPD_HTTP_H
+
+#include <stddef.h>
+
+#include <curl/curl.h>
+#include <uv.h>
+
+#include "config.h"
+#include "provider.h"
+
+struct http_request {
+    const char *url;
+    const char *method; /* "GET" or "POST" */
+    const char *content_type;
+    const char *body; /* copied */
+    size_t body_len;
+    const char *username, *password; /* Basic auth, or NULL */
+    const char *const *headers;      /* NULL-terminated "Name: value" list */
+    long timeout_ms;
+};
+
+struct http_response {
+    CURLcode result;
+    long status;
+    char *body; /* NUL-terminated; owned by the engine */
+    size_t len;
+    long retry_after_s; /* -1 if absent */
+    int request_sent;   /* bytes of the request went out: a failure is ambiguous */
+    double seconds;
+    const char *error; /* curl's text for a transport failure */
+};
+
+struct http;
+struct http_call;
+typedef void http_done_cb(void *arg, const struct http_response *resp);
+typedef void http_closed_cb(void *arg);
+
+struct http *http_new(uv_loop_t *loop, const struct config *cfg, const char *name);
+/* NULL if the request could not be started (out of memory, bad option). */
+struct http_call *http_start(struct http *h, const struct http_request *req, http_done_cb *cb,
+                             void *arg);
+/* The done callback of a cancelled call never runs. */
+void http_cancel(struct http *h, struct http_call *call);
+void http_close(struct http *h, http_closed_cb *cb, void *arg);
+
+/* Connections opened so far (to report reuse). */
+long http_connections(const struct http *h);
+
+/*
+ * What a transport failure means for a send: refused before anything was
+ * sent (retry), maybe sent (ambiguous), or a configuration fault such as a
+ * certificate that does not verify (provider-wide).  Pure.
+ */
+enum send_outcome http_classify_transport(CURLcode rc, int request_sent);
+
+#endif
