@@ -23,6 +23,7 @@
 #include "job.h"
 #include "log.h"
 #include "otp.h"
+#include "secmem.h"
 
 enum dlv_step {
     STEP_REJECT_STATUS,
@@ -33,6 +34,11 @@ enum dlv_step {
     STEP_RESULT,
     STEP_ACK,
     STEP_DONE,
+};
+
+struct dlv_secret {
+    char code[OTP_DIGITS_MAX + 1];
+    char body[OTP_BODY_MAX];
 };
 
 struct delivery {
@@ -54,10 +60,9 @@ struct delivery {
     int attempts;
     uv_timer_t timer; /* retry backoff; closing it frees the delivery */
     uint64_t retry_delay_ms;
-    int64_t attempt_ms;      /* when the current attempt started */
-    int64_t ambiguous_since; /* first attempt that may have been sent */
-    char code[OTP_DIGITS_MAX + 1];
-    char body[OTP_BODY_MAX];
+    int64_t attempt_ms;        /* when the current attempt started */
+    int64_t ambiguous_since;   /* first attempt that may have been sent */
+    struct dlv_secret *secret; /* code and text, in locked memory until sent */
     /* the outcome to record */
     enum job_status final;
     struct send_result result;
@@ -79,6 +84,8 @@ struct dispatch {
     dispatch_drained_cb *drained_cb;
     void *drained_arg;
     struct dispatch_stats stats;
+    struct secmem *secrets;
+    int closed_handles;
 };
 
 static void dlv_run(struct delivery *dlv);
@@ -106,6 +113,14 @@ dispatch_check_drained(struct dispatch *d)
     }
 }
 
+/* The code is gone for good: after the last attempt, or with the delivery. */
+static void
+dlv_wipe(struct delivery *dlv)
+{
+    secmem_put(dlv->d->secrets, dlv->secret);
+    dlv->secret = NULL;
+}
+
 static void
 dlv_closed(uv_handle_t *h)
 {
@@ -127,8 +142,7 @@ dlv_free(struct delivery *dlv)
     d->inflight--;
     job_clear(&dlv->job);
     free(dlv->payload);
-    sodium_memzero(dlv->code, sizeof(dlv->code));
-    sodium_memzero(dlv->body, sizeof(dlv->body));
+    dlv_wipe(dlv);
     uv_close((uv_handle_t *)&dlv->timer, dlv_closed);
 }
 
@@ -272,8 +286,7 @@ dlv_fail(struct delivery *dlv, enum job_status st, int delete_otp)
         dlv->d->stats.expired++;
     else
         dlv->d->stats.failed++;
-    sodium_memzero(dlv->code, sizeof(dlv->code));
-    sodium_memzero(dlv->body, sizeof(dlv->body));
+    dlv_wipe(dlv);
     dlv_log_outcome(dlv);
     dlv_advance(dlv, STEP_RESULT);
 }
@@ -322,8 +335,7 @@ dlv_send_done(void *arg, const struct send_result *res)
         dlv->final = JOB_SENT;
         dlv->sent_ms = otpd_now_ms();
         d->stats.sent++;
-        sodium_memzero(dlv->code, sizeof(dlv->code));
-        sodium_memzero(dlv->body, sizeof(dlv->body));
+        dlv_wipe(dlv);
         dlv_log_outcome(dlv);
         dlv_advance(dlv, STEP_RESULT);
         return;
@@ -398,8 +410,8 @@ dlv_send(struct delivery *dlv)
     dlv->attempts++;
     dlv->attempt_ms = otpd_now_ms();
     req.job = &dlv->job;
-    req.body = dlv->body;
-    req.code = dlv->code;
+    req.body = dlv->secret->body;
+    req.code = dlv->secret->code;
     req.deadline_ms = dlv->job.expires_ms;
     req.attempt = dlv->attempts;
     req.reconcile = dlv->ambiguous_since != 0;
@@ -423,9 +435,13 @@ dlv_prepare(struct delivery *dlv)
     const char *tmpl = dlv->job.message ? dlv->job.message : cfg->template;
     char err[128];
 
-    otp_generate(dlv->code, dlv->job.digits);
-    if (otp_render(dlv->body, sizeof(dlv->body), tmpl, dlv->code, (dlv->job.ttl + 59) / 60, err,
-                   sizeof(err)) < 0) {
+    if ((dlv->secret = secmem_get(dlv->d->secrets)) == NULL) {
+        snprintf(dlv->reason, sizeof(dlv->reason), "no secure memory slot free");
+        return -1;
+    }
+    otp_generate(dlv->secret->code, dlv->job.digits);
+    if (otp_render(dlv->secret->body, sizeof(dlv->secret->body), tmpl, dlv->secret->code,
+                   (dlv->job.ttl + 59) / 60, err, sizeof(err)) < 0) {
         snprintf(dlv->reason, sizeof(dlv->reason), "message: %s", err);
         return -1;
     }
@@ -441,6 +457,7 @@ dlv_result_update(struct delivery *dlv)
         .status = dlv->final,
         .provider = dlv->provider ? provider_name(dlv->provider) : "",
         .provider_ref = dlv->result.ref,
+        .provider_status = dlv->result.provider_status,
         .error_code = dlv->result.error_code,
         .error = dlv->result.error,
         .attempts = dlv->attempts,
@@ -477,7 +494,7 @@ dlv_run(struct delivery *dlv)
             dlv_expire(dlv, 0);
             return;
         }
-        otp_mac(mac, d->cfg->hash_key, dlv->job.purpose, dlv->job.to, dlv->code);
+        otp_mac(mac, d->cfg->hash_key, dlv->job.purpose, dlv->job.to, dlv->secret->code);
         rc = store_begin(d->store, &dlv->job, mac, dlv_store_done, dlv);
         sodium_memzero(mac, sizeof(mac));
         break;
@@ -627,6 +644,12 @@ dispatch_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
     d->cfg = cfg;
     d->store = st;
     d->providers = providers;
+    /* Room for every job in flight, and one batch more for a reclaim. */
+    if ((d->secrets = secmem_new(sizeof(struct dlv_secret),
+                                 (size_t)cfg->max_inflight + (size_t)cfg->batch)) == NULL) {
+        free(d);
+        return NULL;
+    }
     uv_timer_init(loop, &d->tick);
     uv_timer_init(loop, &d->drain_timer);
     d->tick.data = d;
@@ -696,14 +719,17 @@ dispatch_closed(uv_handle_t *h)
 {
     struct dispatch *d = h->data;
 
-    if (h == (uv_handle_t *)&d->drain_timer)
+    /* Both timers live inside d: free it after the second one has closed. */
+    if (++d->closed_handles == 2) {
+        secmem_free(d->secrets);
         free(d);
+    }
 }
 
 void
 dispatch_free(struct dispatch *d)
 {
     dispatch_abandon(d);
-    uv_close((uv_handle_t *)&d->tick, NULL);
+    uv_close((uv_handle_t *)&d->tick, dispatch_closed);
     uv_close((uv_handle_t *)&d->drain_timer, dispatch_closed);
 }

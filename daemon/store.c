@@ -210,6 +210,8 @@ store_status(struct store *st, const struct job *job, const struct status_update
     argv[argc++] = u->provider ? u->provider : "";
     argv[argc++] = "provider_ref";
     argv[argc++] = u->provider_ref ? u->provider_ref : "";
+    argv[argc++] = "provider_status";
+    argv[argc++] = u->provider_status ? u->provider_status : "";
     argv[argc++] = "error_code";
     argv[argc++] = u->error_code ? u->error_code : "";
     argv[argc++] = "error";

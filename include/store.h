@@ -16,6 +16,7 @@ struct status_update {
     enum job_status status;
     const char *provider;
     const char *provider_ref;
+    const char *provider_status; /* the provider's own word, e.g. Twilio "queued" */
     const char *error_code;
     const char *error;
     int attempts;

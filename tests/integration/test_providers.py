@@ -339,3 +339,80 @@ def test_500_slow_requests_run_concurrently(otpd_factory, mock, client, r):
     assert stats["max_concurrent"] >= 200
     assert stats["connections"] <= 250  # capped, and reused for the second wave
     otpd.assert_alive()
+
+
+def test_timeout_after_sending_is_ambiguous_and_reconciled(otpd_factory, mock, client):
+    # Twilio took it but never answered within our timeout.
+    mock.rule(to=NUMBER, provider="twilio", behaviour="timeout", delay_ms=5000, store=True,
+              times=1)
+    otpd_factory(twilio_env(mock, OTPD_HTTP_TIMEOUT_MS="800"))
+    st = client.wait(client.send(NUMBER), timeout=15)
+    assert st["status"] == "sent"
+    assert [q["method"] for q in mock.requests("twilio")] == ["POST", "GET"]
+    assert len(mock.ctl("messages")["twilio"]) == 1  # one SMS, not two
+
+
+def test_suspended_account_is_provider_wide(otpd_factory, mock, client):
+    mock.rule(to="*", provider="twilio", behaviour="suspended", times=1)
+    otpd = otpd_factory(twilio_env(mock))
+    st = client.wait(client.send(NUMBER), timeout=15)
+    assert st["status"] == "sent" and int(st["attempts"]) == 2
+    assert "not active" in otpd.stderr
+
+
+def test_connection_reset_is_retried(otpd_factory, mock, client):
+    mock.rule(to=NUMBER, provider="twilio", behaviour="reset", times=1)
+    otpd_factory(twilio_env(mock))
+    st = client.wait(client.send(NUMBER), timeout=15)
+    assert st["status"] == "sent"
+    assert len(mock.ctl("messages")["twilio"]) == 1
+
+
+def test_slow_provider_does_not_hold_up_another(otpd_factory, mock, client):
+    mock.rule(to=NUMBER, provider="twilio", behaviour="slow", delay_ms=4000)
+    env = twilio_env(mock, OTPD_HTTP_TIMEOUT_MS="10000")
+    env.update({k: v for k, v in msg91_env(mock).items() if k.startswith("MSG91_")})
+    otpd_factory(env)
+    slow = client.send(NUMBER)
+    wait_for(lambda: sends(mock, "twilio"), 5)
+    t0 = time.monotonic()
+    fast = [client.send("+9198123%05d" % i, provider="msg91") for i in range(10)]
+    for j in fast:
+        assert client.wait(j, timeout=5)["status"] == "sent"
+    assert time.monotonic() - t0 < 3
+    assert client.status(slow)["status"] == "sending"
+    assert client.wait(slow, timeout=10)["status"] == "sent"
+
+
+def test_valgrind_clean_with_real_https(tmp_path, redis_server, mock, client):
+    """A short run under memcheck (plain build; ASan builds cannot run under valgrind)."""
+    import shutil
+    import signal
+    vg = shutil.which("valgrind")
+    binary = os.path.join(ROOT, "build", "otpd")
+    if vg is None or not os.path.exists(binary):
+        pytest.skip("valgrind or the plain build is missing")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("OTPD_", "TWILIO_", "MSG91_", "REDIS_", "ASAN", "UBSAN"))}
+    env.update(twilio_env(mock))
+    env.update({"REDIS_URL": redis_server.url, "OTPD_HASH_KEY": "00" * 32,
+                "OTPD_BLOCK_MS": "500"})
+    log = tmp_path / "vg.log"
+    err = open(tmp_path / "otpd.err", "wb")
+    p = subprocess.Popen([vg, "--leak-check=full", "--errors-for-leak-kinds=definite",
+                          "--error-exitcode=99", "--log-file=%s" % log, binary],
+                         env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(lambda: b"queue: ready" in (tmp_path / "otpd.err").read_bytes(), 60)
+        mock.rule(to="+14155550001", provider="twilio", behaviour="server_error", times=1)
+        jobs = [client.send("+141555500%02d" % i) for i in range(10)]
+        for j in jobs:
+            assert client.wait(j, timeout=60)["status"] == "sent"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        rc = p.wait(60)
+        err.close()
+    text = log.read_text()
+    assert rc == 0, text[-3000:]
+    assert "ERROR SUMMARY: 0 errors" in text, text[-3000:]
+    assert "definitely lost: 0 bytes" in text or "no leaks are possible" in text
