@@ -28,7 +28,8 @@
 enum config_type { CT_STR, CT_INT, CT_HEXKEY, CT_REDIS_URL, CT_PHONE, CT_LOGLEVEL, CT_URL };
 
 #define CF_SECRET 0x1 /* never printed */
-#define CF_NAME   0x2 /* a name: [A-Za-z0-9_.:{}-]+ */
+#define CF_NAME    0x2 /* a name: [A-Za-z0-9_.:{}-]+ */
+#define CF_RESTART 0x4 /* not applied by a reload (SIGHUP): needs a restart */
 
 struct config_entry {
     const char *key;
@@ -43,15 +44,15 @@ struct config_entry {
 #define OFF(f) offsetof(struct config, f)
 
 static const struct config_entry config_table[] = {
-    {"REDIS_URL", CT_REDIS_URL, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, 0,
+    {"REDIS_URL", CT_REDIS_URL, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, CF_RESTART,
      "Redis to use: redis://[[user]:password@]host:port/db or unix:///path?db=N"},
     {"OTPD_HASH_KEY", CT_HEXKEY, OFF(hash_key_hex), NULL, 0, 0, CF_SECRET,
      "64 hex characters (32 bytes) shared with the web app; make one with otpd --gen-key"},
-    {"OTPD_PREFIX", CT_STR, OFF(prefix), "otpd:", 1, 64, CF_NAME, "prefix of every Redis key"},
-    {"OTPD_GROUP", CT_STR, OFF(group), "otpd", 1, 64, CF_NAME, "consumer group on the job stream"},
-    {"OTPD_CONSUMER", CT_STR, OFF(consumer), "", 0, 128, 0,
+    {"OTPD_PREFIX", CT_STR, OFF(prefix), "otpd:", 1, 64, CF_NAME | CF_RESTART, "prefix of every Redis key"},
+    {"OTPD_GROUP", CT_STR, OFF(group), "otpd", 1, 64, CF_NAME | CF_RESTART, "consumer group on the job stream"},
+    {"OTPD_CONSUMER", CT_STR, OFF(consumer), "", 0, 128, CF_RESTART,
      "consumer name, unique per instance (default host:pid)"},
-    {"OTPD_PROVIDER", CT_STR, OFF(provider), "console", 1, 32, 0,
+    {"OTPD_PROVIDER", CT_STR, OFF(provider), "console", 1, 32, CF_RESTART,
      "default provider: console (development), twilio or msg91"},
     {"OTPD_OTP_TTL", CT_INT, OFF(otp_ttl), "300", 30, 3600, 0,
      "default lifetime of a code in seconds; also the delivery deadline"},
@@ -65,13 +66,16 @@ static const struct config_entry config_table[] = {
      "seconds a job's status record is kept"},
     {"OTPD_EVENTS_MAXLEN", CT_INT, OFF(events_maxlen), "100000", 100, 100000000, 0,
      "approximate length the events stream is trimmed to"},
-    {"OTPD_MAX_INFLIGHT", CT_INT, OFF(max_inflight), "1000", 1, 100000, 0,
+    {"OTPD_MAX_INFLIGHT", CT_INT, OFF(max_inflight), "1000", 1, 100000, CF_RESTART,
      "jobs claimed and not yet finished, at most; no more are read when full"},
-    {"OTPD_BATCH", CT_INT, OFF(batch), "100", 1, 10000, 0, "entries read per XREADGROUP"},
+    {"OTPD_BATCH", CT_INT, OFF(batch), "100", 1, 10000, CF_RESTART, "entries read per XREADGROUP"},
     {"OTPD_BLOCK_MS", CT_INT, OFF(block_ms), "5000", 100, 60000, 0,
      "XREADGROUP BLOCK time; also the reader's liveness period"},
     {"OTPD_SHUTDOWN_TIMEOUT_MS", CT_INT, OFF(shutdown_timeout_ms), "10000", 0, 600000, 0,
      "on SIGTERM, how long in-flight jobs may take to finish"},
+    {"OTPD_CLAIM_IDLE_MS", CT_INT, OFF(claim_idle_ms), "30000", 500, 3600000, 0,
+     "a pending job idle this long belongs to a dead instance and is taken over; live "
+     "instances refresh theirs every third of it"},
     {"OTPD_LOG_LEVEL", CT_LOGLEVEL, OFF(log_level), "info", 0, 0, 0,
      "error, warning, notice, info or debug"},
     {"OTPD_CA_FILE", CT_STR, OFF(ca_file), "", 0, 4096, 0,
@@ -80,7 +84,7 @@ static const struct config_entry config_table[] = {
      "provider connect (TCP+TLS) timeout"},
     {"OTPD_HTTP_TIMEOUT_MS", CT_INT, OFF(http_timeout_ms), "15000", 500, 120000, 0,
      "provider request total timeout"},
-    {"OTPD_HTTP_MAX_CONNS", CT_INT, OFF(http_max_conns), "20", 1, 1000, 0,
+    {"OTPD_HTTP_MAX_CONNS", CT_INT, OFF(http_max_conns), "20", 1, 1000, CF_RESTART,
      "connections per provider host, at most"},
     {"TWILIO_ACCOUNT_SID", CT_STR, OFF(twilio_account_sid), "", 0, 64, 0,
      "Twilio Account SID (AC...)"},
@@ -735,6 +739,28 @@ config_redis_url_redacted(const struct config *cfg, char *buf, size_t len)
     return buf;
 }
 
+/* "# "-prefixed lines of at most width characters, broken at spaces. */
+static void
+print_wrapped(FILE *out, const char *text, size_t width)
+{
+    const char *p = text;
+
+    while (*p) {
+        size_t n = strlen(p);
+        if (n > width) {
+            n = width;
+            while (n > 0 && p[n] != ' ')
+                n--;
+            if (n == 0)
+                n = width;
+        }
+        fprintf(out, "# %.*s\n", (int)n, p);
+        p += n;
+        while (*p == ' ')
+            p++;
+    }
+}
+
 /* The documented example file, generated from the table so it cannot drift. */
 void
 config_print_example(FILE *out)
@@ -748,14 +774,62 @@ config_print_example(FILE *out)
           out);
     for (size_t i = 0; i < CONFIG_NENTRIES; i++) {
         const struct config_entry *e = &config_table[i];
-        fprintf(out, "\n# %s", e->help);
+        char help[512];
         if (e->type == CT_INT)
-            fprintf(out, " (%ld..%ld)", e->min, e->max);
+            snprintf(help, sizeof(help), "%s (%ld..%ld)", e->help, e->min, e->max);
+        else
+            snprintf(help, sizeof(help), "%s", e->help);
         fputc('\n', out);
+        print_wrapped(out, help, 78);
         if (e->type == CT_HEXKEY)
             fprintf(out, "#%s=<64 hex characters: otpd --gen-key>\n", e->key);
         else
             fprintf(out, "#%s=%s%s%s\n", e->key, strchr(e->def ? e->def : "", ' ') ? "\"" : "",
                     e->def ? e->def : "", strchr(e->def ? e->def : "", ' ') ? "\"" : "");
     }
+}
+
+static int
+config_entry_equal(const struct config *a, const struct config *b, const struct config_entry *e)
+{
+    if (e->type == CT_INT)
+        return *(const int *)((const char *)a + e->offset) ==
+               *(const int *)((const char *)b + e->offset);
+    const char *x = *(char *const *)((const char *)a + e->offset);
+    const char *y = *(char *const *)((const char *)b + e->offset);
+    return strcmp(x ? x : "", y ? y : "") == 0;
+}
+
+/*
+ * Take next's values into cur, key by key, except those that need a
+ * restart (logged).  Strings are swapped, so freeing next frees the old
+ * values.  Returns the number of keys applied.
+ */
+int
+config_reload(struct config *cur, struct config *next)
+{
+    int applied = 0;
+
+    for (size_t i = 0; i < CONFIG_NENTRIES; i++) {
+        const struct config_entry *e = &config_table[i];
+        if (config_entry_equal(cur, next, e))
+            continue;
+        if (e->flags & CF_RESTART) {
+            log_warnx("reload: %s changed; it takes effect at the next restart", e->key);
+            continue;
+        }
+        if (e->type == CT_INT) {
+            *(int *)((char *)cur + e->offset) = *(int *)((char *)next + e->offset);
+        } else {
+            char **a = config_str_slot(cur, e), **b = config_str_slot(next, e);
+            char *t = *a;
+            *a = *b;
+            *b = t;
+        }
+        if (e->type == CT_HEXKEY)
+            memcpy(cur->hash_key, next->hash_key, sizeof(cur->hash_key));
+        log_notice("reload: %s updated", e->key);
+        applied++;
+    }
+    return applied;
 }

@@ -3,7 +3,9 @@
  * steps by dlv_run():
  *
  *   REJECT_STATUS -> DEAD_LETTER -> done           (bad input)
- *   BEGIN -> SEND -> RESULT -> ACK -> done         (a good job)
+ *   CLAIM -> BEGIN -> SEND -> RESULT -> ACK -> done (a good job)
+ *   CLAIM -> ACK -> done                           (already final: a reclaim)
+ *   CLAIM -> DUPLICATE -> ACK -> done              (its id is taken)
  *           SEND -> RETRY_STATUS -> (timer) SEND   (a retryable failure)
  *   RESULT -> ACK -> done                          (expired before sending)
  *
@@ -28,6 +30,8 @@
 enum dlv_step {
     STEP_REJECT_STATUS,
     STEP_DEAD_LETTER,
+    STEP_CLAIM,
+    STEP_DUPLICATE,
     STEP_BEGIN,
     STEP_SEND,
     STEP_RETRY_STATUS,
@@ -86,13 +90,15 @@ struct dispatch {
     struct dispatch_stats stats;
     struct secmem *secrets;
     int closed_handles;
+    uint64_t last_refresh, last_reclaim;
+    char park_error[128];
 };
 
 static void dlv_run(struct delivery *dlv);
 static void dlv_retry_fire(uv_timer_t *t);
 
 static const char *const step_names[] = {
-    "reject_status", "dead_letter", "begin", "send", "retry_status", "result", "ack", "done",
+    "reject_status", "dead_letter", "claim", "duplicate", "begin", "send", "retry_status", "result", "ack", "done",
 };
 
 static void
@@ -169,6 +175,10 @@ dlv_park(struct delivery *dlv, const char *why)
 static void
 dlv_advance(struct delivery *dlv, enum dlv_step next)
 {
+    if (dlv->parked && dlv->d->park_error[0]) {
+        log_notice("Redis accepts writes again; held jobs continue");
+        dlv->d->park_error[0] = '\0';
+    }
     dlv->busy = 0;
     dlv->parked = 0;
     dlv->step = next;
@@ -208,6 +218,7 @@ dlv_store_done(void *arg, int ok, const char *err)
         }
         break;
     case STEP_RESULT:
+    case STEP_DUPLICATE:
         dlv_advance(dlv, STEP_ACK);
         break;
     case STEP_RETRY_STATUS:
@@ -217,6 +228,29 @@ dlv_store_done(void *arg, int ok, const char *err)
         break;
     default:
         break;
+    }
+}
+
+static void
+dlv_claim_done(void *arg, int verdict, const char *status, const char *err)
+{
+    struct delivery *dlv = arg;
+
+    if (verdict < 0) {
+        dlv_park(dlv, err);
+        return;
+    }
+    if (verdict == CLAIM_DONE) {
+        /* It reached a final status before; only the ack was lost. */
+        log_info("job %s: already %s; acknowledging it as it stands", dlv->job.id, status);
+        dlv_advance(dlv, STEP_ACK);
+    } else if (verdict == CLAIM_DUPLICATE) {
+        log_notice("job %s: duplicate (entry %s): this id is already %s; not sent again",
+                   dlv->job.id, dlv->stream_id, *status ? status : "in use");
+        dlv->d->stats.duplicates++;
+        dlv_advance(dlv, STEP_DUPLICATE);
+    } else {
+        dlv_advance(dlv, STEP_BEGIN);
     }
 }
 
@@ -310,6 +344,7 @@ dlv_retry_later(struct delivery *dlv, uint64_t delay_ms)
         return;
     }
     dlv->retry_delay_ms = delay_ms;
+    dlv->d->stats.retries++;
     log_mask_phone(dlv->job.to, masked, sizeof(masked));
     log_notice("job %s: attempt %d to %s via %s: %s%s%s; retrying in %llu ms", dlv->job.id,
                dlv->attempts, masked, provider_name(dlv->provider),
@@ -489,6 +524,12 @@ dlv_run(struct delivery *dlv)
         rc = queue_dead_letter(d->queue, dlv->stream_id, dlv->payload, dlv->len, dlv->reason,
                                dlv_queue_done, dlv);
         break;
+    case STEP_CLAIM:
+        rc = store_claim(d->store, &dlv->job, dlv->stream_id, dlv_claim_done, dlv);
+        break;
+    case STEP_DUPLICATE:
+        rc = store_duplicate(d->store, &dlv->job, dlv_store_done, dlv);
+        break;
     case STEP_BEGIN:
         if (otpd_now_ms() >= dlv->job.expires_ms) {
             dlv_expire(dlv, 0);
@@ -576,6 +617,8 @@ dispatch_take(struct dispatch *d, const struct queue_entry *e)
         log_err("dispatch: out of memory; entry %s stays pending", e->id);
         return;
     }
+    if (e->reclaimed)
+        d->stats.reclaimed++;
     if (job_parse(&dlv->job, e->payload, e->len, &defs, otpd_now_ms(), dlv->reason,
                   sizeof(dlv->reason)) < 0) {
         dlv_reject(dlv, e);
@@ -589,7 +632,7 @@ dispatch_take(struct dispatch *d, const struct queue_entry *e)
         } else if (dlv_prepare(dlv) < 0) {
             dlv_reject(dlv, e);
         } else {
-            dlv->step = STEP_BEGIN;
+            dlv->step = STEP_CLAIM;
         }
     }
     dlv_run(dlv);
@@ -619,10 +662,44 @@ dispatch_resume(struct dispatch *d)
     }
 }
 
+/* Keep our pending entries young so no other instance takes them. */
+static void
+dispatch_refresh(struct dispatch *d)
+{
+    const char **ids;
+    size_t n = 0;
+
+    if (d->inflight == 0 || (ids = calloc((size_t)d->inflight, sizeof(*ids))) == NULL)
+        return;
+    for (struct delivery *dlv = d->head; dlv && n < (size_t)d->inflight; dlv = dlv->next)
+        if (dlv->step != STEP_DONE)
+            ids[n++] = dlv->stream_id;
+    queue_refresh(d->queue, ids, n);
+    free(ids);
+}
+
+/* Once a second: resume parked steps, refresh, look for orphans. */
 static void
 dispatch_tick(uv_timer_t *t)
 {
-    dispatch_resume(t->data);
+    struct dispatch *d = t->data;
+    uint64_t now = uv_now(d->loop);
+    uint64_t refresh_every = (uint64_t)d->cfg->claim_idle_ms / 3;
+    uint64_t reclaim_every = (uint64_t)d->cfg->claim_idle_ms / 2;
+
+    dispatch_resume(d);
+    if (d->queue == NULL || d->draining)
+        return;
+    if (reclaim_every > 5000)
+        reclaim_every = 5000;
+    if (now - d->last_refresh >= refresh_every) {
+        d->last_refresh = now;
+        dispatch_refresh(d);
+    }
+    if (now - d->last_reclaim >= reclaim_every) {
+        d->last_reclaim = now;
+        queue_reclaim(d->queue);
+    }
 }
 
 void
@@ -654,7 +731,8 @@ dispatch_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
     uv_timer_init(loop, &d->drain_timer);
     d->tick.data = d;
     d->drain_timer.data = d;
-    uv_timer_start(&d->tick, dispatch_tick, 1000, 1000);
+    /* Fast enough for short claim idle times in tests, cheap otherwise. */
+    uv_timer_start(&d->tick, dispatch_tick, 250, 250);
     return d;
 }
 

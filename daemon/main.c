@@ -20,6 +20,7 @@
 #include "config.h"
 #include "dispatch.h"
 #include "log.h"
+#include "monitor.h"
 #include "provider.h"
 #include "queue.h"
 #include "rconn.h"
@@ -33,11 +34,13 @@ struct otpd {
     struct store *store;
     struct queue *queue;
     struct dispatch *dispatch;
+    struct monitor *monitor;
     uv_signal_t sigterm, sigint, sighup;
     int stopping;
     int closing; /* parts still closing */
     int forced;
     struct dispatch_stats totals;
+    const char *path; /* configuration file, for reloads */
 };
 
 static void otpd_shutdown(struct otpd *o);
@@ -95,6 +98,14 @@ on_writer_state(struct rconn *rc, int up, void *arg)
     dispatch_writer_state(o->dispatch, up);
 }
 
+static void
+on_queue_ready(void *arg)
+{
+    struct otpd *o = arg;
+
+    monitor_ready(o->monitor);
+}
+
 /* --- shutdown: stop claiming, drain, close in order -------------------- */
 
 static void
@@ -123,7 +134,6 @@ on_drained(void *arg, int handed_back)
                   "instance to reclaim",
                   handed_back, o->cfg.shutdown_timeout_ms);
     /* Unfinished jobs' Redis callbacks run now, with NULL, before they go. */
-    o->closing = 3;
     rconn_close(o->reader, 1, on_part_closed, o);
     rconn_close(o->writer, handed_back > 0 || o->forced, on_part_closed, o);
     if (handed_back > 0)
@@ -143,9 +153,37 @@ static void
 otpd_shutdown(struct otpd *o)
 {
     o->stopping = 1;
+    o->closing = 4; /* monitor now; reader, writer and providers after the drain */
+    monitor_stop(o->monitor, on_part_closed, o);
     log_notice("shutting down: %d job(s) in flight, waiting up to %d ms",
                dispatch_inflight(o->dispatch), o->cfg.shutdown_timeout_ms);
     queue_stop(o->queue, on_queue_stopped, o);
+}
+
+/*
+ * SIGHUP: read the file and environment again; an invalid result changes
+ * nothing.  Requests already in flight finish with what they were sent
+ * with; the next ones use the new values (credential rotation).
+ */
+static void
+otpd_reload(struct otpd *o)
+{
+    struct config next;
+    char err[512];
+    int n;
+
+    config_init(&next);
+    if (config_load(&next, o->path, env_lookup, err, sizeof(err)) < 0) {
+        log_err("reload: %s; keeping the running configuration", err);
+        config_free(&next);
+        return;
+    }
+    n = config_reload(&o->cfg, &next);
+    config_free(&next);
+    log_init(log_level_parse(o->cfg.log_level));
+    provider_set_reload(o->providers, &o->cfg);
+    log_notice("reload: configuration re-read from %s: %d change(s) applied",
+               o->path ? o->path : "the environment", n);
 }
 
 static void
@@ -154,7 +192,7 @@ on_signal(uv_signal_t *h, int signum)
     struct otpd *o = h->data;
 
     if (signum == SIGHUP) {
-        log_notice("SIGHUP: configuration reload is not supported yet; restart to apply");
+        otpd_reload(o);
         return;
     }
     if (!o->stopping) {
@@ -186,6 +224,9 @@ otpd_start(struct otpd *o)
     if (!o->reader || !o->writer || !o->store || !o->dispatch || !o->queue)
         fatalx("out of memory at start-up");
     dispatch_set_queue(o->dispatch, o->queue);
+    if ((o->monitor = monitor_new(&o->loop, cfg, o->writer, o->dispatch, o->providers)) == NULL)
+        fatalx("out of memory at start-up");
+    queue_on_ready(o->queue, on_queue_ready, o);
 
     uv_signal_init(&o->loop, &o->sigterm);
     uv_signal_init(&o->loop, &o->sigint);
@@ -199,6 +240,7 @@ otpd_start(struct otpd *o)
                "up to %d in flight",
                OTPD_VERSION, config_redis_url_redacted(cfg, url, sizeof(url)), cfg->prefix,
                cfg->group, cfg->consumer, cfg->provider, cfg->max_inflight);
+    monitor_start(o->monitor);
     rconn_start(o->writer);
     rconn_start(o->reader);
 }
@@ -207,6 +249,7 @@ static void
 otpd_cleanup(struct otpd *o)
 {
     queue_free(o->queue);
+    monitor_free(o->monitor);
     store_free(o->store);
     rconn_free(o->reader);
     rconn_free(o->writer);
@@ -273,6 +316,7 @@ main(int argc, char **argv)
         fatalx("libcurl failed to initialise");
     if (path && *path == '\0')
         path = NULL;
+    o.path = path;
     config_init(&o.cfg);
     if (config_load(&o.cfg, path, env_lookup, err, sizeof(err)) < 0) {
         fprintf(stderr, "otpd: configuration error: %s\n", err);

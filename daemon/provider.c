@@ -155,3 +155,37 @@ provider_set_alternative(struct provider_set *set, const struct job *job,
     }
     return NULL;
 }
+
+void
+provider_set_describe(struct provider_set *set, uint64_t now, char *buf, size_t len)
+{
+    size_t off = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < PROVIDER_NREG && off < len; i++) {
+        const struct provider *p = set->open[i];
+        if (p == NULL)
+            continue;
+        off += (size_t)snprintf(buf + off, len - off, "%s%s=%s", off ? "," : "", p->ops->name,
+                                !p->down ? "up" : now >= p->recheck_at ? "probing" : "down");
+    }
+}
+
+void
+provider_set_reload(struct provider_set *set, const struct config *cfg)
+{
+    for (size_t i = 0; i < PROVIDER_NREG; i++) {
+        struct provider *p = set->open[i];
+        if (p == NULL) {
+            if (provider_enabled(provider_registry[i], cfg))
+                log_warnx("reload: provider %s is now configured; it starts at the next "
+                          "restart",
+                          provider_registry[i]->name);
+            continue;
+        }
+        if (p->ops->reload)
+            p->ops->reload(p);
+        /* New credentials deserve a try now, not at the next recheck. */
+        p->recheck_at = 0;
+    }
+}

@@ -129,6 +129,14 @@ msg91_parse_flow(long http_status, const char *body, size_t len, struct send_res
 
 /* --- requests ---------------------------------------------------------- */
 
+static void
+msg91_reload(struct provider *p)
+{
+    struct msg91 *m = (struct msg91 *)p;
+
+    snprintf(m->flow_url, sizeof(m->flow_url), "%s/api/v5/flow/", m->cfg->msg91_api_base);
+}
+
 static struct provider *
 msg91_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
 {
@@ -273,4 +281,5 @@ const struct provider_ops provider_msg91_ops = {
     .send = msg91_send,
     .cancel = msg91_cancel,
     .close = msg91_close,
+    .reload = msg91_reload,
 };

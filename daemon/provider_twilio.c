@@ -165,11 +165,26 @@ twilio_parse_create(long http_status, const char *body, size_t len, struct send_
 
 /* --- requests ---------------------------------------------------------- */
 
+static void
+twilio_build_urls(struct twilio *tw)
+{
+    char *sid = curl_easy_escape(NULL, tw->cfg->twilio_account_sid, 0);
+
+    snprintf(tw->messages_url, sizeof(tw->messages_url), "%s/2010-04-01/Accounts/%s/Messages.json",
+             tw->cfg->twilio_api_base, sid ? sid : "");
+    curl_free(sid);
+}
+
+static void
+twilio_reload(struct provider *p)
+{
+    twilio_build_urls((struct twilio *)p);
+}
+
 static struct provider *
 twilio_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
 {
     struct twilio *tw = calloc(1, sizeof(*tw));
-    char *sid;
 
     if (tw == NULL || (tw->http = http_new(loop, cfg, "twilio")) == NULL) {
         free(tw);
@@ -178,10 +193,7 @@ twilio_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
     }
     tw->base.ops = &provider_twilio_ops;
     tw->cfg = cfg;
-    sid = curl_easy_escape(NULL, cfg->twilio_account_sid, 0);
-    snprintf(tw->messages_url, sizeof(tw->messages_url), "%s/2010-04-01/Accounts/%s/Messages.json",
-             cfg->twilio_api_base, sid ? sid : "");
-    curl_free(sid);
+    twilio_build_urls(tw);
     return &tw->base;
 }
 
@@ -425,4 +437,5 @@ const struct provider_ops provider_twilio_ops = {
     .send = twilio_send,
     .cancel = twilio_cancel,
     .close = twilio_close,
+    .reload = twilio_reload,
 };

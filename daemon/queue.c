@@ -28,6 +28,11 @@ struct queue {
     void *batch_arg;
     queue_stopped_cb *stopped_cb;
     void *stopped_arg;
+    void (*ready_cb)(void *arg);
+    void *ready_arg;
+    int reclaiming;
+    char reclaim_cursor[STREAM_ID_MAX + 1];
+    char last_error[128]; /* said once, not on every retry */
 };
 
 struct queue_op {
@@ -36,6 +41,15 @@ struct queue_op {
 };
 
 static void queue_read(struct queue *q);
+
+static int
+queue_new_error(struct queue *q, const char *err)
+{
+    if (strncmp(q->last_error, err, sizeof(q->last_error) - 1) == 0)
+        return 0;
+    snprintf(q->last_error, sizeof(q->last_error), "%s", err);
+    return 1;
+}
 
 struct queue *
 queue_new(const struct config *cfg, struct rconn *reader, struct rconn *writer, queue_batch_cb *cb,
@@ -52,7 +66,15 @@ queue_new(const struct config *cfg, struct rconn *reader, struct rconn *writer, 
     q->batch_arg = arg;
     snprintf(q->stream, sizeof(q->stream), "%sjobs", cfg->prefix);
     snprintf(q->dead, sizeof(q->dead), "%sdead", cfg->prefix);
+    strcpy(q->reclaim_cursor, "0-0");
     return q;
+}
+
+void
+queue_on_ready(struct queue *q, void (*cb)(void *arg), void *arg)
+{
+    q->ready_cb = cb;
+    q->ready_arg = arg;
 }
 
 void
@@ -92,6 +114,8 @@ queue_group_reply(redisAsyncContext *ac, void *r, void *priv)
         log_notice("queue: created consumer group %s on %s", q->cfg->group, q->stream);
     log_notice("queue: ready: reading %s as %s/%s", q->stream, q->cfg->group, q->cfg->consumer);
     q->group_ready = 1;
+    if (q->ready_cb)
+        q->ready_cb(q->ready_arg);
     queue_check_stopped(q);
     queue_read(q);
 }
@@ -133,19 +157,13 @@ entry_field(const redisReply *fields, const char *name)
     return NULL;
 }
 
-/* Reply shape: [[stream, [[id, [field, value, ...]], ...]]], or nil. */
+/* entries: [[id, [field, value, ...]], ...], from XREADGROUP or XAUTOCLAIM. */
 static void
-queue_deliver(struct queue *q, const redisReply *reply)
+queue_deliver_entries(struct queue *q, const redisReply *entries, int reclaimed)
 {
-    const redisReply *entries;
     struct queue_entry *batch;
     size_t n = 0;
 
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1)
-        return;
-    if (reply->element[0]->type != REDIS_REPLY_ARRAY || reply->element[0]->elements < 2)
-        return;
-    entries = reply->element[0]->element[1];
     if (entries->type != REDIS_REPLY_ARRAY || entries->elements == 0)
         return;
     if ((batch = calloc(entries->elements, sizeof(*batch))) == NULL) {
@@ -159,6 +177,7 @@ queue_deliver(struct queue *q, const redisReply *reply)
             e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len > STREAM_ID_MAX)
             continue;
         memcpy(batch[n].id, e->element[0]->str, e->element[0]->len + 1);
+        batch[n].reclaimed = reclaimed;
         job = entry_field(e->element[1], "job");
         if (job != NULL && job->type == REDIS_REPLY_STRING) {
             batch[n].payload = job->str;
@@ -168,6 +187,17 @@ queue_deliver(struct queue *q, const redisReply *reply)
     }
     q->batch_cb(q->batch_arg, batch, n);
     free(batch);
+}
+
+/* Reply shape: [[stream, [[id, [field, value, ...]], ...]]], or nil. */
+static void
+queue_deliver(struct queue *q, const redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1)
+        return;
+    if (reply->element[0]->type != REDIS_REPLY_ARRAY || reply->element[0]->elements < 2)
+        return;
+    queue_deliver_entries(q, reply->element[0]->element[1], 0);
 }
 
 static void
@@ -190,11 +220,13 @@ queue_read_reply(redisAsyncContext *ac, void *r, void *priv)
             if (!q->stopping)
                 queue_create_group(q);
         } else {
-            log_err("queue: XREADGROUP failed: %s", reply->str);
+            if (queue_new_error(q, reply->str))
+                log_err("queue: XREADGROUP failed: %s (retrying)", reply->str);
         }
         queue_check_stopped(q);
         return;
     }
+    q->last_error[0] = '\0';
     if (reply->type == REDIS_REPLY_ARRAY)
         queue_deliver(q, reply);
     queue_check_stopped(q);
@@ -207,7 +239,14 @@ queue_read(struct queue *q)
     char count[16], block[16];
     int n;
 
-    if (q->reading || q->stopping || !q->group_ready || q->room <= 0 || !rconn_is_up(q->reader))
+    if (q->reading || q->stopping || !rconn_is_up(q->reader))
+        return;
+    /* A failed XGROUP CREATE (OOM, NOAUTH, ...) is retried from here. */
+    if (!q->group_ready) {
+        queue_create_group(q);
+        return;
+    }
+    if (q->room <= 0)
         return;
     n = q->room < q->cfg->batch ? q->room : q->cfg->batch;
     snprintf(count, sizeof(count), "%d", n);
@@ -350,4 +389,80 @@ queue_dead_letter(struct queue *q, const char *stream_id, const char *payload, s
     rconn_command(q->writer, NULL, NULL, NARGS(argv), argv, argvlen);
     queue_ack_del(q, stream_id);
     return queue_exec(q, cb, arg);
+}
+
+/* --- crash recovery ---------------------------------------------------- */
+
+/*
+ * XAUTOCLAIM reply (Redis 7): [next-cursor, [entries], [deleted ids]].
+ * Entries deleted from the stream meanwhile are dropped from the PEL by
+ * Redis itself and reported in the third element; nothing to do for them.
+ */
+static void
+queue_reclaim_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct queue *q = priv;
+    redisReply *reply = r;
+
+    (void)ac;
+    q->reclaiming = 0;
+    if (reply == NULL)
+        return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (strncmp(reply->str, "NOGROUP", 7) != 0)
+            log_warnx("queue: XAUTOCLAIM failed: %s", reply->str);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2)
+        return;
+    if (reply->element[0]->type == REDIS_REPLY_STRING)
+        snprintf(q->reclaim_cursor, sizeof(q->reclaim_cursor), "%s", reply->element[0]->str);
+    if (reply->element[1]->type == REDIS_REPLY_ARRAY && reply->element[1]->elements > 0) {
+        log_notice("queue: reclaimed %zu job(s) idle over %d ms (their consumer stopped)",
+                   reply->element[1]->elements, q->cfg->claim_idle_ms);
+        queue_deliver_entries(q, reply->element[1], 1);
+    }
+}
+
+void
+queue_reclaim(struct queue *q)
+{
+    char idle[16], count[16];
+    int n = q->room < q->cfg->batch ? q->room : q->cfg->batch;
+
+    if (q->reclaiming || q->stopping || !q->group_ready || n <= 0 || !rconn_is_up(q->writer))
+        return;
+    snprintf(idle, sizeof(idle), "%d", q->cfg->claim_idle_ms);
+    snprintf(count, sizeof(count), "%d", n);
+    const char *argv[] = {"XAUTOCLAIM", q->stream, q->cfg->group, q->cfg->consumer, idle,
+                          q->reclaim_cursor, "COUNT", count};
+    if (rconn_command(q->writer, queue_reclaim_reply, q, NARGS(argv), argv, NULL) == 0)
+        q->reclaiming = 1;
+}
+
+/*
+ * A live instance keeps its own pending entries young, so a short claim
+ * idle time never lets another instance take a job that is only waiting
+ * for its retry.  JUSTID leaves the delivery counter alone.
+ */
+void
+queue_refresh(struct queue *q, const char *const *ids, size_t n)
+{
+    const char *argv[6 + 256];
+    size_t i = 0;
+
+    if (!rconn_is_up(q->writer))
+        return;
+    while (i < n) {
+        int argc = 0;
+        argv[argc++] = "XCLAIM";
+        argv[argc++] = q->stream;
+        argv[argc++] = q->cfg->group;
+        argv[argc++] = q->cfg->consumer;
+        argv[argc++] = "0";
+        for (; i < n && argc < 5 + 256; i++)
+            argv[argc++] = ids[i];
+        argv[argc++] = "JUSTID";
+        rconn_command(q->writer, NULL, NULL, argc, argv, NULL);
+    }
 }

@@ -32,10 +32,22 @@ static const char store_burn_lua[] = "if redis.call('HGET', KEYS[1], 'job') == A
                                      "  return redis.call('DEL', KEYS[1]) end\n"
                                      "return 0\n";
 
+/* KEYS[1] status record; ARGV: stream entry id, status TTL.  See store_claim(). */
+static const char store_claim_lua[] =
+    "local owner = redis.call('HGET', KEYS[1], 'stream_id')\n"
+    "local st = redis.call('HGET', KEYS[1], 'status') or ''\n"
+    "if owner and owner ~= ARGV[1] then return {2, st} end\n"
+    "if st == 'sent' or st == 'delivered' or st == 'undelivered' or st == 'failed' or\n"
+    "   st == 'expired' or st == 'rejected' or st == 'rate_limited' then return {1, st} end\n"
+    "redis.call('HSET', KEYS[1], 'stream_id', ARGV[1])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+    "return {0, st}\n";
+
 struct store {
     const struct config *cfg;
     struct rconn *w;
     char events[128];
+    char stats[128];
     char maxlen[16];
 };
 
@@ -55,6 +67,7 @@ store_new(const struct config *cfg, struct rconn *writer)
     st->cfg = cfg;
     st->w = writer;
     snprintf(st->events, sizeof(st->events), "%sevents", cfg->prefix);
+    snprintf(st->stats, sizeof(st->stats), "%sstats", cfg->prefix);
     snprintf(st->maxlen, sizeof(st->maxlen), "%d", cfg->events_maxlen);
     return st;
 }
@@ -143,6 +156,25 @@ store_expire(struct store *st, const char *key)
     snprintf(ttl, sizeof(ttl), "%d", st->cfg->status_ttl);
     const char *argv[] = {"EXPIRE", key, ttl};
     store_cmd(st, NARGS(argv), argv);
+}
+
+/* Global counters in {p}stats: by outcome, and by provider and outcome. */
+static void
+store_count(struct store *st, enum job_status status, const char *provider)
+{
+    char field[64];
+    const char *name = status == JOB_RETRYING ? "retries" : job_status_name(status);
+
+    if (status == JOB_SENDING || status == JOB_QUEUED)
+        return;
+    snprintf(field, sizeof(field), "jobs:%s", name);
+    const char *total[] = {"HINCRBY", st->stats, field, "1"};
+    store_cmd(st, NARGS(total), total);
+    if (provider && *provider) {
+        snprintf(field, sizeof(field), "provider:%s:%s", provider, name);
+        const char *per[] = {"HINCRBY", st->stats, field, "1"};
+        store_cmd(st, NARGS(per), per);
+    }
 }
 
 int
@@ -245,5 +277,63 @@ store_status(struct store *st, const struct job *job, const struct status_update
     }
     store_event(st, job, status, u->provider ? u->provider : "", u->error_code ? u->error_code : "",
                 now);
+    store_count(st, u->status, u->provider);
+    return store_finish(st, cb, arg, 0);
+}
+
+struct store_claim_op {
+    store_claim_cb *cb;
+    void *arg;
+};
+
+static void
+store_claim_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct store_claim_op *op = priv;
+    redisReply *reply = r;
+
+    (void)ac;
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER &&
+        reply->element[1]->type == REDIS_REPLY_STRING)
+        op->cb(op->arg, (int)reply->element[0]->integer, reply->element[1]->str, NULL);
+    else
+        op->cb(op->arg, -1, "", rconn_reply_error(reply));
+    free(op);
+}
+
+int
+store_claim(struct store *st, const struct job *job, const char *stream_id, store_claim_cb *cb,
+            void *arg)
+{
+    struct store_claim_op *op;
+    char jobkey[160], ttl[16];
+
+    if (!rconn_is_up(st->w) || (op = malloc(sizeof(*op))) == NULL)
+        return -1;
+    op->cb = cb;
+    op->arg = arg;
+    key_job(jobkey, sizeof(jobkey), st->cfg, job);
+    snprintf(ttl, sizeof(ttl), "%d", st->cfg->status_ttl);
+    const char *argv[] = {"EVAL", store_claim_lua, "1", jobkey, stream_id, ttl};
+    if (rconn_command(st->w, store_claim_reply, op, NARGS(argv), argv, NULL) < 0) {
+        free(op);
+        return -1;
+    }
+    return 0;
+}
+
+int
+store_duplicate(struct store *st, const struct job *job, store_done_cb *cb, void *arg)
+{
+    char now[24];
+
+    if (!rconn_is_up(st->w))
+        return -1;
+    snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    const char *multi[] = {"MULTI"};
+    store_cmd(st, NARGS(multi), multi);
+    store_event(st, job, "duplicate", "", "", now);
+    store_count(st, JOB_DUPLICATE, NULL);
     return store_finish(st, cb, arg, 0);
 }

@@ -57,6 +57,7 @@ struct config {
     int retry_base_ms;
     int retry_max_ms;
     int provider_recheck_ms;
+    int claim_idle_ms;
 };
 
 typedef const char *config_env_fn(const char *name);
@@ -76,6 +77,8 @@ int config_finish(struct config *cfg, char *err, size_t errlen);
 int config_load(struct config *cfg, const char *path, config_env_fn *getenv_fn, char *err,
                 size_t errlen);
 void config_print(const struct config *cfg, FILE *out);
+/* SIGHUP: apply what can change live; returns how many keys changed. */
+int config_reload(struct config *cur, struct config *next);
 void config_print_example(FILE *out);
 
 int config_parse_redis_url(const char *url, struct redis_addr *addr, char *err, size_t errlen);

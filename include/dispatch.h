@@ -17,6 +17,7 @@
 
 struct dispatch_stats {
     uint64_t claimed, sent, failed, expired, rejected;
+    uint64_t retries, duplicates, reclaimed;
 };
 
 struct dispatch;

@@ -54,6 +54,8 @@ struct provider_ops {
     /* The done callback of a cancelled call never runs. */
     void (*cancel)(struct provider *p, struct provider_call *call);
     void (*close)(struct provider *p, provider_closed_cb *cb, void *arg);
+    /* Optional: the configuration changed (SIGHUP); recompute derived state. */
+    void (*reload)(struct provider *p);
 };
 
 /* Common head of every provider object; health is kept by the dispatcher. */
@@ -75,7 +77,11 @@ struct provider_set *provider_set_open(uv_loop_t *loop, const struct config *cfg
 struct provider *provider_set_pick(struct provider_set *set, const struct job *job, char *err,
                                    size_t errlen);
 const char *provider_name(const struct provider *p);
+/* "twilio=up,msg91=down" for the heartbeat and logs. */
+void provider_set_describe(struct provider_set *set, uint64_t now, char *buf, size_t len);
 void provider_set_close(struct provider_set *set, provider_closed_cb *cb, void *arg);
+/* After a reload: let providers recompute, and clear "down" marks so new credentials get tried. */
+void provider_set_reload(struct provider_set *set, const struct config *cfg);
 
 /* The next usable provider for a job whose current one is down; NULL if none. */
 struct provider *provider_set_alternative(struct provider_set *set, const struct job *job,

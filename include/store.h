@@ -37,6 +37,20 @@ void store_free(struct store *st);
  */
 int store_begin(struct store *st, const struct job *job, const char *mac, store_done_cb *cb,
                 void *arg);
+/*
+ * Before anything else: take the job's id for this stream entry.  The
+ * verdict says whether to go on (CLAIM_NEW), acknowledge as it stands
+ * because the job already reached a final status (CLAIM_DONE: a reclaim
+ * after a crash between the status write and the ack), or drop it as a
+ * second job with an id already in use (CLAIM_DUPLICATE).
+ */
+enum store_claim_verdict { CLAIM_NEW, CLAIM_DONE, CLAIM_DUPLICATE };
+typedef void store_claim_cb(void *arg, int verdict, const char *status, const char *err);
+int store_claim(struct store *st, const struct job *job, const char *stream_id,
+                store_claim_cb *cb, void *arg);
+/* Record a duplicate (an event and a counter) without touching the first job's record. */
+int store_duplicate(struct store *st, const struct job *job, store_done_cb *cb, void *arg);
+
 int store_status(struct store *st, const struct job *job, const struct status_update *u,
                  store_done_cb *cb, void *arg);
 
