@@ -27,7 +27,7 @@
 
 enum config_type { CT_STR, CT_INT, CT_HEXKEY, CT_REDIS_URL, CT_PHONE, CT_LOGLEVEL, CT_URL };
 
-#define CF_SECRET 0x1 /* never printed */
+#define CF_SECRET  0x1 /* never printed */
 #define CF_NAME    0x2 /* a name: [A-Za-z0-9_.:{}-]+ */
 #define CF_RESTART 0x4 /* not applied by a reload (SIGHUP): needs a restart */
 
@@ -48,8 +48,10 @@ static const struct config_entry config_table[] = {
      "Redis to use: redis://[[user]:password@]host:port/db or unix:///path?db=N"},
     {"OTPD_HASH_KEY", CT_HEXKEY, OFF(hash_key_hex), NULL, 0, 0, CF_SECRET,
      "64 hex characters (32 bytes) shared with the web app; make one with otpd --gen-key"},
-    {"OTPD_PREFIX", CT_STR, OFF(prefix), "otpd:", 1, 64, CF_NAME | CF_RESTART, "prefix of every Redis key"},
-    {"OTPD_GROUP", CT_STR, OFF(group), "otpd", 1, 64, CF_NAME | CF_RESTART, "consumer group on the job stream"},
+    {"OTPD_PREFIX", CT_STR, OFF(prefix), "otpd:", 1, 64, CF_NAME | CF_RESTART,
+     "prefix of every Redis key"},
+    {"OTPD_GROUP", CT_STR, OFF(group), "otpd", 1, 64, CF_NAME | CF_RESTART,
+     "consumer group on the job stream"},
     {"OTPD_CONSUMER", CT_STR, OFF(consumer), "", 0, 128, CF_RESTART,
      "consumer name, unique per instance (default host:pid)"},
     {"OTPD_PROVIDER", CT_STR, OFF(provider), "console", 1, 32, CF_RESTART,

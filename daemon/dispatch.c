@@ -98,7 +98,8 @@ static void dlv_run(struct delivery *dlv);
 static void dlv_retry_fire(uv_timer_t *t);
 
 static const char *const step_names[] = {
-    "reject_status", "dead_letter", "claim", "duplicate", "begin", "send", "retry_status", "result", "ack", "done",
+    "reject_status", "dead_letter",  "claim",  "duplicate", "begin",
+    "send",          "retry_status", "result", "ack",       "done",
 };
 
 static void
@@ -165,9 +166,15 @@ dlv_finish(struct delivery *dlv)
 static void
 dlv_park(struct delivery *dlv, const char *why)
 {
-    /* One line per step that stalls; the outage itself is logged by rconn. */
+    struct dispatch *d = dlv->d;
+
+    /* One line per distinct cause, not one per job: an outage parks them all. */
+    if (strncmp(d->park_error, why, sizeof(d->park_error) - 1) != 0) {
+        snprintf(d->park_error, sizeof(d->park_error), "%s", why);
+        log_warnx("jobs wait for Redis to accept writes: %s (held in memory, retried)", why);
+    }
     if (!dlv->parked)
-        log_warnx("job %s: %s step waits for Redis: %s", dlv->job.id, step_names[dlv->step], why);
+        log_debug("job %s: %s step waits for Redis: %s", dlv->job.id, step_names[dlv->step], why);
     dlv->parked = 1;
     dlv->busy = 0;
 }

@@ -24,8 +24,8 @@ struct monitor {
     struct provider_set *providers;
     uv_timer_t beat, probe, watchdog;
     int open_handles;
-    uint64_t probe_due;    /* uv_hrtime() ns the probe should fire at */
-    uint64_t lag_max_ns;   /* worst this period */
+    uint64_t probe_due;  /* uv_hrtime() ns the probe should fire at */
+    uint64_t lag_max_ns; /* worst this period */
     char key[256], stream[128], dead[128];
     char host[128];
     struct monitor_gauges g;
@@ -107,14 +107,16 @@ monitor_beat(struct monitor *m)
     snprintf(f[i++], 32, "%llu", (unsigned long long)s->duplicates);
     snprintf(f[i++], 32, "%llu", (unsigned long long)s->reclaimed);
     snprintf(f[i++], 32, "%llu", (unsigned long long)m->g.loop_lag_ms);
-    const char *hset[] = {"HSET",       m->key,      "version",    OTPD_VERSION, "host",
-                          m->host,      "consumer",  m->cfg->consumer, "pid",     f[0],
-                          "started_ms", f[1],        "updated_ms", f[2],         "inflight",
-                          f[3],         "claimed",   f[4],         "sent",       f[5],
-                          "failed",     f[6],        "expired",    f[7],         "rejected",
-                          f[8],         "retries",   f[9],         "duplicates", f[10],
-                          "reclaimed",  f[11],       "loop_lag_ms", f[12],       "redis",
-                          "up",         "providers", prov};
+    const char *hset[] = {"HSET",        m->key,  "version",    OTPD_VERSION,
+                          "host",        m->host, "consumer",   m->cfg->consumer,
+                          "pid",         f[0],    "started_ms", f[1],
+                          "updated_ms",  f[2],    "inflight",   f[3],
+                          "claimed",     f[4],    "sent",       f[5],
+                          "failed",      f[6],    "expired",    f[7],
+                          "rejected",    f[8],    "retries",    f[9],
+                          "duplicates",  f[10],   "reclaimed",  f[11],
+                          "loop_lag_ms", f[12],   "redis",      "up",
+                          "providers",   prov};
     rconn_command(m->w, NULL, NULL, NARGS(hset), hset, NULL);
     snprintf(period, sizeof(period), "%d", 3 * MONITOR_PERIOD_MS);
     const char *expire[] = {"PEXPIRE", m->key, period};

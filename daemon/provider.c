@@ -167,7 +167,9 @@ provider_set_describe(struct provider_set *set, uint64_t now, char *buf, size_t 
         if (p == NULL)
             continue;
         off += (size_t)snprintf(buf + off, len - off, "%s%s=%s", off ? "," : "", p->ops->name,
-                                !p->down ? "up" : now >= p->recheck_at ? "probing" : "down");
+                                !p->down               ? "up"
+                                : now >= p->recheck_at ? "probing"
+                                                       : "down");
     }
 }
 

@@ -434,8 +434,8 @@ queue_reclaim(struct queue *q)
         return;
     snprintf(idle, sizeof(idle), "%d", q->cfg->claim_idle_ms);
     snprintf(count, sizeof(count), "%d", n);
-    const char *argv[] = {"XAUTOCLAIM", q->stream, q->cfg->group, q->cfg->consumer, idle,
-                          q->reclaim_cursor, "COUNT", count};
+    const char *argv[] = {"XAUTOCLAIM", q->stream,         q->cfg->group, q->cfg->consumer,
+                          idle,         q->reclaim_cursor, "COUNT",       count};
     if (rconn_command(q->writer, queue_reclaim_reply, q, NARGS(argv), argv, NULL) == 0)
         q->reclaiming = 1;
 }

@@ -325,7 +325,9 @@ rconn_connect(struct rconn *rc)
     rc->state = RC_CONNECTING;
     rc->pending = 0;
     rc->progress_at = uv_now(rc->loop);
-    redisEnableKeepAlive(&ac->c);
+    /* TCP only: on a unix socket the TCP_KEEPIDLE option fails the connection. */
+    if (rc->addr->path == NULL)
+        redisEnableKeepAlive(&ac->c);
     /* The connect callback needs the adapter attached first (hiredis 0.14). */
     redisAsyncSetConnectCallback(ac, rconn_on_connect);
     redisAsyncSetDisconnectCallback(ac, rconn_on_disconnect);

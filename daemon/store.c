@@ -49,9 +49,11 @@ struct store {
     char events[128];
     char stats[128];
     char maxlen[16];
+    char queue_err[128];
 };
 
 struct store_op {
+    struct store *st;
     store_done_cb *cb;
     void *arg;
     int begin; /* the first queued reply is the begin script's verdict */
@@ -95,17 +97,36 @@ store_exec_reply(redisAsyncContext *ac, void *r, void *priv)
         for (size_t i = 0; i < reply->elements && !err; i++)
             if (reply->element[i]->type == REDIS_REPLY_ERROR)
                 err = reply->element[i]->str;
+    if (err && strncmp(err, "EXECABORT", 9) == 0 && op->st->queue_err[0])
+        err = op->st->queue_err;
     if (!err && op->begin && reply->elements > 0 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 0)
         ok = 1;
     op->cb(op->arg, err ? -1 : ok, err);
+    op->st->queue_err[0] = '\0';
     free(op);
+}
+
+/*
+ * Inside MULTI each command is answered QUEUED or with the reason it was
+ * refused (OOM, READONLY, ...); EXEC then only says EXECABORT.  Keep the
+ * first reason so the log names the real cause.
+ */
+static void
+store_queued_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct store *st = priv;
+    redisReply *reply = r;
+
+    (void)ac;
+    if (reply && reply->type == REDIS_REPLY_ERROR && st->queue_err[0] == '\0')
+        snprintf(st->queue_err, sizeof(st->queue_err), "%s", reply->str);
 }
 
 static int
 store_cmd(struct store *st, int argc, const char **argv)
 {
-    return rconn_command(st->w, NULL, NULL, argc, argv, NULL);
+    return rconn_command(st->w, store_queued_reply, st, argc, argv, NULL);
 }
 
 static void
@@ -138,6 +159,7 @@ store_finish(struct store *st, store_done_cb *cb, void *arg, int begin)
 
     if (op == NULL)
         return -1;
+    op->st = st;
     op->cb = cb;
     op->arg = arg;
     op->begin = begin;

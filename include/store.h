@@ -46,8 +46,8 @@ int store_begin(struct store *st, const struct job *job, const char *mac, store_
  */
 enum store_claim_verdict { CLAIM_NEW, CLAIM_DONE, CLAIM_DUPLICATE };
 typedef void store_claim_cb(void *arg, int verdict, const char *status, const char *err);
-int store_claim(struct store *st, const struct job *job, const char *stream_id,
-                store_claim_cb *cb, void *arg);
+int store_claim(struct store *st, const struct job *job, const char *stream_id, store_claim_cb *cb,
+                void *arg);
 /* Record a duplicate (an event and a counter) without touching the first job's record. */
 int store_duplicate(struct store *st, const struct job *job, store_done_cb *cb, void *arg);
 

@@ -17,7 +17,6 @@ except that `send` echoes the number the operator typed.
 import argparse
 import base64
 import json
-import math
 import os
 import re
 import socket
@@ -52,6 +51,7 @@ DEFAULTS = {
     "MSG91_SENDER_ID": "",
 }
 
+STALE_MS = 11000                 # heartbeat period is 5 s; key TTL 15 s
 ERROR_STATUSES = ("failed", "expired", "rejected", "retrying")
 DEAD_PAYLOAD_CAP = 4096          # the daemon cuts dead-letter payloads here (protocol section 6)
 HEARTBEAT_FIELDS = ("version", "pid", "host", "consumer", "started_ms", "updated_ms",
@@ -424,6 +424,9 @@ def gather_status(r, cfg, n_errors=5, scan_limit=5000):
         upd, started = _int(h.get("updated_ms")), _int(h.get("started_ms"))
         inst["seen_ago_ms"] = now - upd if upd is not None else None
         inst["uptime_ms"] = now - started if started is not None else None
+        # Refreshed every 5 s: two missed beats mean the process is probably gone
+        # and the key is only waiting out its TTL.
+        inst["stale"] = inst["seen_ago_ms"] is not None and inst["seen_ago_ms"] > STALE_MS
         instances.append(inst)
     st["instances"] = instances
     st["alive"] = bool(instances)
@@ -499,13 +502,16 @@ def render_status(st):
             inst["consumer"], inst.get("version", "?"), inst.get("pid", "?"), inst.get("host", "?"),
             fmt_age(inst.get("uptime_ms")), fmt_age(inst.get("seen_ago_ms")),
             fmt_age(inst["ttl_ms"]) if inst["ttl_ms"] >= 0 else "never"))
+        if inst["stale"]:
+            out.append("    STALE: no heartbeat for %s; the process has probably died and its "
+                       "pending jobs will be reclaimed by another instance" % fmt_age(inst["seen_ago_ms"]))
         out.append("    inflight %s  claimed %s  sent %s  failed %s  expired %s  rejected %s  "
                    "retries %s  loop lag %s ms" % tuple(inst.get(k, "-") for k in (
                        "inflight", "claimed", "sent", "failed", "expired", "rejected", "retries",
                        "loop_lag_ms")))
         out.append("    redis %s  providers %s" % (inst.get("redis", "-"), inst.get("providers", "-")))
         extra = [k for k in inst if k not in HEARTBEAT_FIELDS
-                 and k not in ("key", "ttl_ms", "seen_ago_ms", "uptime_ms")]
+                 and k not in ("key", "ttl_ms", "seen_ago_ms", "uptime_ms", "stale")]
         if extra:
             out.append("    " + "  ".join("%s %s" % (k, inst[k]) for k in extra))
     out.append("")
@@ -551,7 +557,7 @@ def cmd_send(cfg, args):
     kw = {}
     if args.provider:
         kw["provider"] = args.provider
-    if args.ttl:
+    if args.ttl is not None:
         kw["ttl"] = args.ttl
     try:
         job_id = client.send(args.to, args.purpose, **kw)
@@ -638,8 +644,6 @@ def cmd_send(cfg, args):
                    "the same REDIS_URL and OTPD_PREFIX? (see `otpctl status`)" % (job_id, args.timeout))
         else:
             msg = "job %s is still %s after %gs" % (job_id, final, args.timeout)
-        if not args.json:
-            print("  timeout: " + msg)
         warn(msg)
     if args.json:
         emit_json({"job_id": job_id, "to": mask_phone(args.to), "purpose": args.purpose,
@@ -1140,3 +1144,7 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

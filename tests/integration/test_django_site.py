@@ -10,7 +10,6 @@ import io
 import os
 import re
 import sys
-import time
 from types import SimpleNamespace
 
 import pytest

@@ -34,7 +34,8 @@ def mock(mock_server):
 def run(*args, env=None, timeout=30):
     """otpctl with a clean environment: only what the test passes."""
     full = {k: v for k, v in os.environ.items()
-            if not k.startswith(("OTPD_", "TWILIO_", "MSG91_", "REDIS_"))}
+            if not k.startswith(("OTPD_", "TWILIO_", "MSG91_", "REDIS_"))
+            and not k.lower().endswith("_proxy")}  # the mock is on loopback
     full.update(env or {})
     p = subprocess.run([OTPCTL] + list(args), env=full, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, timeout=timeout)
@@ -157,6 +158,8 @@ def test_status_with_a_heartbeat_and_history(redis_server, r):
           "retries": "7", "loop_lag_ms": "2", "redis": "up", "providers": "twilio=up,msg91=down"}
     r.hset(p + "instance:web1:4242", mapping=hb)
     r.pexpire(p + "instance:web1:4242", 15000)
+    r.hset(p + "instance:web2:77", mapping=dict(hb, consumer="web2:77", updated_ms=now - 14000))
+    r.pexpire(p + "instance:web2:77", 1000)  # crashed: its key is running out
     r.hset("otpd:instance:foreign:1", mapping={"consumer": "foreign-daemon"})  # not our prefix
     r.hset(p + "stats", mapping={"jobs:sent": 110, "jobs:failed": 4, "provider:twilio:sent": 100,
                                  "provider:msg91:sent": 10, "provider:twilio:failed": 4})
@@ -178,6 +181,7 @@ def test_status_with_a_heartbeat_and_history(redis_server, r):
     assert rc == 0, out + err
     assert "web1:4242" in out and "otpd 9.9.9" in out and "twilio=up,msg91=down" in out
     assert "foreign-daemon" not in out
+    assert "instances alive: 2" in out and out.count("STALE") == 1
     assert "job-1" in out and "21608" in out and "job-2" not in out  # sent is no error
     rc, out, err = run("status", "--json", env=env)
     assert rc == 0 and err == ""
@@ -186,7 +190,8 @@ def test_status_with_a_heartbeat_and_history(redis_server, r):
     assert st["pending"]["count"] == 1 and st["pending"]["oldest_consumer"] == "web1:4242"
     assert st["pending"]["oldest_idle_ms"] >= 0
     assert st["consumer_group"]["lag"] == 2
-    [inst] = st["instances"]
+    inst, crashed = st["instances"]
+    assert crashed["consumer"] == "web2:77" and crashed["stale"] and not inst["stale"]
     assert inst["consumer"] == "web1:4242" and inst["failed"] == "4"
     assert 0 < inst["ttl_ms"] <= 15000 and 900 <= inst["seen_ago_ms"] < 5000
     assert st["stats"]["provider:twilio:sent"] == 100
@@ -233,6 +238,7 @@ def test_send_without_a_daemon_times_out(redis_server):
     rc, out, err = run("send", NUMBER, "--timeout", "0.5", env=base_env(redis_server))
     assert rc == 1
     assert "still queued" in err and "is otpd running" in err
+    assert "no otpd instance is alive" in err
 
 
 def test_send_permanent_failure_prints_the_hint(otpd_factory, mock, redis_server):
