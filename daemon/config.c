@@ -78,6 +78,8 @@ static const struct config_entry config_table[] = {
     {"OTPD_CLAIM_IDLE_MS", CT_INT, OFF(claim_idle_ms), "30000", 500, 3600000, 0,
      "a pending job idle this long belongs to a dead instance and is taken over; live "
      "instances refresh theirs every third of it"},
+    {"OTPD_HEARTBEAT_MS", CT_INT, OFF(heartbeat_ms), "5000", 100, 60000, CF_RESTART,
+     "how often the instance heartbeat is written; it expires after three periods"},
     {"OTPD_LOG_LEVEL", CT_LOGLEVEL, OFF(log_level), "info", 0, 0, 0,
      "error, warning, notice, info or debug"},
     {"OTPD_CA_FILE", CT_STR, OFF(ca_file), "", 0, 4096, 0,

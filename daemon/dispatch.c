@@ -599,6 +599,9 @@ dlv_new(struct dispatch *d, const struct queue_entry *e)
 static void
 dlv_reject(struct delivery *dlv, const struct queue_entry *e)
 {
+    /* As for any job, an entry without a usable id is named by its stream id. */
+    if (dlv->job.id[0] == '\0')
+        snprintf(dlv->job.id, sizeof(dlv->job.id), "%s", e->id);
     size_t keep = e->len < 4096 ? e->len : 4096;
 
     /* The dead letter keeps the start of the payload, enough to debug. */

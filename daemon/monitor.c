@@ -1,5 +1,5 @@
 /*
- * monitor.c: what an operator watches.  Every MONITOR_PERIOD_MS it writes
+ * monitor.c: what an operator watches.  Every OTPD_HEARTBEAT_MS it writes
  * the heartbeat hash (expiring after three periods), reads the backlog and
  * dead-letter lengths, and tells systemd its status.  A 250 ms probe timer
  * measures how late the loop runs timers: the loop lag.
@@ -118,7 +118,7 @@ monitor_beat(struct monitor *m)
                           "loop_lag_ms", f[12],   "redis",      "up",
                           "providers",   prov};
     rconn_command(m->w, NULL, NULL, NARGS(hset), hset, NULL);
-    snprintf(period, sizeof(period), "%d", 3 * MONITOR_PERIOD_MS);
+    snprintf(period, sizeof(period), "%d", 3 * m->cfg->heartbeat_ms);
     const char *expire[] = {"PEXPIRE", m->key, period};
     rconn_command(m->w, NULL, NULL, NARGS(expire), expire, NULL);
     const char *xlen[] = {"XLEN", m->stream};
@@ -176,7 +176,8 @@ monitor_start(struct monitor *m)
 
     m->probe_due = uv_hrtime() + (uint64_t)PROBE_MS * 1000000;
     uv_timer_start(&m->probe, monitor_probe_cb, PROBE_MS, PROBE_MS);
-    uv_timer_start(&m->beat, monitor_beat_cb, MONITOR_PERIOD_MS, MONITOR_PERIOD_MS);
+    uv_timer_start(&m->beat, monitor_beat_cb, (uint64_t)m->cfg->heartbeat_ms,
+                   (uint64_t)m->cfg->heartbeat_ms);
     /* systemd asks for a ping at least every WATCHDOG_USEC; we ping at half. */
     if (sd_watchdog_enabled(0, &usec) > 0 && usec >= 2000) {
         uint64_t ms = usec / 2000;

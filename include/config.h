@@ -58,6 +58,7 @@ struct config {
     int retry_max_ms;
     int provider_recheck_ms;
     int claim_idle_ms;
+    int heartbeat_ms;
 };
 
 typedef const char *config_env_fn(const char *name);

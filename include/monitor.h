@@ -16,8 +16,6 @@
 #include "provider.h"
 #include "rconn.h"
 
-#define MONITOR_PERIOD_MS 5000
-
 struct monitor_gauges {
     int64_t backlog;      /* XLEN of the job stream */
     int64_t dead_letters; /* XLEN of the dead-letter stream */
