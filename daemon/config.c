@@ -80,6 +80,9 @@ static const struct config_entry config_table[] = {
      "instances refresh theirs every third of it"},
     {"OTPD_HEARTBEAT_MS", CT_INT, OFF(heartbeat_ms), "5000", 100, 60000, CF_RESTART,
      "how often the instance heartbeat is written; it expires after three periods"},
+    {"OTPD_METRICS_ADDR", CT_STR, OFF(metrics_addr), "", 0, 128, CF_RESTART,
+     "address for the Prometheus endpoint, e.g. 127.0.0.1:9464 (empty: off); keep it on "
+     "loopback or a private network"},
     {"OTPD_LOG_LEVEL", CT_LOGLEVEL, OFF(log_level), "info", 0, 0, 0,
      "error, warning, notice, info or debug"},
     {"OTPD_CA_FILE", CT_STR, OFF(ca_file), "", 0, 4096, 0,

@@ -24,6 +24,7 @@
 #include "dispatch.h"
 #include "job.h"
 #include "log.h"
+#include "metrics.h"
 #include "otp.h"
 #include "secmem.h"
 
@@ -371,6 +372,8 @@ dlv_send_done(void *arg, const struct send_result *res)
 
     dlv->call = NULL;
     dlv->result = *res;
+    metrics_observe_request(provider_name(dlv->provider), res->outcome,
+                            (double)(otpd_now_ms() - dlv->attempt_ms) / 1000.0);
     switch (res->outcome) {
     case SEND_OK:
         provider_mark_up(dlv->provider);

@@ -19,7 +19,9 @@
 
 #include "config.h"
 #include "dispatch.h"
+#include "httpd.h"
 #include "log.h"
+#include "metrics.h"
 #include "monitor.h"
 #include "provider.h"
 #include "queue.h"
@@ -35,6 +37,7 @@ struct otpd {
     struct queue *queue;
     struct dispatch *dispatch;
     struct monitor *monitor;
+    struct httpd *httpd;
     uv_signal_t sigterm, sigint, sighup;
     int stopping;
     int closing; /* parts still closing */
@@ -99,6 +102,25 @@ on_writer_state(struct rconn *rc, int up, void *arg)
 }
 
 static void
+on_http(void *arg, const struct httpd_request *req, struct httpd_response *resp)
+{
+    struct otpd *o = arg;
+
+    if (strcmp(req->path, "/metrics") != 0) {
+        resp->status = 404;
+        return;
+    }
+    if (strcmp(req->method, "GET") != 0) {
+        resp->status = 405;
+        return;
+    }
+    resp->body = metrics_render(o->dispatch, monitor_gauges(o->monitor), o->providers,
+                                uv_now(&o->loop), &resp->len);
+    resp->status = resp->body ? 200 : 500;
+    resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+static void
 on_queue_ready(void *arg)
 {
     struct otpd *o = arg;
@@ -153,8 +175,11 @@ static void
 otpd_shutdown(struct otpd *o)
 {
     o->stopping = 1;
-    o->closing = 4; /* monitor now; reader, writer and providers after the drain */
+    /* monitor (and httpd) now; reader, writer and providers after the drain */
+    o->closing = o->httpd ? 5 : 4;
     monitor_stop(o->monitor, on_part_closed, o);
+    if (o->httpd)
+        httpd_close(o->httpd, on_part_closed, o);
     log_notice("shutting down: %d job(s) in flight, waiting up to %d ms",
                dispatch_inflight(o->dispatch), o->cfg.shutdown_timeout_ms);
     queue_stop(o->queue, on_queue_stopped, o);
@@ -240,6 +265,12 @@ otpd_start(struct otpd *o)
                "up to %d in flight",
                OTPD_VERSION, config_redis_url_redacted(cfg, url, sizeof(url)), cfg->prefix,
                cfg->group, cfg->consumer, cfg->provider, cfg->max_inflight);
+    if (*cfg->metrics_addr) {
+        if ((o->httpd = httpd_new(&o->loop, cfg->metrics_addr, on_http, o, err, sizeof(err))) ==
+            NULL)
+            fatalx("OTPD_METRICS_ADDR: %s", err);
+        log_notice("metrics: http://%s/metrics", cfg->metrics_addr);
+    }
     monitor_start(o->monitor);
     rconn_start(o->writer);
     rconn_start(o->reader);

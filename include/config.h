@@ -59,6 +59,7 @@ struct config {
     int provider_recheck_ms;
     int claim_idle_ms;
     int heartbeat_ms;
+    char *metrics_addr;
 };
 
 typedef const char *config_env_fn(const char *name);

@@ -139,3 +139,62 @@ def test_cmake_install_puts_everything_in_place(tmp_path):
     # The installed otpctl finds its package.
     h = subprocess.run([str(base / "bin" / "otpctl"), "--help"], capture_output=True, text=True)
     assert h.returncode == 0 and "status" in h.stdout
+
+
+def scrape(port):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as resp:
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = resp.read().decode()
+    assert text.endswith("\n")
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return text, samples
+
+
+def test_metrics_endpoint(otpd_factory, mock, client, r):
+    from conftest import free_port
+    port = free_port()
+    mock.rule(to="+14155550121", provider="twilio", behaviour="invalid_number")
+    mock.rule(to="+14155550122", provider="twilio", behaviour="unavailable", times=2)
+    otpd = otpd_factory(twilio_env(mock, OTPD_METRICS_ADDR="127.0.0.1:%d" % port,
+                                   OTPD_HEARTBEAT_MS="200"))
+    jobs = [client.send("+141555501%02d" % i) for i in range(20, 26)]
+    for j in jobs:
+        client.wait(j, timeout=15)
+    r.xadd("otpd:jobs", {"job": "{"})
+    wait_for(lambda: r.xlen("otpd:dead") == 1, 5)
+    time.sleep(0.5)  # one heartbeat: gauges read from Redis
+    text, m = scrape(port)
+    for fam in ("otpd_jobs_total", "otpd_retries_total", "otpd_inflight", "otpd_backlog",
+                "otpd_dead_letters", "otpd_provider_up", "otpd_loop_lag_seconds",
+                "otpd_provider_request_duration_seconds"):
+        assert "# TYPE %s " % fam in text
+    assert m['otpd_jobs_total{outcome="sent"}'] == 5
+    assert m['otpd_jobs_total{outcome="failed"}'] == 1
+    assert m['otpd_jobs_total{outcome="rejected"}'] == 1
+    assert m["otpd_retries_total"] == 2
+    assert m["otpd_inflight"] == 0
+    assert m["otpd_dead_letters"] == 1
+    assert m['otpd_provider_up{provider="twilio"}'] == 1
+    ok = 'otpd_provider_request_duration_seconds_count{provider="twilio",result="ok"}'
+    assert m[ok] == 5
+    assert m['otpd_provider_request_duration_seconds_count{provider="twilio",result="ambiguous"}'] == 2
+    inf = 'otpd_provider_request_duration_seconds_bucket{provider="twilio",result="ok",le="+Inf"}'
+    assert m[inf] == 5
+    # Other paths and methods are refused; the daemon keeps serving.
+    import urllib.error
+    import urllib.request
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen("http://127.0.0.1:%d/nope" % port, timeout=5)
+    assert e.value.code == 404
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"garbage\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 400")
+    s.close()
+    scrape(port)
+    otpd.assert_alive()

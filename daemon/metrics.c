@@ -1,0 +1,164 @@
+/*
+ * metrics.c: counters and a latency histogram in fixed arrays (three
+ * providers, five outcomes), rendered in the Prometheus text format 0.0.4.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+
+static const double buckets[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+#define NBUCKETS  (sizeof(buckets) / sizeof(buckets[0]))
+#define NOUTCOMES 5
+
+static const char *const provider_names[] = {"twilio", "msg91", "console"};
+#define NPROVIDERS (sizeof(provider_names) / sizeof(provider_names[0]))
+
+struct histogram {
+    uint64_t bucket[NBUCKETS];
+    uint64_t count;
+    double sum;
+};
+
+static struct histogram latency[NPROVIDERS][NOUTCOMES];
+
+void
+metrics_observe_request(const char *provider, enum send_outcome outcome, double seconds)
+{
+    for (size_t p = 0; p < NPROVIDERS; p++) {
+        if (strcmp(provider, provider_names[p]) != 0 || (unsigned)outcome >= NOUTCOMES)
+            continue;
+        struct histogram *h = &latency[p][outcome];
+        for (size_t b = 0; b < NBUCKETS; b++)
+            if (seconds <= buckets[b])
+                h->bucket[b]++;
+        h->count++;
+        h->sum += seconds;
+    }
+}
+
+struct page {
+    char *buf;
+    size_t len, cap;
+    int failed;
+};
+
+static void
+out(struct page *pg, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(pg->buf + pg->len, pg->cap - pg->len, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            pg->failed = 1;
+            return;
+        }
+        if ((size_t)n < pg->cap - pg->len) {
+            pg->len += (size_t)n;
+            return;
+        }
+        char *nb = realloc(pg->buf, pg->cap * 2 + (size_t)n);
+        if (nb == NULL) {
+            pg->failed = 1;
+            return;
+        }
+        pg->buf = nb;
+        pg->cap = pg->cap * 2 + (size_t)n;
+    }
+}
+
+static void
+family(struct page *pg, const char *name, const char *type, const char *help)
+{
+    out(pg, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void
+render_latency(struct page *pg)
+{
+    family(pg, "otpd_provider_request_duration_seconds", "histogram",
+           "Provider send requests by provider and result, from request to answer.");
+    for (size_t p = 0; p < NPROVIDERS; p++) {
+        for (int o = 0; o < NOUTCOMES; o++) {
+            const struct histogram *h = &latency[p][o];
+            const char *res = provider_outcome_name((enum send_outcome)o);
+            if (h->count == 0)
+                continue;
+            for (size_t b = 0; b < NBUCKETS; b++)
+                out(pg,
+                    "otpd_provider_request_duration_seconds_bucket{provider=\"%s\",result=\"%s\","
+                    "le=\"%g\"} %llu\n",
+                    provider_names[p], res, buckets[b], (unsigned long long)h->bucket[b]);
+            out(pg,
+                "otpd_provider_request_duration_seconds_bucket{provider=\"%s\",result=\"%s\","
+                "le=\"+Inf\"} %llu\n",
+                provider_names[p], res, (unsigned long long)h->count);
+            out(pg,
+                "otpd_provider_request_duration_seconds_sum{provider=\"%s\",result=\"%s\"} %.6f\n",
+                provider_names[p], res, h->sum);
+            out(pg,
+                "otpd_provider_request_duration_seconds_count{provider=\"%s\",result=\"%s\"} "
+                "%llu\n",
+                provider_names[p], res, (unsigned long long)h->count);
+        }
+    }
+}
+
+char *
+metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
+               struct provider_set *providers, uint64_t now, size_t *len)
+{
+    const struct dispatch_stats *s = dispatch_stats(d);
+    struct page pg = {.cap = 8192};
+    char desc[256];
+
+    if ((pg.buf = malloc(pg.cap)) == NULL)
+        return NULL;
+    family(&pg, "otpd_jobs_total", "counter", "Jobs finished by this instance, by outcome.");
+    out(&pg, "otpd_jobs_total{outcome=\"sent\"} %llu\n", (unsigned long long)s->sent);
+    out(&pg, "otpd_jobs_total{outcome=\"failed\"} %llu\n", (unsigned long long)s->failed);
+    out(&pg, "otpd_jobs_total{outcome=\"expired\"} %llu\n", (unsigned long long)s->expired);
+    out(&pg, "otpd_jobs_total{outcome=\"rejected\"} %llu\n", (unsigned long long)s->rejected);
+    out(&pg, "otpd_jobs_total{outcome=\"duplicate\"} %llu\n", (unsigned long long)s->duplicates);
+    family(&pg, "otpd_jobs_claimed_total", "counter",
+           "Stream entries claimed (read or reclaimed).");
+    out(&pg, "otpd_jobs_claimed_total %llu\n", (unsigned long long)s->claimed);
+    family(&pg, "otpd_jobs_reclaimed_total", "counter",
+           "Entries taken over from a consumer that stopped.");
+    out(&pg, "otpd_jobs_reclaimed_total %llu\n", (unsigned long long)s->reclaimed);
+    family(&pg, "otpd_retries_total", "counter", "Send attempts scheduled again after a failure.");
+    out(&pg, "otpd_retries_total %llu\n", (unsigned long long)s->retries);
+    family(&pg, "otpd_inflight", "gauge", "Jobs claimed and not yet finished.");
+    out(&pg, "otpd_inflight %d\n", dispatch_inflight(d));
+    family(&pg, "otpd_backlog", "gauge", "Entries waiting in the job stream (XLEN).");
+    out(&pg, "otpd_backlog %lld\n", (long long)g->backlog);
+    family(&pg, "otpd_pending", "gauge", "Entries claimed by the group and not acknowledged.");
+    out(&pg, "otpd_pending %lld\n", (long long)g->pending);
+    family(&pg, "otpd_dead_letters", "gauge", "Entries in the dead-letter stream.");
+    out(&pg, "otpd_dead_letters %lld\n", (long long)g->dead_letters);
+    family(&pg, "otpd_loop_lag_seconds", "gauge",
+           "Worst lateness of the event loop's timers over the last heartbeat period.");
+    out(&pg, "otpd_loop_lag_seconds %.3f\n", (double)g->loop_lag_ms / 1000.0);
+    family(&pg, "otpd_provider_up", "gauge", "1 if the provider is usable, 0 if marked down.");
+    provider_set_describe(providers, now, desc, sizeof(desc));
+    for (char *tok = strtok(desc, ","); tok; tok = strtok(NULL, ",")) {
+        char *eq = strchr(tok, '=');
+        if (eq == NULL)
+            continue;
+        *eq = '\0';
+        out(&pg, "otpd_provider_up{provider=\"%s\"} %d\n", tok, strcmp(eq + 1, "up") == 0);
+    }
+    render_latency(&pg);
+    if (pg.failed) {
+        free(pg.buf);
+        return NULL;
+    }
+    *len = pg.len;
+    return pg.buf;
+}

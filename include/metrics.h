@@ -1,0 +1,22 @@
+/*
+ * metrics.h: Prometheus text exposition of what the daemon counts.
+ * Provider request latencies are observed here as they happen; the rest
+ * is read from the dispatcher, the monitor and the providers at scrape time.
+ */
+#ifndef OTPD_METRICS_H
+#define OTPD_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dispatch.h"
+#include "monitor.h"
+#include "provider.h"
+
+void metrics_observe_request(const char *provider, enum send_outcome outcome, double seconds);
+
+/* The whole page; malloc'd, *len set. */
+char *metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
+                     struct provider_set *providers, uint64_t now, size_t *len);
+
+#endif
