@@ -83,6 +83,36 @@ static const struct config_entry config_table[] = {
     {"OTPD_METRICS_ADDR", CT_STR, OFF(metrics_addr), "", 0, 128, CF_RESTART,
      "address for the Prometheus endpoint, e.g. 127.0.0.1:9464 (empty: off); keep it on "
      "loopback or a private network"},
+    {"OTPD_ROUTES", CT_STR, OFF(routes_spec), "", 0, 2048, 0,
+     "providers by destination, tried in order: PREFIX=provider,provider;... with the longest "
+     "digit prefix winning and * as the rest, e.g. \"91=msg91,twilio;*=twilio,msg91\" "
+     "(empty: the default provider, then any other configured one)"},
+    {"OTPD_ALLOWED_COUNTRIES", CT_STR, OFF(allowed_spec), "", 0, 1024, 0,
+     "calling codes codes may be sent to, e.g. \"1,44,91\" (empty: all); SMS-pumping "
+     "defence"},
+    {"OTPD_COUNTRY_HOURLY_BUDGET", CT_STR, OFF(budget_spec), "", 0, 1024, 0,
+     "codes per hour per destination country, e.g. \"91=5000;*=200\"; past it sends to that "
+     "country stop and an alert is raised (empty: no budget)"},
+    {"OTPD_LIMIT_INTERVAL_S", CT_INT, OFF(limit_interval_s), "30", 0, 86400, 0,
+     "least time between two codes to one number for one purpose (0: off)"},
+    {"OTPD_LIMIT_PER_HOUR", CT_INT, OFF(limit_per_hour), "10", 0, 1000000, 0,
+     "codes to one number per hour, at most (0: no limit)"},
+    {"OTPD_LIMIT_PER_DAY", CT_INT, OFF(limit_per_day), "20", 0, 1000000, 0,
+     "codes to one number per day, at most (0: no limit)"},
+    {"OTPD_LIMIT_GLOBAL_PER_HOUR", CT_INT, OFF(limit_global_per_hour), "0", 0, 100000000, 0,
+     "codes per hour in all, at most (0: no limit)"},
+    {"OTPD_TWILIO_RATE", CT_INT, OFF(twilio_rate), "0", 0, 100000, 0,
+     "Twilio requests per second, at most (0: no limit); excess jobs wait in otpd"},
+    {"OTPD_TWILIO_MAX_INFLIGHT", CT_INT, OFF(twilio_max_inflight), "0", 0, 100000, 0,
+     "Twilio requests in progress, at most (0: OTPD_HTTP_MAX_CONNS decides)"},
+    {"OTPD_MSG91_RATE", CT_INT, OFF(msg91_rate), "0", 0, 100000, 0,
+     "MSG91 requests per second, at most (0: no limit)"},
+    {"OTPD_MSG91_MAX_INFLIGHT", CT_INT, OFF(msg91_max_inflight), "0", 0, 100000, 0,
+     "MSG91 requests in progress, at most (0: OTPD_HTTP_MAX_CONNS decides)"},
+    {"OTPD_CIRCUIT_FAILURES", CT_INT, OFF(circuit_failures), "5", 1, 1000, 0,
+     "consecutive failed requests that open a provider's circuit"},
+    {"OTPD_CIRCUIT_COOLOFF_MS", CT_INT, OFF(circuit_cooloff_ms), "30000", 100, 3600000, 0,
+     "how long an open circuit sends nothing before one probe request"},
     {"OTPD_LOG_LEVEL", CT_LOGLEVEL, OFF(log_level), "info", 0, 0, 0,
      "error, warning, notice, info or debug"},
     {"OTPD_CA_FILE", CT_STR, OFF(ca_file), "", 0, 4096, 0,
@@ -549,6 +579,18 @@ config_finish(struct config *cfg, char *err, size_t errlen)
                "OTPD_PROVIDER=msg91");
         return -1;
     }
+    if (route_parse(&cfg->routes, cfg->routes_spec, why, sizeof(why)) < 0) {
+        seterr(err, errlen, "OTPD_ROUTES: %s", why);
+        return -1;
+    }
+    if (route_parse_countries(&cfg->allowed, cfg->allowed_spec, 0, why, sizeof(why)) < 0) {
+        seterr(err, errlen, "OTPD_ALLOWED_COUNTRIES: %s", why);
+        return -1;
+    }
+    if (route_parse_countries(&cfg->budgets, cfg->budget_spec, 1, why, sizeof(why)) < 0) {
+        seterr(err, errlen, "OTPD_COUNTRY_HOURLY_BUDGET: %s", why);
+        return -1;
+    }
     if (*cfg->consumer == '\0') {
         char host[256] = "otpd", name[300];
         gethostname(host, sizeof(host) - 1);
@@ -838,5 +880,9 @@ config_reload(struct config *cur, struct config *next)
         log_notice("reload: %s updated", e->key);
         applied++;
     }
+    /* Derived tables follow their strings. */
+    cur->routes = next->routes;
+    cur->allowed = next->allowed;
+    cur->budgets = next->budgets;
     return applied;
 }

@@ -3,7 +3,8 @@
  * steps by dlv_run():
  *
  *   REJECT_STATUS -> DEAD_LETTER -> done           (bad input)
- *   CLAIM -> BEGIN -> SEND -> RESULT -> ACK -> done (a good job)
+ *   CLAIM -> LIMIT -> BEGIN -> SEND -> RESULT -> ACK -> done (a good job)
+ *   CLAIM -> LIMIT -> RESULT -> ACK -> done        (rate limited, blocked country)
  *   CLAIM -> ACK -> done                           (already final: a reclaim)
  *   CLAIM -> DUPLICATE -> ACK -> done              (its id is taken)
  *           SEND -> RETRY_STATUS -> (timer) SEND   (a retryable failure)
@@ -14,6 +15,7 @@
  * Every Redis step is safe to repeat.  The entry is acknowledged only after
  * the job's final status is written.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,7 @@
 
 #include "backoff.h"
 #include "dispatch.h"
+#include "gate.h"
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
@@ -33,6 +36,7 @@ enum dlv_step {
     STEP_DEAD_LETTER,
     STEP_CLAIM,
     STEP_DUPLICATE,
+    STEP_LIMIT,
     STEP_BEGIN,
     STEP_SEND,
     STEP_RETRY_STATUS,
@@ -60,7 +64,13 @@ struct delivery {
     size_t len;
     char reason[REASON_MAX];
     /* sending */
-    struct provider *provider;
+    struct provider *provider; /* the one in use: route[ri] */
+    struct provider *route[ROUTE_PROVIDERS_MAX];
+    int nroute, ri;
+    struct gate_waiter gw;
+    int opted_out;
+    int64_t retry_at_ms; /* rate_limited: when a new request will be accepted */
+    char cc[4];
     struct provider_call *call;
     int attempts;
     uv_timer_t timer; /* retry backoff; closing it frees the delivery */
@@ -93,10 +103,16 @@ struct dispatch {
     int closed_handles;
     uint64_t last_refresh, last_reclaim;
     char park_error[128];
+    struct {
+        char cc[4];
+        uint64_t at;
+    } alerts[ROUTE_MAX];
+    int nalerts;
 };
 
 static void dlv_run(struct delivery *dlv);
 static void dlv_retry_fire(uv_timer_t *t);
+static void dlv_log_outcome(struct delivery *dlv);
 
 static const char *const step_names[] = {
     "reject_status", "dead_letter",  "claim",  "duplicate", "begin",
@@ -148,6 +164,8 @@ dlv_free(struct delivery *dlv)
     if (dlv->next)
         dlv->next->prev = dlv->prev;
     d->inflight--;
+    if (dlv->provider && dlv->provider->gate)
+        gate_cancel(dlv->provider->gate, &dlv->gw);
     job_clear(&dlv->job);
     free(dlv->payload);
     dlv_wipe(dlv);
@@ -258,8 +276,97 @@ dlv_claim_done(void *arg, int verdict, const char *status, const char *err)
         dlv->d->stats.duplicates++;
         dlv_advance(dlv, STEP_DUPLICATE);
     } else {
-        dlv_advance(dlv, STEP_BEGIN);
+        dlv_advance(dlv, STEP_LIMIT);
     }
+}
+
+/* A denied job ends without an OTP record: nothing to burn. */
+static void
+dlv_deny(struct delivery *dlv, enum job_status st, const char *code, const char *why)
+{
+    dlv->final = st;
+    snprintf(dlv->result.error_code, sizeof(dlv->result.error_code), "%s", code);
+    snprintf(dlv->result.error, sizeof(dlv->result.error), "%s", why);
+    if (st == JOB_RATE_LIMITED)
+        dlv->d->stats.rate_limited++;
+    else
+        dlv->d->stats.failed++;
+    dlv_wipe(dlv);
+    dlv_log_outcome(dlv);
+    dlv_advance(dlv, STEP_RESULT);
+}
+
+/* SMS pumping shows as one country's volume jumping: say so, once an hour. */
+static void
+dispatch_budget_alert(struct dispatch *d, const char *cc)
+{
+    uint64_t now = uv_now(d->loop);
+    int i;
+
+    d->stats.budget_alerts++;
+    for (i = 0; i < d->nalerts; i++)
+        if (strcmp(d->alerts[i].cc, cc) == 0)
+            break;
+    if (i < d->nalerts && now - d->alerts[i].at < 3600000)
+        return;
+    if (i == d->nalerts) {
+        if (d->nalerts == ROUTE_MAX)
+            i = 0;
+        else
+            d->nalerts++;
+    }
+    snprintf(d->alerts[i].cc, sizeof(d->alerts[i].cc), "%s", cc);
+    d->alerts[i].at = now;
+    log_err("ALERT: hourly budget for country +%s exceeded (OTPD_COUNTRY_HOURLY_BUDGET); sends "
+            "there stop until the hour rolls over. Possible SMS pumping: check the otpd:events "
+            "stream and the site's traffic",
+            cc);
+}
+
+static void
+dlv_limit_done(void *arg, int limited, const char *reason, long long retry_after_ms,
+               const char *err)
+{
+    struct delivery *dlv = arg;
+    char why[REASON_MAX];
+
+    if (limited < 0) {
+        dlv_park(dlv, err);
+        return;
+    }
+    if (limited == 0) {
+        dlv_advance(dlv, STEP_BEGIN);
+        return;
+    }
+    if (strcmp(reason, "opted_out") == 0) {
+        dlv_deny(dlv, JOB_FAILED, "opted_out",
+                 "the recipient replied STOP: they must text START to the sender first; then "
+                 "remove the number with: otpctl optout remove NUMBER");
+        return;
+    }
+    if (strcmp(reason, "country_budget") == 0)
+        dispatch_budget_alert(dlv->d, dlv->cc);
+    dlv->retry_at_ms = otpd_now_ms() + retry_after_ms;
+    snprintf(why, sizeof(why), "over the %s limit; a new request is accepted in %lld s", reason,
+             (retry_after_ms + 999) / 1000);
+    dlv_deny(dlv, JOB_RATE_LIMITED, reason, why);
+}
+
+static int
+dlv_limit(struct delivery *dlv)
+{
+    const struct config *cfg = dlv->d->cfg;
+
+    if (cfg->allowed.n > 0 && route_country_value(&cfg->allowed, dlv->cc) < 0) {
+        char why[REASON_MAX];
+        snprintf(why, sizeof(why),
+                 "destination country +%s is not in OTPD_ALLOWED_COUNTRIES (SMS-pumping "
+                 "defence)",
+                 dlv->cc);
+        dlv_deny(dlv, JOB_FAILED, "country_not_allowed", why);
+        return 0;
+    }
+    return store_limit(dlv->d->store, &dlv->job, dlv->cc, dlv_limit_done, dlv);
 }
 
 static void
@@ -294,19 +401,25 @@ dlv_log_outcome(struct delivery *dlv)
                    dlv->result.error);
 }
 
+/*
+ * Open the provider's circuit: no traffic until recheck_at, then one probe.
+ * cooloff_ms 0 means a provider-wide failure (credentials, suspended
+ * account): rechecked with exponential backoff.
+ */
 static void
-provider_mark_down(struct dispatch *d, struct provider *p, const char *why)
+provider_mark_down(struct dispatch *d, struct provider *p, const char *why, uint64_t cooloff_ms)
 {
     uint64_t now = uv_now(d->loop);
 
-    if (!p->down)
-        log_err("provider %s: unusable: %s; jobs wait or go to another provider, and it is "
-                "rechecked with backoff",
-                provider_name(p), why);
-    p->down = 1;
     p->down_count++;
-    p->recheck_at =
-        now + backoff_ceiling(p->down_count, (uint64_t)d->cfg->provider_recheck_ms, 300000);
+    if (cooloff_ms == 0)
+        cooloff_ms = backoff_ceiling(p->down_count, (uint64_t)d->cfg->provider_recheck_ms, 300000);
+    if (!p->down)
+        log_err("provider %s: circuit open: %s; jobs go to the next provider in their route or "
+                "wait; one probe in %llu ms",
+                provider_name(p), why, (unsigned long long)cooloff_ms);
+    p->down = 1;
+    p->recheck_at = now + cooloff_ms;
     snprintf(p->down_reason, sizeof(p->down_reason), "%s", why);
 }
 
@@ -314,9 +427,36 @@ static void
 provider_mark_up(struct provider *p)
 {
     if (p->down)
-        log_notice("provider %s: working again", provider_name(p));
+        log_notice("provider %s: working again (circuit closed)", provider_name(p));
     p->down = 0;
     p->down_count = 0;
+    p->fail_streak = 0;
+}
+
+static int
+provider_usable(const struct provider *p, uint64_t now)
+{
+    return !p->down || now >= p->recheck_at;
+}
+
+/* Move to the next usable provider in the route; 1 if there is one other than the current. */
+static int
+dlv_failover(struct delivery *dlv)
+{
+    uint64_t now = uv_now(dlv->d->loop);
+
+    for (int k = 1; k < dlv->nroute; k++) {
+        int i = (dlv->ri + k) % dlv->nroute;
+        if (provider_usable(dlv->route[i], now)) {
+            log_notice("job %s: next attempt goes to %s instead of %s", dlv->job.id,
+                       provider_name(dlv->route[i]), provider_name(dlv->route[dlv->ri]));
+            dlv->ri = i;
+            dlv->provider = dlv->route[i];
+            dlv->ambiguous_since = 0; /* reconciliation is per provider */
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static void
@@ -367,16 +507,18 @@ dlv_send_done(void *arg, const struct send_result *res)
     struct delivery *dlv = arg;
     struct dispatch *d = dlv->d;
     const struct config *cfg = d->cfg;
-    uint64_t delay;
-    struct provider *alt;
+    struct provider *p = dlv->provider;
+    uint64_t delay, now;
 
     dlv->call = NULL;
     dlv->result = *res;
-    metrics_observe_request(provider_name(dlv->provider), res->outcome,
+    gate_leave(p->gate);
+    now = uv_now(d->loop);
+    metrics_observe_request(provider_name(p), res->outcome,
                             (double)(otpd_now_ms() - dlv->attempt_ms) / 1000.0);
     switch (res->outcome) {
     case SEND_OK:
-        provider_mark_up(dlv->provider);
+        provider_mark_up(p);
         dlv->final = JOB_SENT;
         dlv->sent_ms = otpd_now_ms();
         d->stats.sent++;
@@ -385,33 +527,38 @@ dlv_send_done(void *arg, const struct send_result *res)
         dlv_advance(dlv, STEP_RESULT);
         return;
     case SEND_FAIL_JOB:
-        provider_mark_up(dlv->provider);
+        provider_mark_up(p); /* it answered sensibly: the provider works */
+        dlv->opted_out = res->opted_out;
         dlv_fail(dlv, JOB_FAILED, 1);
         return;
     case SEND_FAIL_PROVIDER:
-        provider_mark_down(d, dlv->provider, res->error);
-        alt = provider_set_alternative(d->providers, &dlv->job, dlv->provider, uv_now(d->loop));
-        if (alt != NULL) {
-            log_notice("job %s: moving from %s to %s", dlv->job.id, provider_name(dlv->provider),
-                       provider_name(alt));
-            dlv->provider = alt;
-            dlv->ambiguous_since = 0;
-            delay = 0;
-        } else {
-            delay = dlv->provider->recheck_at - uv_now(d->loop);
-        }
+        provider_mark_down(d, p, res->error, 0);
+        delay = dlv_failover(dlv) ? 0 : p->recheck_at - now;
         break;
     case SEND_AMBIGUOUS:
-        /* The next attempt looks for this one before sending again. */
-        if (dlv->ambiguous_since == 0)
-            dlv->ambiguous_since = dlv->attempt_ms;
-        /* fall through */
     case SEND_RETRY:
     default:
+        if (res->outcome == SEND_AMBIGUOUS && dlv->ambiguous_since == 0)
+            dlv->ambiguous_since = dlv->attempt_ms; /* the next attempt reconciles first */
+        if (res->retry_after_ms > 0)
+            gate_pause(p->gate, now + (uint64_t)res->retry_after_ms);
+        if (++p->fail_streak >= cfg->circuit_failures) {
+            char why[REASON_MAX];
+            snprintf(why, sizeof(why), "%d failed requests in a row, the last: %.180s",
+                     p->fail_streak, res->error);
+            provider_mark_down(d, p, why, (uint64_t)cfg->circuit_cooloff_ms);
+        }
         delay = backoff_full_jitter(dlv->attempts, (uint64_t)cfg->retry_base_ms,
                                     (uint64_t)cfg->retry_max_ms, randombytes_random());
         if (res->retry_after_ms > 0 && (uint64_t)res->retry_after_ms > delay)
             delay = (uint64_t)res->retry_after_ms;
+        /*
+         * A request that certainly did not reach the provider moves on to
+         * the next one in the route; a maybe-sent one stays to be reconciled
+         * unless its provider's circuit just opened.
+         */
+        if ((res->outcome == SEND_RETRY || p->down) && dlv_failover(dlv))
+            delay = 0;
         break;
     }
     dlv_retry_later(dlv, delay);
@@ -426,32 +573,10 @@ dlv_expire(struct delivery *dlv, int delete_otp)
 }
 
 static void
-dlv_send(struct delivery *dlv)
+dlv_send_now(struct delivery *dlv)
 {
     struct send_request req;
 
-    struct provider *p = dlv->provider;
-    uint64_t now = uv_now(dlv->d->loop);
-
-    if (otpd_now_ms() >= dlv->job.expires_ms) {
-        dlv_expire(dlv, 1);
-        return;
-    }
-    if (p->down) {
-        struct provider *alt = provider_set_alternative(dlv->d->providers, &dlv->job, p, now);
-        if (alt != NULL) {
-            dlv->provider = p = alt;
-        } else if (now < p->recheck_at) {
-            /* Wait for the recheck (or the expiry, whichever comes first). */
-            snprintf(dlv->result.error, sizeof(dlv->result.error), "%s", p->down_reason);
-            dlv->result.outcome = SEND_FAIL_PROVIDER;
-            dlv_retry_later(dlv, p->recheck_at - now);
-            return;
-        } else {
-            /* This send is the probe; the others wait for its answer. */
-            p->recheck_at = now + (uint64_t)dlv->d->cfg->http_timeout_ms;
-        }
-    }
     dlv->attempts++;
     dlv->attempt_ms = otpd_now_ms();
     req.job = &dlv->job;
@@ -464,12 +589,65 @@ dlv_send(struct delivery *dlv)
     dlv->busy = 1;
     dlv->call = dlv->provider->ops->send(dlv->provider, &req, dlv_send_done, dlv);
     if (dlv->call == NULL) {
+        gate_leave(dlv->provider->gate);
         dlv->busy = 0;
         dlv->result.outcome = SEND_RETRY;
         snprintf(dlv->result.error, sizeof(dlv->result.error), "could not start a request to %s",
                  provider_name(dlv->provider));
         dlv_retry_later(dlv, (uint64_t)dlv->d->cfg->retry_base_ms);
     }
+}
+
+/* The provider's gate lets this job go (rate, concurrency or pause allowed it). */
+static void
+dlv_gate_ready(struct gate_waiter *w)
+{
+    struct delivery *dlv = (struct delivery *)((char *)w - offsetof(struct delivery, gw));
+
+    if (otpd_now_ms() >= dlv->job.expires_ms) {
+        gate_leave(dlv->provider->gate);
+        dlv_expire(dlv, 1);
+        return;
+    }
+    dlv_send_now(dlv);
+}
+
+static void
+dlv_send(struct delivery *dlv)
+{
+    uint64_t now = uv_now(dlv->d->loop), wait = UINT64_MAX;
+    struct provider *p = NULL;
+
+    if (otpd_now_ms() >= dlv->job.expires_ms) {
+        dlv_expire(dlv, 1);
+        return;
+    }
+    /* The current provider if usable, else the next usable one in the route. */
+    for (int k = 0; k < dlv->nroute && p == NULL; k++) {
+        struct provider *c = dlv->route[(dlv->ri + k) % dlv->nroute];
+        if (provider_usable(c, now)) {
+            p = c;
+            dlv->ri = (dlv->ri + k) % dlv->nroute;
+        } else if (c->recheck_at - now < wait) {
+            wait = c->recheck_at - now;
+        }
+    }
+    if (p == NULL) {
+        /* Every provider for this number is out: wait for the first probe. */
+        snprintf(dlv->result.error, sizeof(dlv->result.error), "no provider available: %.200s",
+                 dlv->route[dlv->ri]->down_reason);
+        dlv->result.outcome = SEND_FAIL_PROVIDER;
+        dlv_retry_later(dlv, wait);
+        return;
+    }
+    if (p != dlv->provider)
+        dlv->ambiguous_since = 0;
+    dlv->provider = p;
+    if (p->down)
+        p->recheck_at = now + (uint64_t)dlv->d->cfg->http_timeout_ms; /* this is the probe */
+    dlv->busy = 1;
+    if (gate_enter(p->gate, &dlv->gw, dlv_gate_ready))
+        dlv_send_now(dlv);
 }
 
 /* Code, hash and text are made at claim time; only the hash leaves memory. */
@@ -508,6 +686,8 @@ dlv_result_update(struct delivery *dlv)
         .attempts = dlv->attempts,
         .sent_ms = dlv->sent_ms,
         .delete_otp = dlv->delete_otp,
+        .opted_out = dlv->opted_out,
+        .retry_at_ms = dlv->retry_at_ms,
     };
     return store_status(dlv->d->store, &dlv->job, &u, dlv_store_done, dlv);
 }
@@ -539,6 +719,9 @@ dlv_run(struct delivery *dlv)
         break;
     case STEP_DUPLICATE:
         rc = store_duplicate(d->store, &dlv->job, dlv_store_done, dlv);
+        break;
+    case STEP_LIMIT:
+        rc = dlv_limit(dlv);
         break;
     case STEP_BEGIN:
         if (otpd_now_ms() >= dlv->job.expires_ms) {
@@ -638,8 +821,11 @@ dispatch_take(struct dispatch *d, const struct queue_entry *e)
     } else {
         if (dlv->job.id[0] == '\0')
             snprintf(dlv->job.id, sizeof(dlv->job.id), "%s", e->id);
-        if ((dlv->provider = provider_set_pick(d->providers, &dlv->job, err, sizeof(err))) ==
-            NULL) {
+        route_country_code(dlv->job.to, dlv->cc, sizeof(dlv->cc));
+        dlv->nroute =
+            provider_set_route(d->providers, d->cfg, &dlv->job, dlv->route, err, sizeof(err));
+        dlv->provider = dlv->nroute > 0 ? dlv->route[0] : NULL;
+        if (dlv->nroute == 0) {
             snprintf(dlv->reason, sizeof(dlv->reason), "field provider: %s", err);
             dlv_reject(dlv, e);
         } else if (dlv_prepare(dlv) < 0) {
@@ -718,8 +904,10 @@ dispatch_tick(uv_timer_t *t)
 void
 dispatch_writer_state(struct dispatch *d, int up)
 {
-    if (up)
+    if (up) {
+        store_publish_limits(d->store);
         dispatch_resume(d);
+    }
 }
 
 struct dispatch *
@@ -775,9 +963,13 @@ dispatch_drain_timeout(uv_timer_t *t)
     struct delivery *dlv;
 
     /* What is left stays pending in the stream for a later reclaim. */
+    for (dlv = d->head; dlv; dlv = dlv->next)
+        if (dlv->provider && dlv->provider->gate)
+            gate_cancel(dlv->provider->gate, &dlv->gw);
     for (dlv = d->head; dlv; dlv = dlv->next) {
         if (dlv->call) {
             dlv->provider->ops->cancel(dlv->provider, dlv->call);
+            gate_leave(dlv->provider->gate);
             dlv->call = NULL;
         }
     }

@@ -207,6 +207,7 @@ otpd_reload(struct otpd *o)
     config_free(&next);
     log_init(log_level_parse(o->cfg.log_level));
     provider_set_reload(o->providers, &o->cfg);
+    store_publish_limits(o->store);
     log_notice("reload: configuration re-read from %s: %d change(s) applied",
                o->path ? o->path : "the environment", n);
 }

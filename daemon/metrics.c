@@ -126,6 +126,11 @@ metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
     out(&pg, "otpd_jobs_total{outcome=\"expired\"} %llu\n", (unsigned long long)s->expired);
     out(&pg, "otpd_jobs_total{outcome=\"rejected\"} %llu\n", (unsigned long long)s->rejected);
     out(&pg, "otpd_jobs_total{outcome=\"duplicate\"} %llu\n", (unsigned long long)s->duplicates);
+    out(&pg, "otpd_jobs_total{outcome=\"rate_limited\"} %llu\n",
+        (unsigned long long)s->rate_limited);
+    family(&pg, "otpd_country_budget_exceeded_total", "counter",
+           "Jobs stopped by a country's hourly budget (possible SMS pumping).");
+    out(&pg, "otpd_country_budget_exceeded_total %llu\n", (unsigned long long)s->budget_alerts);
     family(&pg, "otpd_jobs_claimed_total", "counter",
            "Stream entries claimed (read or reclaimed).");
     out(&pg, "otpd_jobs_claimed_total %llu\n", (unsigned long long)s->claimed);

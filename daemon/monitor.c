@@ -107,6 +107,8 @@ monitor_beat(struct monitor *m)
     snprintf(f[i++], 32, "%llu", (unsigned long long)s->duplicates);
     snprintf(f[i++], 32, "%llu", (unsigned long long)s->reclaimed);
     snprintf(f[i++], 32, "%llu", (unsigned long long)m->g.loop_lag_ms);
+    snprintf(f[i++], 32, "%llu", (unsigned long long)s->rate_limited);
+    snprintf(f[i++], 32, "%llu", (unsigned long long)s->budget_alerts);
     const char *hset[] = {"HSET",        m->key,  "version",    OTPD_VERSION,
                           "host",        m->host, "consumer",   m->cfg->consumer,
                           "pid",         f[0],    "started_ms", f[1],

@@ -9,7 +9,18 @@
 #include <string.h>
 
 #include "log.h"
+#include "gate.h"
 #include "provider.h"
+
+/* Rate and concurrency caps from the configuration (0: unlimited). */
+static void
+provider_configure_gate(struct provider *p, const struct config *cfg)
+{
+    if (strcmp(p->ops->name, "twilio") == 0)
+        gate_configure(p->gate, cfg->twilio_rate, cfg->twilio_max_inflight);
+    else if (strcmp(p->ops->name, "msg91") == 0)
+        gate_configure(p->gate, cfg->msg91_rate, cfg->msg91_max_inflight);
+}
 
 static const struct provider_ops *const provider_registry[] = {
     &provider_twilio_ops,
@@ -81,6 +92,12 @@ provider_set_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t e
             provider_set_close(set, NULL, NULL);
             return NULL;
         }
+        if ((set->open[i]->gate = gate_new(loop, 0, 0)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            provider_set_close(set, NULL, NULL);
+            return NULL;
+        }
+        provider_configure_gate(set->open[i], cfg);
         if (strcmp(ops->name, cfg->provider) == 0)
             set->deflt = set->open[i];
         log_info("provider %s: enabled%s", ops->name,
@@ -94,16 +111,54 @@ provider_set_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t e
     return set;
 }
 
-struct provider *
-provider_set_pick(struct provider_set *set, const struct job *job, char *err, size_t errlen)
+static struct provider *
+provider_set_find(struct provider_set *set, const char *name)
 {
-    if (job->provider[0] == '\0')
-        return set->deflt;
     for (size_t i = 0; i < PROVIDER_NREG; i++)
-        if (set->open[i] && strcmp(set->open[i]->ops->name, job->provider) == 0)
+        if (set->open[i] && strcmp(set->open[i]->ops->name, name) == 0)
             return set->open[i];
-    snprintf(err, errlen, "provider %s is not configured on this daemon", job->provider);
     return NULL;
+}
+
+static int
+route_add(struct provider **out, int n, struct provider *p)
+{
+    for (int i = 0; i < n; i++)
+        if (out[i] == p)
+            return n;
+    if (n < ROUTE_PROVIDERS_MAX)
+        out[n++] = p;
+    return n;
+}
+
+int
+provider_set_route(struct provider_set *set, const struct config *cfg, const struct job *job,
+                   struct provider **out, char *err, size_t errlen)
+{
+    const struct route *r;
+    int n = 0;
+
+    if (job->provider[0] != '\0') {
+        if ((out[0] = provider_set_find(set, job->provider)) == NULL) {
+            snprintf(err, errlen, "provider %s is not configured on this daemon", job->provider);
+            return 0;
+        }
+        return 1;
+    }
+    if ((r = route_lookup(&cfg->routes, job->to)) != NULL)
+        for (int i = 0; i < r->n; i++) {
+            struct provider *p = provider_set_find(set, r->providers[i]);
+            if (p != NULL)
+                n = route_add(out, n, p);
+        }
+    if (n > 0)
+        return n;
+    /* Console never stands in for a real provider. */
+    n = route_add(out, n, set->deflt);
+    for (size_t i = 0; i < PROVIDER_NREG; i++)
+        if (set->open[i] && strcmp(set->open[i]->ops->name, "console") != 0)
+            n = route_add(out, n, set->open[i]);
+    return n;
 }
 
 static void
@@ -112,12 +167,18 @@ provider_set_one_closed(void *arg)
     struct provider_set *set = arg;
 
     for (size_t i = 0; i < PROVIDER_NREG; i++) {
-        if (set->open[i] != NULL) {
-            struct provider *p = set->open[i];
-            set->open[i] = NULL;
-            p->ops->close(p, provider_set_one_closed, set);
+        struct provider *p = set->open[i];
+        if (p == NULL)
+            continue;
+        if (p->gate != NULL) {
+            struct gate *g = p->gate;
+            p->gate = NULL;
+            gate_close(g, provider_set_one_closed, set);
             return;
         }
+        set->open[i] = NULL;
+        p->ops->close(p, provider_set_one_closed, set);
+        return;
     }
     if (set->closed_cb)
         set->closed_cb(set->closed_arg);
@@ -132,28 +193,6 @@ provider_set_close(struct provider_set *set, provider_closed_cb *cb, void *arg)
     set->closed_cb = cb;
     set->closed_arg = arg;
     provider_set_one_closed(set);
-}
-
-static int
-provider_usable(const struct provider *p, uint64_t now)
-{
-    return !p->down || now >= p->recheck_at;
-}
-
-struct provider *
-provider_set_alternative(struct provider_set *set, const struct job *job,
-                         const struct provider *current, uint64_t now)
-{
-    /* A pinned job stays with its provider; console never stands in for a real one. */
-    if (job->provider[0] != '\0')
-        return NULL;
-    for (size_t i = 0; i < PROVIDER_NREG; i++) {
-        struct provider *p = set->open[i];
-        if (p && p != current && provider_usable(p, now) &&
-            (strcmp(p->ops->name, "console") != 0 || p == set->deflt))
-            return p;
-    }
-    return NULL;
 }
 
 void
@@ -187,6 +226,7 @@ provider_set_reload(struct provider_set *set, const struct config *cfg)
         }
         if (p->ops->reload)
             p->ops->reload(p);
+        provider_configure_gate(p, cfg);
         /* New credentials deserve a try now, not at the next recheck. */
         p->recheck_at = 0;
     }

@@ -100,6 +100,8 @@ twilio_parse_error(long http_status, const cJSON *root, struct send_result *res)
     const char *text = cJSON_IsString(msg) ? msg->valuestring : "";
     int c = cJSON_IsNumber(code) ? code->valueint : 0;
 
+    res->opted_out = c == 21610;
+
     if (c > 0)
         snprintf(res->error_code, sizeof(res->error_code), "%d", c);
     else

@@ -27,6 +27,63 @@ static const char store_begin_lua[] =
     "redis.call('PEXPIRE', KEYS[1], ARGV[5])\n"
     "return 1\n";
 
+/*
+ * Send limits, shared word for word with the Python client (which runs it
+ * with mode "check" before enqueueing; the daemon runs "take" before
+ * sending).  The limits themselves come from the KEYS[1] hash, which the
+ * daemon publishes, so both sides apply the same numbers.
+ * KEYS: limits, last-send, per-number zset, global zset, country zset,
+ *       opt-outs, country alert.
+ * ARGV: mode, now_ms, job id, number, calling code.
+ * Returns {0} or {1, reason, retry_after_ms}.  A job already counted
+ * (a reclaim) passes again.
+ */
+const char store_limits_lua[] =
+    "local L = redis.call('HMGET', KEYS[1], 'interval_ms', 'per_hour', 'per_day',\n"
+    "  'global_per_hour', 'country_budget:' .. ARGV[5], 'country_budget:*')\n"
+    "local now, job = tonumber(ARGV[2]), ARGV[3]\n"
+    "local HOUR, DAY = 3600000, 86400000\n"
+    "if redis.call('HEXISTS', KEYS[6], ARGV[4]) == 1 then return {1, 'opted_out', 0} end\n"
+    "local interval = tonumber(L[1]) or 0\n"
+    "if interval > 0 then\n"
+    "  local last = redis.call('GET', KEYS[2])\n"
+    "  if last and last ~= job then return {1, 'interval', redis.call('PTTL', KEYS[2])} end\n"
+    "end\n"
+    "local function full(key, span, keep, max)\n"
+    "  if not max or max <= 0 then return nil end\n"
+    "  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - keep)\n"
+    "  if redis.call('ZSCORE', key, job) then return nil end\n"
+    "  if redis.call('ZCOUNT', key, now - span + 1, '+inf') < max then return nil end\n"
+    "  local first = redis.call('ZRANGEBYSCORE', key, now - span + 1, '+inf', 'WITHSCORES',\n"
+    "    'LIMIT', 0, 1)\n"
+    "  return tonumber(first[2]) + span - now\n"
+    "end\n"
+    "local budget = tonumber(L[5]) or tonumber(L[6]) or 0\n"
+    "local checks = {\n"
+    "  {KEYS[3], HOUR, DAY, tonumber(L[2]), 'per_hour'},\n"
+    "  {KEYS[3], DAY, DAY, tonumber(L[3]), 'per_day'},\n"
+    "  {KEYS[4], HOUR, HOUR, tonumber(L[4]), 'global_per_hour'},\n"
+    "  {KEYS[5], HOUR, HOUR, budget, 'country_budget'}}\n"
+    "for _, c in ipairs(checks) do\n"
+    "  local wait = full(c[1], c[2], c[3], c[4])\n"
+    "  if wait then\n"
+    "    if c[5] == 'country_budget' and ARGV[1] == 'take' then\n"
+    "      redis.call('SET', KEYS[7], now, 'PX', HOUR)\n"
+    "    end\n"
+    "    return {1, c[5], wait}\n"
+    "  end\n"
+    "end\n"
+    "if ARGV[1] ~= 'take' then return {0} end\n"
+    "if interval > 0 then redis.call('SET', KEYS[2], job, 'PX', interval) end\n"
+    "redis.call('ZADD', KEYS[3], now, job)\n"
+    "redis.call('PEXPIRE', KEYS[3], DAY)\n"
+    "if (tonumber(L[4]) or 0) > 0 then redis.call('ZADD', KEYS[4], now, job) end\n"
+    "if budget > 0 then\n"
+    "  redis.call('ZADD', KEYS[5], now, job)\n"
+    "  redis.call('PEXPIRE', KEYS[5], HOUR)\n"
+    "end\n"
+    "return {0}\n";
+
 /* KEYS[1] otp record; ARGV[1] job id: burn the record only if still ours. */
 static const char store_burn_lua[] = "if redis.call('HGET', KEYS[1], 'job') == ARGV[1] then\n"
                                      "  return redis.call('DEL', KEYS[1]) end\n"
@@ -236,6 +293,7 @@ store_status(struct store *st, const struct job *job, const struct status_update
              store_done_cb *cb, void *arg)
 {
     char otpkey[160], jobkey[160], now[24], attempts[12], sent[24], created[24], expires[24];
+    char retry_at[24];
     char masked[LOG_MASK_MAX];
     const char *status = job_status_name(u->status);
     const char *argv[32];
@@ -293,6 +351,18 @@ store_status(struct store *st, const struct job *job, const struct status_update
     }
     store_cmd(st, argc, argv);
     store_expire(st, jobkey);
+    if (u->retry_at_ms) {
+        snprintf(retry_at, sizeof(retry_at), "%lld", (long long)u->retry_at_ms);
+        const char *ra[] = {"HSET", jobkey, "retry_at_ms", retry_at};
+        store_cmd(st, NARGS(ra), ra);
+    }
+    if (u->opted_out && job->to[0]) {
+        /* STOP: remembered until an operator removes it (otpctl optout remove). */
+        char optkey[160];
+        snprintf(optkey, sizeof(optkey), "%soptout", st->cfg->prefix);
+        const char *opt[] = {"HSET", optkey, job->to, now};
+        store_cmd(st, NARGS(opt), opt);
+    }
     if (u->delete_otp) {
         const char *burn[] = {"EVAL", store_burn_lua, "1", otpkey, job->id};
         store_cmd(st, NARGS(burn), burn);
@@ -358,4 +428,108 @@ store_duplicate(struct store *st, const struct job *job, store_done_cb *cb, void
     store_event(st, job, "duplicate", "", "", now);
     store_count(st, JOB_DUPLICATE, NULL);
     return store_finish(st, cb, arg, 0);
+}
+
+struct store_limit_op {
+    store_limit_cb *cb;
+    void *arg;
+};
+
+static void
+store_limit_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct store_limit_op *op = priv;
+    redisReply *reply = r;
+
+    (void)ac;
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER) {
+        if (reply->element[0]->integer == 0)
+            op->cb(op->arg, 0, "", 0, NULL);
+        else if (reply->elements == 3 && reply->element[1]->type == REDIS_REPLY_STRING &&
+                 reply->element[2]->type == REDIS_REPLY_INTEGER)
+            op->cb(op->arg, 1, reply->element[1]->str, reply->element[2]->integer, NULL);
+        else
+            op->cb(op->arg, -1, "", 0, "unexpected reply from the limits script");
+    } else {
+        op->cb(op->arg, -1, "", 0, rconn_reply_error(reply));
+    }
+    free(op);
+}
+
+int
+store_limit(struct store *st, const struct job *job, const char *cc, store_limit_cb *cb, void *arg)
+{
+    struct store_limit_op *op;
+    char k[7][192], now[24];
+    const char *p = st->cfg->prefix;
+
+    if (!rconn_is_up(st->w) || (op = malloc(sizeof(*op))) == NULL)
+        return -1;
+    op->cb = cb;
+    op->arg = arg;
+    snprintf(k[0], sizeof(k[0]), "%slimits", p);
+    snprintf(k[1], sizeof(k[1]), "%srl:last:%s:%s", p, job->purpose, job->to);
+    snprintf(k[2], sizeof(k[2]), "%srl:num:%s", p, job->to);
+    snprintf(k[3], sizeof(k[3]), "%srl:global", p);
+    snprintf(k[4], sizeof(k[4]), "%srl:cc:%s", p, cc);
+    snprintf(k[5], sizeof(k[5]), "%soptout", p);
+    snprintf(k[6], sizeof(k[6]), "%salert:country_budget:%s", p, cc);
+    snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    const char *argv[] = {"EVAL", store_limits_lua, "7", k[0],    k[1],    k[2], k[3], k[4], k[5],
+                          k[6],   "take",           now, job->id, job->to, cc};
+    if (rconn_command(st->w, store_limit_reply, op, NARGS(argv), argv, NULL) < 0) {
+        free(op);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * The limits the script applies, for the daemon and the web app alike.
+ * Every instance publishes on connect and reload; run them all with the
+ * same configuration.
+ */
+void
+store_publish_limits(struct store *st)
+{
+    const struct config *c = st->cfg;
+    char key[160], v[4][24], fields[ROUTE_MAX + 1][40], vals[ROUTE_MAX + 1][24];
+    const char *argv[10 + 2 * (ROUTE_MAX + 1)];
+    int argc = 0, n = 0;
+
+    if (!rconn_is_up(st->w))
+        return;
+    snprintf(key, sizeof(key), "%slimits", c->prefix);
+    snprintf(v[0], sizeof(v[0]), "%lld", (long long)c->limit_interval_s * 1000);
+    snprintf(v[1], sizeof(v[1]), "%d", c->limit_per_hour);
+    snprintf(v[2], sizeof(v[2]), "%d", c->limit_per_day);
+    snprintf(v[3], sizeof(v[3]), "%d", c->limit_global_per_hour);
+    argv[argc++] = "HSET";
+    argv[argc++] = key;
+    argv[argc++] = "interval_ms";
+    argv[argc++] = v[0];
+    argv[argc++] = "per_hour";
+    argv[argc++] = v[1];
+    argv[argc++] = "per_day";
+    argv[argc++] = v[2];
+    argv[argc++] = "global_per_hour";
+    argv[argc++] = v[3];
+    for (int i = 0; i < c->budgets.n; i++, n++) {
+        snprintf(fields[n], sizeof(fields[n]), "country_budget:%s", c->budgets.cc[i]);
+        snprintf(vals[n], sizeof(vals[n]), "%ld", c->budgets.value[i]);
+        argv[argc++] = fields[n];
+        argv[argc++] = vals[n];
+    }
+    if (c->budgets.deflt >= 0) {
+        snprintf(fields[n], sizeof(fields[n]), "country_budget:*");
+        snprintf(vals[n], sizeof(vals[n]), "%ld", c->budgets.deflt);
+        argv[argc++] = fields[n];
+        argv[argc++] = vals[n];
+    }
+    const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"}, *del[] = {"DEL", key};
+    rconn_command(st->w, NULL, NULL, NARGS(multi), multi, NULL);
+    rconn_command(st->w, NULL, NULL, NARGS(del), del, NULL);
+    rconn_command(st->w, NULL, NULL, argc, argv, NULL);
+    rconn_command(st->w, NULL, NULL, NARGS(exec), exec, NULL);
 }

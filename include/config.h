@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "route.h"
+
 struct redis_addr {
     char *host; /* NULL for a unix socket */
     int port;
@@ -60,6 +62,23 @@ struct config {
     int claim_idle_ms;
     int heartbeat_ms;
     char *metrics_addr;
+    char *routes_spec;
+    char *allowed_spec;
+    char *budget_spec;
+    int limit_interval_s;
+    int limit_per_hour;
+    int limit_per_day;
+    int limit_global_per_hour;
+    int twilio_rate;
+    int twilio_max_inflight;
+    int msg91_rate;
+    int msg91_max_inflight;
+    int circuit_failures;
+    int circuit_cooloff_ms;
+    /* derived by config_finish() */
+    struct route_table routes;
+    struct country_limits allowed;
+    struct country_limits budgets;
 };
 
 typedef const char *config_env_fn(const char *name);

@@ -18,6 +18,7 @@
 struct dispatch_stats {
     uint64_t claimed, sent, failed, expired, rejected;
     uint64_t retries, duplicates, reclaimed;
+    uint64_t rate_limited, budget_alerts;
 };
 
 struct dispatch;

@@ -38,6 +38,7 @@ struct send_result {
     char provider_status[24]; /* e.g. Twilio "queued" */
     char error_code[24];
     char error[REASON_MAX]; /* human text with a fix where one is known */
+    int opted_out;          /* the recipient unsubscribed (STOP): remember the number */
     int64_t retry_after_ms; /* from Retry-After, or 0 */
 };
 
@@ -61,7 +62,9 @@ struct provider_ops {
 /* Common head of every provider object; health is kept by the dispatcher. */
 struct provider {
     const struct provider_ops *ops;
-    int down;            /* permanent-for-the-provider failure seen */
+    struct gate *gate;   /* throughput: rate, concurrency, pause */
+    int fail_streak;     /* consecutive failed requests (circuit breaker) */
+    int down;            /* circuit open: provider-wide failure or too many failures */
     int down_count;      /* consecutive rechecks that failed */
     uint64_t recheck_at; /* loop time when traffic may try it again */
     char down_reason[REASON_MAX];
@@ -73,19 +76,19 @@ const char *provider_outcome_name(enum send_outcome o);
 struct provider_set;
 struct provider_set *provider_set_open(uv_loop_t *loop, const struct config *cfg, char *err,
                                        size_t errlen);
-/* The provider for a job (its pin, else the default); NULL with a reason. */
-struct provider *provider_set_pick(struct provider_set *set, const struct job *job, char *err,
-                                   size_t errlen);
+/*
+ * The providers to try for a job, in order: its pin alone, else the
+ * OTPD_ROUTES entry for its number, else the default provider followed by
+ * the other configured ones.  Returns how many (0 with a reason).
+ */
+int provider_set_route(struct provider_set *set, const struct config *cfg, const struct job *job,
+                       struct provider **out, char *err, size_t errlen);
 const char *provider_name(const struct provider *p);
 /* "twilio=up,msg91=down" for the heartbeat and logs. */
 void provider_set_describe(struct provider_set *set, uint64_t now, char *buf, size_t len);
 void provider_set_close(struct provider_set *set, provider_closed_cb *cb, void *arg);
 /* After a reload: let providers recompute, and clear "down" marks so new credentials get tried. */
 void provider_set_reload(struct provider_set *set, const struct config *cfg);
-
-/* The next usable provider for a job whose current one is down; NULL if none. */
-struct provider *provider_set_alternative(struct provider_set *set, const struct job *job,
-                                          const struct provider *current, uint64_t now);
 
 extern const struct provider_ops provider_console_ops;
 extern const struct provider_ops provider_twilio_ops;

@@ -22,6 +22,8 @@ struct status_update {
     int attempts;
     int64_t sent_ms;
     int delete_otp; /* the code can no longer be delivered: burn its record */
+    int opted_out;  /* remember the number as unsubscribed (STOP) */
+    int64_t retry_at_ms;
 };
 
 /* ok: 0 done, 1 (store_begin only) superseded by a newer code, -1 error. */
@@ -50,6 +52,18 @@ int store_claim(struct store *st, const struct job *job, const char *stream_id, 
                 void *arg);
 /* Record a duplicate (an event and a counter) without touching the first job's record. */
 int store_duplicate(struct store *st, const struct job *job, store_done_cb *cb, void *arg);
+
+/*
+ * Per-number, global and per-country limits and opt-outs, atomically
+ * (the script in store_limits_lua).  limited is 0 (go), 1 (reason and
+ * retry_after_ms say why and until when) or -1 (Redis error in err).
+ */
+typedef void store_limit_cb(void *arg, int limited, const char *reason, long long retry_after_ms,
+                            const char *err);
+int store_limit(struct store *st, const struct job *job, const char *cc, store_limit_cb *cb,
+                void *arg);
+void store_publish_limits(struct store *st);
+extern const char store_limits_lua[];
 
 int store_status(struct store *st, const struct job *job, const struct status_update *u,
                  store_done_cb *cb, void *arg);

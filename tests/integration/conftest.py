@@ -193,6 +193,11 @@ def otpd_factory(tmp_path, redis_server):
             "OTPD_BLOCK_MS": "1000",
             "OTPD_LOG_LEVEL": "debug",
             "OTPD_SHUTDOWN_TIMEOUT_MS": "5000",
+            # Per-number limits are tested on their own (test_limits.py);
+            # elsewhere tests send to one number many times.
+            "OTPD_LIMIT_INTERVAL_S": "0",
+            "OTPD_LIMIT_PER_HOUR": "0",
+            "OTPD_LIMIT_PER_DAY": "0",
         }
         env.update(extra_env or {})
         d = Daemon(str(tmp_path), env, args)

@@ -91,6 +91,7 @@ def twilio_env(mock, **extra):
         "OTPD_RETRY_BASE_MS": "100",
         "OTPD_RETRY_MAX_MS": "400",
         "OTPD_PROVIDER_RECHECK_MS": "300",
+        "OTPD_CIRCUIT_COOLOFF_MS": "500",
         "OTPD_HTTP_TIMEOUT_MS": "3000",
     }
     env.update(extra)
@@ -108,6 +109,7 @@ def msg91_env(mock, **extra):
         "OTPD_RETRY_BASE_MS": "100",
         "OTPD_RETRY_MAX_MS": "400",
         "OTPD_PROVIDER_RECHECK_MS": "300",
+        "OTPD_CIRCUIT_COOLOFF_MS": "500",
     }
     env.update(extra)
     return env
@@ -189,7 +191,7 @@ def test_bad_credentials_mark_the_provider_down_then_recover(otpd_factory, mock,
     assert st["status"] == "sent"
     assert int(st["attempts"]) == 3
     log = otpd.stderr
-    assert log.count("provider twilio: unusable") == 1
+    assert log.count("provider twilio: circuit open") == 1
     assert "TWILIO_AUTH_TOKEN" in log and "working again" in log
 
 
@@ -272,7 +274,7 @@ def test_wrong_ca_fails_with_a_tls_error(otpd_factory, mock, client):
     st = client.status(job)
     assert st["error_code"] == "curl_60" and "certificate" in st["error"].lower()
     assert sends(mock) == []  # nothing was sent over an unverified channel
-    assert "provider twilio: unusable" in otpd.stderr
+    assert "provider twilio: circuit open" in otpd.stderr
 
 
 def test_outage_is_ridden_out(otpd_factory, mock, client):
@@ -311,7 +313,7 @@ def test_msg91_bad_key_marks_provider_down(otpd_factory, mock, client):
     otpd = otpd_factory(msg91_env(mock))
     st = client.wait(client.send(IN_NUMBER), timeout=15)
     assert st["status"] == "sent" and int(st["attempts"]) == 2
-    assert "provider msg91: unusable" in otpd.stderr and "MSG91_AUTH_KEY" in otpd.stderr
+    assert "provider msg91: circuit open" in otpd.stderr and "MSG91_AUTH_KEY" in otpd.stderr
 
 
 def test_500_slow_requests_run_concurrently(otpd_factory, mock, client, r):

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# bench/run.sh: measure otpd against a Celery + twilio-python baseline (issue #7).
+#
+#   bench/run.sh                      full scale (~10-15 min on 2 cores)
+#   BENCH_SCALE=small bench/run.sh    quick run (~2-3 min)
+#
+# Starts its own redis-server (no persistence), nginx as an HTTPS Twilio mock and
+# the workers, all on 127.0.0.1, and stops them at the end. Prints one table and
+# writes the numbers to bench/results/. Needs build/otpd (./dev build) and the
+# Debian packages listed in REQUIRED below; installs nothing itself.
+# Other knobs: OTPD_BIN=path, BENCH_CALLGRIND=0 (skip callgrind),
+# BENCH_KEEP=1 (keep the work directory with every log), BENCH_NGINX_WORKERS=N.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REQUIRED=(nginx libnginx-mod-http-echo redis-server valgrind python3-celery python3-twilio
+          python3-gevent python3-redis curl openssl)
+missing=()
+for p in "${REQUIRED[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "bench/run.sh: missing Debian packages: ${missing[*]}" >&2
+    echo "  apt-get install ${missing[*]}" >&2
+    exit 1
+fi
+OTPD_BIN=${OTPD_BIN:-$ROOT/build/otpd}
+[ -x "$OTPD_BIN" ] || { echo "bench/run.sh: no $OTPD_BIN; build first (./dev build)" >&2; exit 1; }
+export OTPD_BIN
+# nginx, otpd and redis each want many descriptors at 5,000 in flight.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+# The whole run is bounded: small ~5 min, full ~25 min at most.
+case "${BENCH_SCALE:=full}" in
+small) limit=600 ;; full) limit=2400 ;; *) echo "BENCH_SCALE must be full or small" >&2; exit 2 ;;
+esac
+export BENCH_SCALE
+exec timeout --signal=TERM --kill-after=30 "$limit" /usr/bin/python3 "$ROOT/bench/bench.py"
