@@ -243,7 +243,17 @@ class Env:
                                           "slow": self.slow_port}[which]
 
     def check_mock(self):
-        """One request to each port with curl: status, protocol and delay."""
+        """One request to each port with curl: status, protocol and delay (3 tries:
+        one slow answer on a busy shared machine is not a broken mock)."""
+        for attempt in range(3):
+            try:
+                return self._check_mock()
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                time.sleep(1)
+
+    def _check_mock(self):
         for which, proto, slow in (("h2", "2", False), ("h1", "1.1", False), ("slow", "2", True)):
             out = subprocess.run(
                 ["curl", "-sS", "--cacert", self.ca["ca_cert"], "-u", SID + ":" + TOKEN,
@@ -253,7 +263,7 @@ class Env:
                 capture_output=True, text=True, timeout=10)
             code, ver, total, tls = out.stdout.split()
             wait = float(total) - float(tls)
-            ok = code == "201" and ver == proto and ((wait >= 0.19) if slow else (wait < 0.1))
+            ok = code == "201" and ver == proto and ((0.19 <= wait < 0.4) if slow else (wait < 0.1))
             log("mock %s: HTTP/%s %s, %.1f ms after the handshake%s"
                 % (which, ver, code, wait * 1000, "" if ok else "  <-- UNEXPECTED"))
             if not ok:

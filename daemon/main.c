@@ -302,6 +302,7 @@ main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {"config-example", no_argument, NULL, 'E'},
+        {"print-limits-script", no_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     const char *path = getenv("OTPD_CONFIG");
@@ -326,6 +327,9 @@ main(int argc, char **argv)
             return 0;
         case 'E':
             config_print_example(stdout);
+            return 0;
+        case 'L': /* the web app's client must run this very script */
+            fputs(store_limits_lua, stdout);
             return 0;
         case 'V':
             printf("otpd %s\n", OTPD_VERSION);

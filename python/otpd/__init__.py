@@ -3,6 +3,8 @@
 The web app enqueues jobs and verifies codes through Redis; see
 docs/protocol.md for the contract this package implements.
 """
-from .client import FINAL, OTPClient, VerifyResult, mac, mask_phone
+from .client import (FINAL, OptedOut, OTPClient, RateLimited, SendRefused, VerifyResult,
+                     country_code, mac, mask_phone)
 
-__all__ = ["FINAL", "OTPClient", "VerifyResult", "mac", "mask_phone"]
+__all__ = ["FINAL", "OTPClient", "OptedOut", "RateLimited", "SendRefused", "VerifyResult",
+           "country_code", "mac", "mask_phone"]

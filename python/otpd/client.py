@@ -62,6 +62,94 @@ return {'mismatch', max - attempts, job}
 """
 
 
+# The daemon's send-limits script, word for word (otpd --print-limits-script;
+# a test keeps the two identical).  The client runs it in "check" mode so a
+# page can answer "wait 25 s" at once; the daemon runs "take" before sending.
+LIMITS_LUA = """local L = redis.call('HMGET', KEYS[1], 'interval_ms', 'per_hour', 'per_day',
+  'global_per_hour', 'country_budget:' .. ARGV[5], 'country_budget:*')
+local now, job = tonumber(ARGV[2]), ARGV[3]
+local HOUR, DAY = 3600000, 86400000
+if redis.call('HEXISTS', KEYS[6], ARGV[4]) == 1 then return {1, 'opted_out', 0} end
+local interval = tonumber(L[1]) or 0
+if interval > 0 then
+  local last = redis.call('GET', KEYS[2])
+  if last and last ~= job then return {1, 'interval', redis.call('PTTL', KEYS[2])} end
+end
+local function full(key, span, keep, max)
+  if not max or max <= 0 then return nil end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - keep)
+  if redis.call('ZSCORE', key, job) then return nil end
+  if redis.call('ZCOUNT', key, now - span + 1, '+inf') < max then return nil end
+  local first = redis.call('ZRANGEBYSCORE', key, now - span + 1, '+inf', 'WITHSCORES',
+    'LIMIT', 0, 1)
+  return tonumber(first[2]) + span - now
+end
+local budget = tonumber(L[5]) or tonumber(L[6]) or 0
+local checks = {
+  {KEYS[3], HOUR, DAY, tonumber(L[2]), 'per_hour'},
+  {KEYS[3], DAY, DAY, tonumber(L[3]), 'per_day'},
+  {KEYS[4], HOUR, HOUR, tonumber(L[4]), 'global_per_hour'},
+  {KEYS[5], HOUR, HOUR, budget, 'country_budget'}}
+for _, c in ipairs(checks) do
+  local wait = full(c[1], c[2], c[3], c[4])
+  if wait then
+    if c[5] == 'country_budget' and ARGV[1] == 'take' then
+      redis.call('SET', KEYS[7], now, 'PX', HOUR)
+    end
+    return {1, c[5], wait}
+  end
+end
+if ARGV[1] ~= 'take' then return {0} end
+if interval > 0 then redis.call('SET', KEYS[2], job, 'PX', interval) end
+redis.call('ZADD', KEYS[3], now, job)
+redis.call('PEXPIRE', KEYS[3], DAY)
+if (tonumber(L[4]) or 0) > 0 then redis.call('ZADD', KEYS[4], now, job) end
+if budget > 0 then
+  redis.call('ZADD', KEYS[5], now, job)
+  redis.call('PEXPIRE', KEYS[5], HOUR)
+end
+return {0}
+"""
+
+# ITU calling codes are prefix-free; only 1 and 7 have one digit, these
+# have two, all others three.
+_TWO_DIGIT_CC = frozenset(
+    "20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
+    "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split())
+
+
+def country_code(to):
+    """The calling code of an E.164 number: '+919812345678' -> '91'."""
+    d = to[1:] if to.startswith("+") else to
+    if d[:1] in ("1", "7"):
+        return d[:1]
+    return d[:2] if d[:2] in _TWO_DIGIT_CC else d[:3]
+
+
+class SendRefused(Exception):
+    """The daemon would not send this code; `reason` says why."""
+
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+
+
+class RateLimited(SendRefused):
+    """Over a send limit.  `retry_after` is in seconds."""
+
+    def __init__(self, reason, retry_after):
+        self.retry_after = retry_after
+        super().__init__(reason, "over the %s limit: try again in %d s"
+                         % (reason, math.ceil(retry_after)))
+
+
+class OptedOut(SendRefused):
+    """The number replied STOP; it gets no codes until removed (otpctl optout remove)."""
+
+    def __init__(self):
+        super().__init__("opted_out", "the recipient replied STOP to our SMS")
+
+
 def parse_hash_key(key):
     """Return the 32-byte key from its 64-hex-digit form.
 
@@ -158,6 +246,7 @@ class OTPClient:
         self.prefix = prefix
         self.status_ttl = status_ttl
         self._verify = redis.register_script(VERIFY_LUA)
+        self._limits = redis.register_script(LIMITS_LUA)
 
     @classmethod
     def from_env(cls):
@@ -215,6 +304,7 @@ class OTPClient:
                                  % (", ".join(sorted(PROVIDERS)), provider))
             job["provider"] = provider
         now = _now_ms()
+        self._check_limits(to, purpose, id, now)
         job["created_ms"] = now
         # No size check: with the limits above the payload stays far below
         # the daemon's 65536-byte cap.
@@ -232,6 +322,20 @@ class OTPClient:
         pipe.expire(skey, self.status_ttl)
         pipe.execute()
         return id
+
+    def _check_limits(self, to, purpose, job_id, now):
+        """Raise RateLimited or OptedOut if the daemon would refuse this send."""
+        p, cc = self.prefix, country_code(to)
+        keys = [p + "limits", "%srl:last:%s:%s" % (p, purpose, to), p + "rl:num:" + to,
+                p + "rl:global", p + "rl:cc:" + cc, p + "optout",
+                p + "alert:country_budget:" + cc]
+        res = self._limits(keys=keys, args=["check", now, job_id, to, cc])
+        if int(res[0]) == 0:
+            return
+        reason = _text(res[1])
+        if reason == "opted_out":
+            raise OptedOut()
+        raise RateLimited(reason, int(res[2]) / 1000.0)
 
     def status(self, job_id):
         """The job's status record as a dict of str, or {} if unknown or expired."""

@@ -1067,6 +1067,33 @@ def cmd_dead_purge(cfg, args):
     return 0
 
 
+# --------------------------------------------------------------- opt-outs
+
+def cmd_optout(cfg, args):
+    """Numbers that replied STOP (Twilio 21610): otpd skips them until removed."""
+    r = connect(cfg)
+    key = cfg["OTPD_PREFIX"] + "optout"
+    if args.optout_command == "list":
+        rows = sorted(((_text(k), int(_text(v))) for k, v in r.hgetall(key).items()),
+                      key=lambda kv: kv[1])
+        if args.json:
+            emit_json([{"to": mask_phone(k), "since_ms": v} for k, v in rows])
+        elif not rows:
+            print("no opted-out numbers")
+        else:
+            for k, v in rows:
+                print("%-16s since %s" % (mask_phone(k),
+                                           time.strftime("%Y-%m-%d %H:%M:%S",
+                                                         time.gmtime(v / 1000))))
+        return 0
+    removed = r.hdel(key, *args.numbers)
+    if args.json:
+        emit_json({"removed": removed})
+    else:
+        print("removed %d of %d number(s) from the opt-out list" % (removed, len(args.numbers)))
+    return 0 if removed == len(args.numbers) else 1
+
+
 # --------------------------------------------------------------- main
 
 def build_parser():
@@ -1113,6 +1140,15 @@ def build_parser():
     q.add_argument("--older-than", metavar="DURATION", help="e.g. 7d, 12h, 30m, 90s")
     q.add_argument("--all", action="store_true", help="every dead letter")
     q.set_defaults(func=cmd_dead_purge)
+
+    p = sub.add_parser("optout", parents=[common], help="numbers that replied STOP")
+    osub = p.add_subparsers(dest="optout_command", metavar="ACTION", required=True)
+    q = osub.add_parser("list", parents=[common], help="opted-out numbers, masked")
+    q.set_defaults(func=cmd_optout)
+    q = osub.add_parser("remove", parents=[common],
+                        help="let codes go to these numbers again (after they texted START)")
+    q.add_argument("numbers", nargs="+", metavar="NUMBER", help="E.164 number")
+    q.set_defaults(func=cmd_optout)
     return ap
 
 
