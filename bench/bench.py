@@ -749,7 +749,10 @@ def machine():
         pkgs[pkg] = sh(["dpkg-query", "-W", "-f=${Version}", pkg]) or None
     return {"nproc": os.cpu_count(), "model": model, "mem_gib": round(mem_kb / 1048576, 1),
             "kernel": platform.release(), "debian": sh(["cat", "/etc/debian_version"]),
-            "otpd": sh([OTPD, "--version"]), "packages": pkgs,
+            "otpd": sh([OTPD, "--version"]), "otpd_bin": OTPD,
+            "otpd_sha256": sh(["sha256sum", OTPD]).split(" ")[0],
+            "otpd_mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(os.path.getmtime(OTPD))),
+            "git_head": sh(["git", "-C", ROOT, "describe", "--always", "--dirty"]), "packages": pkgs,
             "loadavg_at_start": open("/proc/loadavg").read().split()[:3]}
 
 
@@ -847,6 +850,7 @@ def main():
     R = {"scale": SCALE, "params": P, "otpd_tuning": OTPD_TUNING, "machine": machine(),
          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "work": work,
          "otpd": {}, "baseline": {}}
+    otpd_sha = R["machine"]["otpd_sha256"]
     try:
         env = Env(work)
         R["otpd"]["startup_cpu_s"] = otpd_startup_cpu(env)
@@ -867,6 +871,9 @@ def main():
     finally:
         cleanup()
     R["elapsed_s"] = time.monotonic() - T_START
+    if subprocess.run(["sha256sum", OTPD], capture_output=True, text=True).stdout.split(" ")[0] != otpd_sha:
+        log("WARNING: %s changed during the run (rebuilt?); the figures mix two binaries" % OTPD)
+        R["otpd_changed_during_run"] = True
     t = table(R)
     R["table"] = t
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -64,7 +64,7 @@ static const struct config_entry config_table[] = {
     {"OTPD_TEMPLATE", CT_STR, OFF(template),
      "Your verification code is {code}. It expires in {minutes} minutes.", 1, 1920, 0,
      "default SMS text; must contain {code}, may contain {minutes}"},
-    {"OTPD_STATUS_TTL", CT_INT, OFF(status_ttl), "86400", 60, 30 * 86400, 0,
+    {"OTPD_STATUS_TTL", CT_INT, OFF(status_ttl), "86400", 60, 30L * 86400, 0,
      "seconds a job's status record is kept"},
     {"OTPD_EVENTS_MAXLEN", CT_INT, OFF(events_maxlen), "100000", 100, 100000000, 0,
      "approximate length the events stream is trimmed to"},
@@ -500,7 +500,7 @@ config_read_file(struct config *cfg, const char *path, char *err, size_t errlen)
         len += n;
         if (n == 0)
             break;
-        if (len > 1024 * 1024) {
+        if (len > (size_t)1024 * 1024) {
             seterr(err, errlen, "%s: larger than 1 MiB", path);
             goto out;
         }

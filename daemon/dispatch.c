@@ -967,7 +967,7 @@ dispatch_drain_timeout(uv_timer_t *t)
         if (dlv->provider && dlv->provider->gate)
             gate_cancel(dlv->provider->gate, &dlv->gw);
     for (dlv = d->head; dlv; dlv = dlv->next) {
-        if (dlv->call) {
+        if (dlv->call && dlv->provider) {
             dlv->provider->ops->cancel(dlv->provider, dlv->call);
             gate_leave(dlv->provider->gate);
             dlv->call = NULL;

@@ -167,7 +167,7 @@ http_write_cb(char *data, size_t size, size_t nmemb, void *userp)
     size_t n = size * nmemb;
 
     /* Provider answers are small; a runaway body is cut, not buffered. */
-    if (c->len + n > 256 * 1024)
+    if (c->len + n > (size_t)256 * 1024)
         return 0;
     if (c->len + n + 1 > c->cap) {
         size_t cap = c->cap ? c->cap : 1024;
@@ -380,8 +380,10 @@ http_close(struct http *h, http_closed_cb *cb, void *arg)
     h->closing = 1;
     h->closed_cb = cb;
     h->closed_arg = arg;
-    while (h->calls)
-        http_call_free(h->calls);
+    for (struct http_call *c = h->calls, *next; c != NULL; c = next) {
+        next = c->next;
+        http_call_free(c);
+    }
     /* curl may still call the socket callback here, so the loop is alive. */
     curl_multi_cleanup(h->multi);
     curl_share_cleanup(h->share);

@@ -152,7 +152,8 @@ metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
     out(&pg, "otpd_loop_lag_seconds %.3f\n", (double)g->loop_lag_ms / 1000.0);
     family(&pg, "otpd_provider_up", "gauge", "1 if the provider is usable, 0 if marked down.");
     provider_set_describe(providers, now, desc, sizeof(desc));
-    for (char *tok = strtok(desc, ","); tok; tok = strtok(NULL, ",")) {
+    char *save = NULL;
+    for (char *tok = strtok_r(desc, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(tok, '=');
         if (eq == NULL)
             continue;

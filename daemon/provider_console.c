@@ -75,8 +75,9 @@ console_send(struct provider *p, const struct send_request *req, provider_done_c
     call->arg = arg;
     call->res.outcome = SEND_OK;
     randombytes_buf(rnd, sizeof(rnd));
-    memcpy(call->res.ref, "CON", 3);
-    sodium_bin2hex(call->res.ref + 3, sizeof(call->res.ref) - 3, rnd, sizeof(rnd));
+    char hex[2 * sizeof(rnd) + 1];
+    sodium_bin2hex(hex, sizeof(hex), rnd, sizeof(rnd));
+    snprintf(call->res.ref, sizeof(call->res.ref), "CON%s", hex);
     strcpy(call->res.provider_status, "printed");
     printf("----- otpd console delivery (development only: no SMS was sent) -----\n"
            "To: %s\nRef: %s\n%s\n"

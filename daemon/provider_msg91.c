@@ -101,12 +101,16 @@ msg91_parse_flow(long http_status, const char *body, size_t len, struct send_res
         snprintf(codebuf, sizeof(codebuf), "%d", code->valueint);
     if (http_status == 429) {
         res->outcome = SEND_RETRY;
+        snprintf(res->error_code, sizeof(res->error_code), "http_429");
         snprintf(res->error, sizeof(res->error), "MSG91 rate limit; retried with backoff");
     } else if (http_status >= 500) {
         res->outcome = SEND_AMBIGUOUS;
+        snprintf(res->error_code, sizeof(res->error_code), "http_%d", (int)http_status);
         snprintf(res->error, sizeof(res->error), "MSG91 HTTP %ld", http_status);
     } else if (!cJSON_IsObject(root) || !cJSON_IsString(type)) {
-        res->outcome = http_status >= 200 && http_status < 300 ? SEND_AMBIGUOUS : SEND_FAIL_JOB;
+        res->outcome = http_status >= 200 && http_status < 300    ? SEND_AMBIGUOUS
+                       : http_status == 401 || http_status == 403 ? SEND_FAIL_PROVIDER
+                                                                  : SEND_FAIL_JOB;
         snprintf(res->error_code, sizeof(res->error_code), "malformed_response");
         snprintf(res->error, sizeof(res->error), "MSG91 answered HTTP %ld with an unexpected body",
                  http_status);
@@ -121,8 +125,15 @@ msg91_parse_flow(long http_status, const char *body, size_t len, struct send_res
         msg91_classify_error(text, codebuf, res);
         snprintf(res->error_code, sizeof(res->error_code), "%s",
                  *codebuf ? codebuf : (http_status == 200 ? "error" : "http_error"));
-        if (http_status == 401 || http_status == 403)
+        /* 401/403 is the credentials whatever the text says (never "duplicate": OK). */
+        if ((http_status == 401 || http_status == 403) && res->outcome != SEND_FAIL_PROVIDER) {
             res->outcome = SEND_FAIL_PROVIDER;
+            res->provider_status[0] = '\0';
+            snprintf(res->error, sizeof(res->error),
+                     "MSG91 refused the request (HTTP %ld): check MSG91_AUTH_KEY and its IP "
+                     "allow-list in the MSG91 dashboard (MSG91: %.60s)",
+                     http_status, text);
+        }
     }
     cJSON_Delete(root);
 }

@@ -156,7 +156,7 @@ store_exec_reply(redisAsyncContext *ac, void *r, void *priv)
                 err = reply->element[i]->str;
     if (err && strncmp(err, "EXECABORT", 9) == 0 && op->st->queue_err[0])
         err = op->st->queue_err;
-    if (!err && op->begin && reply->elements > 0 &&
+    if (!err && op->begin && reply != NULL && reply->elements > 0 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 0)
         ok = 1;
     op->cb(op->arg, err ? -1 : ok, err);

@@ -424,6 +424,42 @@ test_backoff_jitter(void **state)
         fail_msg("mean delay %.1f is not near 15000", sum);
 }
 
+/* Found by fuzz_msg91 (tests/fuzz/regressions/msg91-*). */
+static void
+test_msg91_fuzz_regressions(void **state)
+{
+    struct send_result res;
+
+    (void)state;
+    m91(500, "", &res);
+    assert_int_equal(res.outcome, SEND_AMBIGUOUS);
+    assert_string_equal(res.error_code, "http_500");
+    m91(429, "{\"type\":\"error\",\"message\":\"slow down\"}", &res);
+    assert_int_equal(res.outcome, SEND_RETRY);
+    assert_string_equal(res.error_code, "http_429");
+    m91(401, "", &res);
+    assert_int_equal(res.outcome, SEND_FAIL_PROVIDER);
+    m91(403, "<html>forbidden</html>", &res);
+    assert_int_equal(res.outcome, SEND_FAIL_PROVIDER);
+    m91(401, "{\"type\":\"error\",\"message\":\"Request discarded as duplicate\"}", &res);
+    assert_int_equal(res.outcome, SEND_FAIL_PROVIDER);
+    assert_true(res.error[0] != '\0');
+    assert_string_equal(res.provider_status, "");
+}
+
+static void
+test_twilio_stop_is_remembered(void **state)
+{
+    struct send_result res;
+
+    (void)state;
+    tw(400, "{\"code\":21610,\"message\":\"Attempt to send to unsubscribed recipient\"}", &res);
+    assert_int_equal(res.outcome, SEND_FAIL_JOB);
+    assert_int_equal(res.opted_out, 1);
+    tw(400, "{\"code\":21211,\"message\":\"bad\"}", &res);
+    assert_int_equal(res.opted_out, 0);
+}
+
 int
 main(void)
 {
@@ -439,6 +475,8 @@ main(void)
         cmocka_unit_test(test_msg91_errors),
         cmocka_unit_test(test_msg91_transient),
         cmocka_unit_test(test_msg91_long_fields),
+        cmocka_unit_test(test_msg91_fuzz_regressions),
+        cmocka_unit_test(test_twilio_stop_is_remembered),
         cmocka_unit_test(test_transport),
         cmocka_unit_test(test_backoff_ceiling),
         cmocka_unit_test(test_backoff_jitter),
