@@ -113,6 +113,14 @@ static const struct config_entry config_table[] = {
      "consecutive failed requests that open a provider's circuit"},
     {"OTPD_CIRCUIT_COOLOFF_MS", CT_INT, OFF(circuit_cooloff_ms), "30000", 100, 3600000, 0,
      "how long an open circuit sends nothing before one probe request"},
+    {"MSG91_WEBHOOK_TOKEN", CT_STR, OFF(msg91_webhook_token), "", 0, 128, CF_SECRET,
+     "secret path token for MSG91 delivery reports: MSG91 does not sign its webhooks, so "
+     "configure the URL https://YOUR-SITE/.../webhooks/msg91/TOKEN in its dashboard"},
+    {"OTPD_DLR_POLL_HORIZON_S", CT_INT, OFF(dlr_poll_horizon_s), "600", 0, 86400, 0,
+     "without TWILIO_STATUS_CALLBACK, poll Twilio for a sent message's delivery for this long "
+     "(0: never poll)"},
+    {"OTPD_DLR_POLL_FIRST_MS", CT_INT, OFF(dlr_poll_first_ms), "5000", 100, 600000, 0,
+     "first status poll after a send; later ones back off to a minute"},
     {"OTPD_LOG_LEVEL", CT_LOGLEVEL, OFF(log_level), "info", 0, 0, 0,
      "error, warning, notice, info or debug"},
     {"OTPD_CA_FILE", CT_STR, OFF(ca_file), "", 0, 4096, 0,

@@ -24,6 +24,7 @@
 
 #include "backoff.h"
 #include "dispatch.h"
+#include "dlr.h"
 #include "gate.h"
 #include "job.h"
 #include "log.h"
@@ -100,6 +101,7 @@ struct dispatch {
     void *drained_arg;
     struct dispatch_stats stats;
     struct secmem *secrets;
+    struct dlr *dlr;
     int closed_handles;
     uint64_t last_refresh, last_reclaim;
     char park_error[128];
@@ -115,7 +117,7 @@ static void dlv_retry_fire(uv_timer_t *t);
 static void dlv_log_outcome(struct delivery *dlv);
 
 static const char *const step_names[] = {
-    "reject_status", "dead_letter",  "claim",  "duplicate", "begin",
+    "reject_status", "dead_letter",  "claim",  "duplicate", "limit", "begin",
     "send",          "retry_status", "result", "ack",       "done",
 };
 
@@ -522,6 +524,8 @@ dlv_send_done(void *arg, const struct send_result *res)
         dlv->final = JOB_SENT;
         dlv->sent_ms = otpd_now_ms();
         d->stats.sent++;
+        if (d->dlr)
+            dlr_sent(d->dlr, p, res->ref, dlv->job.id);
         dlv_wipe(dlv);
         dlv_log_outcome(dlv);
         dlv_advance(dlv, STEP_RESULT);
@@ -889,6 +893,7 @@ dispatch_tick(uv_timer_t *t)
     dispatch_resume(d);
     if (d->queue == NULL || d->draining)
         return;
+    dispatch_update_room(d); /* re-arms a read that an error reply ended */
     if (reclaim_every > 5000)
         reclaim_every = 5000;
     if (now - d->last_refresh >= refresh_every) {
@@ -935,6 +940,12 @@ dispatch_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
     /* Fast enough for short claim idle times in tests, cheap otherwise. */
     uv_timer_start(&d->tick, dispatch_tick, 250, 250);
     return d;
+}
+
+void
+dispatch_set_dlr(struct dispatch *d, struct dlr *r)
+{
+    d->dlr = r;
 }
 
 void

@@ -103,6 +103,15 @@ gate_enter(struct gate *g, struct gate_waiter *w, gate_ready_cb *cb)
     return 0;
 }
 
+int
+gate_try_enter(struct gate *g)
+{
+    if (g->head != NULL || gate_wait_ms(g, uv_now(g->loop)) != 0)
+        return 0;
+    gate_take(g);
+    return 1;
+}
+
 static void
 gate_pump(struct gate *g)
 {

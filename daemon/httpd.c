@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <http_parser.h>
 
@@ -39,6 +40,12 @@ struct httpd_conn {
     size_t body_len;
     int done;
     char *out;
+    /* Header names and values, copied here as they arrive (possibly in pieces). */
+    char hbuf[8192];
+    size_t hlen;
+    int nheaders, in_value;
+    size_t name_off[HTTPD_MAX_HEADERS], value_off[HTTPD_MAX_HEADERS];
+    int hoverflow;
 };
 
 static http_parser_settings httpd_settings;
@@ -78,12 +85,16 @@ httpd_reason(int status)
         return "OK";
     case 400:
         return "Bad Request";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
         return "Method Not Allowed";
     case 413:
         return "Payload Too Large";
+    case 503:
+        return "Service Unavailable";
     default:
         return "Error";
     }
@@ -139,6 +150,59 @@ on_url(http_parser *p, const char *at, size_t len)
     return 0;
 }
 
+/* Append a piece of a header name or value; each is NUL-terminated in hbuf. */
+static int
+header_piece(struct httpd_conn *c, const char *at, size_t len, int value)
+{
+    if (value != c->in_value || c->nheaders == 0) {
+        if (!value) {
+            if (c->nheaders == HTTPD_MAX_HEADERS) {
+                c->hoverflow = 1;
+                return 0;
+            }
+            c->name_off[c->nheaders++] = c->hlen;
+        } else {
+            c->value_off[c->nheaders - 1] = c->hlen;
+        }
+        c->in_value = value;
+    } else if (c->hlen > 0) {
+        c->hlen--; /* continue the string: drop its terminator */
+    }
+    if (c->hoverflow || c->hlen + len + 1 > sizeof(c->hbuf)) {
+        c->hoverflow = 1;
+        return 0;
+    }
+    memcpy(c->hbuf + c->hlen, at, len);
+    c->hlen += len;
+    c->hbuf[c->hlen++] = '\0';
+    return 0;
+}
+
+static int
+on_header_field(http_parser *p, const char *at, size_t len)
+{
+    return header_piece(p->data, at, len, 0);
+}
+
+static int
+on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct httpd_conn *c = p->data;
+
+    if (c->nheaders == 0)
+        return 1;
+    return header_piece(c, at, len, 1);
+}
+
+const char *
+httpd_header(const struct httpd_request *req, const char *name)
+{
+    for (int i = 0; i < req->nheaders; i++)
+        if (strcasecmp(req->header_names[i], name) == 0)
+            return req->header_values[i];
+    return NULL;
+}
+
 static int
 on_body(http_parser *p, const char *at, size_t len)
 {
@@ -156,7 +220,7 @@ on_complete(http_parser *p)
 {
     struct httpd_conn *c = p->data;
     struct http_parser_url u;
-    char path[1024];
+    char path[1024], query[1024] = "";
     struct httpd_request req;
     struct httpd_response resp = {.status = 404};
 
@@ -168,8 +232,17 @@ on_complete(http_parser *p)
     }
     snprintf(path, sizeof(path), "%.*s", (int)u.field_data[UF_PATH].len,
              c->url + u.field_data[UF_PATH].off);
+    if (u.field_set & (1 << UF_QUERY))
+        snprintf(query, sizeof(query), "%.*s", (int)u.field_data[UF_QUERY].len,
+                 c->url + u.field_data[UF_QUERY].off);
+    memset(&req, 0, sizeof(req));
     req.method = http_method_str((enum http_method)p->method);
     req.path = path;
+    req.query = query;
+    for (int i = 0; i < c->nheaders && !c->hoverflow; i++) {
+        req.header_names[req.nheaders] = c->hbuf + c->name_off[i];
+        req.header_values[req.nheaders++] = c->value_off[i] ? c->hbuf + c->value_off[i] : "";
+    }
     req.body = c->body;
     req.body_len = c->body_len;
     c->srv->handler(c->srv->arg, &req, &resp);
@@ -287,6 +360,8 @@ httpd_new(uv_loop_t *loop, const char *addr, httpd_handler *h, void *arg, char *
     }
     http_parser_settings_init(&httpd_settings);
     httpd_settings.on_url = on_url;
+    httpd_settings.on_header_field = on_header_field;
+    httpd_settings.on_header_value = on_header_value;
     httpd_settings.on_body = on_body;
     httpd_settings.on_message_complete = on_complete;
     s->loop = loop;

@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "dispatch.h"
+#include "dlr.h"
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
@@ -38,6 +39,7 @@ struct otpd {
     struct dispatch *dispatch;
     struct monitor *monitor;
     struct httpd *httpd;
+    struct dlr *dlr;
     uv_signal_t sigterm, sigint, sighup;
     int stopping;
     int closing; /* parts still closing */
@@ -106,6 +108,8 @@ on_http(void *arg, const struct httpd_request *req, struct httpd_response *resp)
 {
     struct otpd *o = arg;
 
+    if (dlr_handle(o->dlr, req, resp))
+        return;
     if (strcmp(req->path, "/metrics") != 0) {
         resp->status = 404;
         return;
@@ -156,6 +160,8 @@ on_drained(void *arg, int handed_back)
                   "instance to reclaim",
                   handed_back, o->cfg.shutdown_timeout_ms);
     /* Unfinished jobs' Redis callbacks run now, with NULL, before they go. */
+    /* Receipts' lookups end before the providers they use. */
+    dlr_close(o->dlr, on_part_closed, o);
     rconn_close(o->reader, 1, on_part_closed, o);
     rconn_close(o->writer, handed_back > 0 || o->forced, on_part_closed, o);
     if (handed_back > 0)
@@ -176,7 +182,7 @@ otpd_shutdown(struct otpd *o)
 {
     o->stopping = 1;
     /* monitor (and httpd) now; reader, writer and providers after the drain */
-    o->closing = o->httpd ? 5 : 4;
+    o->closing = o->httpd ? 6 : 5;
     monitor_stop(o->monitor, on_part_closed, o);
     if (o->httpd)
         httpd_close(o->httpd, on_part_closed, o);
@@ -253,6 +259,9 @@ otpd_start(struct otpd *o)
     if ((o->monitor = monitor_new(&o->loop, cfg, o->writer, o->dispatch, o->providers)) == NULL)
         fatalx("out of memory at start-up");
     queue_on_ready(o->queue, on_queue_ready, o);
+    if ((o->dlr = dlr_new(&o->loop, cfg, o->store, o->providers)) == NULL)
+        fatalx("out of memory at start-up");
+    dispatch_set_dlr(o->dispatch, o->dlr);
 
     uv_signal_init(&o->loop, &o->sigterm);
     uv_signal_init(&o->loop, &o->sigint);

@@ -39,6 +39,36 @@ metrics_observe_request(const char *provider, enum send_outcome outcome, double 
     }
 }
 
+/* Delivery latency: a small table of (provider, calling code) histograms. */
+#define NDELIVERY 64
+static struct {
+    char provider[16], cc[4];
+    struct histogram h;
+} delivery[NDELIVERY];
+static int ndelivery;
+
+void
+metrics_observe_delivery(const char *provider, const char *cc, double seconds)
+{
+    int i;
+
+    for (i = 0; i < ndelivery; i++)
+        if (strcmp(delivery[i].provider, provider) == 0 && strcmp(delivery[i].cc, cc) == 0)
+            break;
+    if (i == ndelivery) {
+        if (ndelivery == NDELIVERY)
+            return; /* bounded label set */
+        snprintf(delivery[i].provider, sizeof(delivery[i].provider), "%s", provider);
+        snprintf(delivery[i].cc, sizeof(delivery[i].cc), "%s", cc);
+        ndelivery++;
+    }
+    for (size_t b = 0; b < NBUCKETS; b++)
+        if (seconds <= buckets[b])
+            delivery[i].h.bucket[b]++;
+    delivery[i].h.count++;
+    delivery[i].h.sum += seconds;
+}
+
 struct page {
     char *buf;
     size_t len, cap;
@@ -161,6 +191,24 @@ metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
         out(&pg, "otpd_provider_up{provider=\"%s\"} %d\n", tok, strcmp(eq + 1, "up") == 0);
     }
     render_latency(&pg);
+    family(&pg, "otpd_delivery_latency_seconds", "histogram",
+           "From the provider accepting a message to its delivery receipt.");
+    for (int i = 0; i < ndelivery; i++) {
+        const struct histogram *h = &delivery[i].h;
+        for (size_t b = 0; b < NBUCKETS; b++)
+            out(&pg,
+                "otpd_delivery_latency_seconds_bucket{provider=\"%s\",country=\"%s\","
+                "le=\"%g\"} %llu\n",
+                delivery[i].provider, delivery[i].cc, buckets[b], (unsigned long long)h->bucket[b]);
+        out(&pg,
+            "otpd_delivery_latency_seconds_bucket{provider=\"%s\",country=\"%s\",le=\"+Inf\"} "
+            "%llu\n",
+            delivery[i].provider, delivery[i].cc, (unsigned long long)h->count);
+        out(&pg, "otpd_delivery_latency_seconds_sum{provider=\"%s\",country=\"%s\"} %.6f\n",
+            delivery[i].provider, delivery[i].cc, h->sum);
+        out(&pg, "otpd_delivery_latency_seconds_count{provider=\"%s\",country=\"%s\"} %llu\n",
+            delivery[i].provider, delivery[i].cc, (unsigned long long)h->count);
+    }
     if (pg.failed) {
         free(pg.buf);
         return NULL;

@@ -109,16 +109,17 @@ monitor_beat(struct monitor *m)
     snprintf(f[i++], 32, "%llu", (unsigned long long)m->g.loop_lag_ms);
     snprintf(f[i++], 32, "%llu", (unsigned long long)s->rate_limited);
     snprintf(f[i++], 32, "%llu", (unsigned long long)s->budget_alerts);
-    const char *hset[] = {"HSET",        m->key,  "version",    OTPD_VERSION,
-                          "host",        m->host, "consumer",   m->cfg->consumer,
-                          "pid",         f[0],    "started_ms", f[1],
-                          "updated_ms",  f[2],    "inflight",   f[3],
-                          "claimed",     f[4],    "sent",       f[5],
-                          "failed",      f[6],    "expired",    f[7],
-                          "rejected",    f[8],    "retries",    f[9],
-                          "duplicates",  f[10],   "reclaimed",  f[11],
-                          "loop_lag_ms", f[12],   "redis",      "up",
-                          "providers",   prov};
+    const char *hset[] = {"HSET",          m->key,  "version",      OTPD_VERSION,
+                          "host",          m->host, "consumer",     m->cfg->consumer,
+                          "pid",           f[0],    "started_ms",   f[1],
+                          "updated_ms",    f[2],    "inflight",     f[3],
+                          "claimed",       f[4],    "sent",         f[5],
+                          "failed",        f[6],    "expired",      f[7],
+                          "rejected",      f[8],    "retries",      f[9],
+                          "duplicates",    f[10],   "reclaimed",    f[11],
+                          "loop_lag_ms",   f[12],   "redis",        "up",
+                          "providers",     prov,    "rate_limited", f[13],
+                          "budget_alerts", f[14]};
     rconn_command(m->w, NULL, NULL, NARGS(hset), hset, NULL);
     snprintf(period, sizeof(period), "%d", 3 * m->cfg->heartbeat_ms);
     const char *expire[] = {"PEXPIRE", m->key, period};

@@ -34,6 +34,7 @@ struct provider_call {
     struct twilio *tw;
     struct http_call *http;
     provider_done_cb *cb;
+    provider_poll_cb *poll_cb; /* a status lookup rather than a send */
     void *arg;
     int reconciling;
     struct send_request req; /* req.body and req.job stay valid until done */
@@ -160,6 +161,32 @@ twilio_parse_create(long http_status, const char *body, size_t len, struct send_
         snprintf(res->error, sizeof(res->error),
                  "Twilio answered HTTP %ld with a body that is "
                  "not JSON",
+                 http_status);
+    }
+    cJSON_Delete(root);
+}
+
+/* A Message resource (fetch): its status and, on failure, the carrier's code. */
+void
+twilio_parse_message(long http_status, const char *body, size_t len, struct poll_result *res)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(root, "error_code");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(root, "error_message");
+
+    memset(res, 0, sizeof(*res));
+    if (http_status == 200 && cJSON_IsString(st)) {
+        res->ok = 1;
+        snprintf(res->status, sizeof(res->status), "%.23s", st->valuestring);
+        if (cJSON_IsNumber(code))
+            snprintf(res->error_code, sizeof(res->error_code), "%d", code->valueint);
+        else if (cJSON_IsString(code))
+            snprintf(res->error_code, sizeof(res->error_code), "%.23s", code->valuestring);
+        if (cJSON_IsString(msg))
+            snprintf(res->error, sizeof(res->error), "%.200s", msg->valuestring);
+    } else {
+        snprintf(res->error, sizeof(res->error), "Twilio answered HTTP %ld to a status lookup",
                  http_status);
     }
     cJSON_Delete(root);
@@ -406,6 +433,58 @@ twilio_send(struct provider *p, const struct send_request *req, provider_done_cb
 }
 
 static void
+twilio_polled(void *arg, const struct http_response *r)
+{
+    struct provider_call *c = arg;
+    struct poll_result res;
+
+    c->http = NULL;
+    if (r->result != CURLE_OK) {
+        memset(&res, 0, sizeof(res));
+        snprintf(res.error, sizeof(res.error), "status lookup failed: %s", r->error);
+    } else {
+        twilio_parse_message(r->status, r->body, r->len, &res);
+    }
+    c->poll_cb(c->arg, &res);
+    free(c);
+}
+
+static struct provider_call *
+twilio_poll(struct provider *p, const char *ref, provider_poll_cb *cb, void *arg)
+{
+    struct twilio *tw = (struct twilio *)p;
+    struct provider_call *c = calloc(1, sizeof(*c));
+    char url[640], *sid = curl_easy_escape(NULL, ref, 0);
+    size_t base = strlen(tw->messages_url) - strlen(".json");
+
+    if (c == NULL || sid == NULL) {
+        free(c);
+        curl_free(sid);
+        return NULL;
+    }
+    /* .../Messages.json -> .../Messages/{sid}.json */
+    snprintf(url, sizeof(url), "%.*s/%s.json", (int)base, tw->messages_url, sid);
+    curl_free(sid);
+    c->tw = tw;
+    c->poll_cb = cb;
+    c->arg = arg;
+    const char *headers[] = {"Accept: application/json", NULL};
+    struct http_request hr = {
+        .url = url,
+        .method = "GET",
+        .username = tw->cfg->twilio_account_sid,
+        .password = tw->cfg->twilio_auth_token,
+        .headers = headers,
+        .timeout_ms = tw->cfg->http_timeout_ms,
+    };
+    if ((c->http = http_start(tw->http, &hr, twilio_polled, c)) == NULL) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static void
 twilio_cancel(struct provider *p, struct provider_call *c)
 {
     if (c->http)
@@ -440,4 +519,5 @@ const struct provider_ops provider_twilio_ops = {
     .cancel = twilio_cancel,
     .close = twilio_close,
     .reload = twilio_reload,
+    .poll = twilio_poll,
 };

@@ -106,7 +106,9 @@ queue_group_reply(redisAsyncContext *ac, void *r, void *priv)
         return; /* the reconnect brings us back */
     }
     if (reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "BUSYGROUP", 9) != 0) {
-        log_err("queue: cannot create group %s on %s: %s", q->cfg->group, q->stream, reply->str);
+        if (queue_new_error(q, reply->str))
+            log_err("queue: cannot create group %s on %s: %s (retrying)", q->cfg->group, q->stream,
+                    reply->str);
         queue_check_stopped(q);
         return;
     }

@@ -84,6 +84,37 @@ const char store_limits_lua[] =
     "end\n"
     "return {0}\n";
 
+/*
+ * A delivery receipt.  KEYS: ref index, events, stats.  ARGV: prefix,
+ * status, provider status, error code, error, now, provider, events maxlen.
+ * Statuses only move forward (sent < delivered/undelivered/failed) and the
+ * first final one wins, so late or repeated callbacks change nothing.
+ * Returns {0} (unknown ref), {1, id} (no change) or
+ * {2, id, sent_ms, masked to} (applied).
+ */
+static const char store_receipt_lua[] =
+    "local id = redis.call('GET', KEYS[1])\n"
+    "if not id then return {0} end\n"
+    "local jk = ARGV[1] .. 'job:' .. id\n"
+    "local cur = redis.call('HGET', jk, 'status')\n"
+    "if not cur then return {0} end\n"
+    "local rank = {queued = 0, sending = 1, retrying = 1, sent = 2, delivered = 3,\n"
+    "  undelivered = 3, failed = 3}\n"
+    "if (rank[ARGV[2]] or 0) <= (rank[cur] or 0) then return {1, id} end\n"
+    "redis.call('HSET', jk, 'status', ARGV[2], 'provider_status', ARGV[3], 'error_code',\n"
+    "  ARGV[4], 'error', ARGV[5], 'updated_ms', ARGV[6])\n"
+    "local sent = redis.call('HGET', jk, 'sent_ms') or ''\n"
+    "local latency = ''\n"
+    "if ARGV[2] == 'delivered' then\n"
+    "  redis.call('HSET', jk, 'delivered_ms', ARGV[6])\n"
+    "  if sent ~= '' then latency = tostring(tonumber(ARGV[6]) - tonumber(sent)) end\n"
+    "end\n"
+    "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', id, 'status', ARGV[2],\n"
+    "  'provider', ARGV[7], 'error_code', ARGV[4], 'ts_ms', ARGV[6], 'latency_ms', latency)\n"
+    "redis.call('HINCRBY', KEYS[3], 'jobs:' .. ARGV[2], 1)\n"
+    "redis.call('HINCRBY', KEYS[3], 'provider:' .. ARGV[7] .. ':' .. ARGV[2], 1)\n"
+    "return {2, id, sent, redis.call('HGET', jk, 'to') or ''}\n";
+
 /* KEYS[1] otp record; ARGV[1] job id: burn the record only if still ours. */
 static const char store_burn_lua[] = "if redis.call('HGET', KEYS[1], 'job') == ARGV[1] then\n"
                                      "  return redis.call('DEL', KEYS[1]) end\n"
@@ -351,6 +382,15 @@ store_status(struct store *st, const struct job *job, const struct status_update
     }
     store_cmd(st, argc, argv);
     store_expire(st, jobkey);
+    if (u->status == JOB_SENT && u->provider_ref && *u->provider_ref && u->provider) {
+        /* Receipts name the provider's message; this finds the job again. */
+        char refkey[192], ttl[16];
+        snprintf(refkey, sizeof(refkey), "%sref:%s:%s", st->cfg->prefix, u->provider,
+                 u->provider_ref);
+        snprintf(ttl, sizeof(ttl), "%d", st->cfg->status_ttl);
+        const char *ref[] = {"SET", refkey, job->id, "EX", ttl};
+        store_cmd(st, NARGS(ref), ref);
+    }
     if (u->retry_at_ms) {
         snprintf(retry_at, sizeof(retry_at), "%lld", (long long)u->retry_at_ms);
         const char *ra[] = {"HSET", jobkey, "retry_at_ms", retry_at};
@@ -532,4 +572,68 @@ store_publish_limits(struct store *st)
     rconn_command(st->w, NULL, NULL, NARGS(del), del, NULL);
     rconn_command(st->w, NULL, NULL, argc, argv, NULL);
     rconn_command(st->w, NULL, NULL, NARGS(exec), exec, NULL);
+}
+
+struct store_receipt_op {
+    store_receipt_cb *cb;
+    void *arg;
+};
+
+static void
+store_receipt_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct store_receipt_op *op = priv;
+    redisReply *reply = r;
+    const char *id = "", *sent = "", *to = "";
+    int verdict = -1;
+
+    (void)ac;
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER) {
+        verdict = (int)reply->element[0]->integer;
+        if (reply->elements >= 2 && reply->element[1]->type == REDIS_REPLY_STRING)
+            id = reply->element[1]->str;
+        if (reply->elements >= 4 && reply->element[2]->type == REDIS_REPLY_STRING &&
+            reply->element[3]->type == REDIS_REPLY_STRING) {
+            sent = reply->element[2]->str;
+            to = reply->element[3]->str;
+        }
+    }
+    op->cb(op->arg, verdict, id, atoll(sent), to, verdict < 0 ? rconn_reply_error(reply) : NULL);
+    free(op);
+}
+
+int
+store_receipt(struct store *st, const char *provider, const char *ref, enum job_status status,
+              const char *provider_status, const char *error_code, const char *error,
+              store_receipt_cb *cb, void *arg)
+{
+    struct store_receipt_op *op;
+    char refkey[192], now[24];
+
+    if (!rconn_is_up(st->w) || (op = malloc(sizeof(*op))) == NULL)
+        return -1;
+    op->cb = cb;
+    op->arg = arg;
+    snprintf(refkey, sizeof(refkey), "%sref:%s:%s", st->cfg->prefix, provider, ref);
+    snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    const char *argv[] = {"EVAL",
+                          store_receipt_lua,
+                          "3",
+                          refkey,
+                          st->events,
+                          st->stats,
+                          st->cfg->prefix,
+                          job_status_name(status),
+                          provider_status,
+                          error_code,
+                          error,
+                          now,
+                          provider,
+                          st->maxlen};
+    if (rconn_command(st->w, store_receipt_reply, op, NARGS(argv), argv, NULL) < 0) {
+        free(op);
+        return -1;
+    }
+    return 0;
 }

@@ -75,6 +75,9 @@ struct config {
     int msg91_max_inflight;
     int circuit_failures;
     int circuit_cooloff_ms;
+    char *msg91_webhook_token;
+    int dlr_poll_horizon_s;
+    int dlr_poll_first_ms;
     /* derived by config_finish() */
     struct route_table routes;
     struct country_limits allowed;

@@ -27,6 +27,9 @@ typedef void dispatch_drained_cb(void *arg, int handed_back);
 struct dispatch *dispatch_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
                               struct provider_set *providers);
 void dispatch_set_queue(struct dispatch *d, struct queue *q);
+struct dlr;
+/* Where to report accepted messages for delivery tracking (optional). */
+void dispatch_set_dlr(struct dispatch *d, struct dlr *r);
 void dispatch_free(struct dispatch *d);
 
 /* queue_batch_cb: take ownership of freshly claimed entries. */

@@ -28,6 +28,8 @@ struct gate *gate_new(uv_loop_t *loop, int rate, int max_inflight);
 void gate_configure(struct gate *g, int rate, int max_inflight);
 /* 1: go now (counted in flight); 0: queued, cb runs when it may go (counted then). */
 int gate_enter(struct gate *g, struct gate_waiter *w, gate_ready_cb *cb);
+/* 1 and counted in flight if a request may go right now and nobody waits; else 0. */
+int gate_try_enter(struct gate *g);
 void gate_leave(struct gate *g);
 void gate_cancel(struct gate *g, struct gate_waiter *w);
 /* No request goes before loop time until_ms (Retry-After). */

@@ -10,12 +10,21 @@
 
 #include <uv.h>
 
+#define HTTPD_MAX_HEADERS 32
+
 struct httpd_request {
     const char *method;
-    const char *path; /* without the query */
+    const char *path;  /* without the query */
+    const char *query; /* after "?", or "" */
     const char *body;
     size_t body_len;
+    int nheaders;
+    const char *header_names[HTTPD_MAX_HEADERS];
+    const char *header_values[HTTPD_MAX_HEADERS];
 };
+
+/* A request header's value (names compare case-insensitively), or NULL. */
+const char *httpd_header(const struct httpd_request *req, const char *name);
 
 struct httpd_response {
     int status;

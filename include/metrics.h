@@ -14,6 +14,8 @@
 #include "provider.h"
 
 void metrics_observe_request(const char *provider, enum send_outcome outcome, double seconds);
+/* Sent -> delivered, by provider and destination calling code. */
+void metrics_observe_delivery(const char *provider, const char *cc, double seconds);
 
 /* The whole page; malloc'd, *len set. */
 char *metrics_render(const struct dispatch *d, const struct monitor_gauges *g,

@@ -42,9 +42,18 @@ struct send_result {
     int64_t retry_after_ms; /* from Retry-After, or 0 */
 };
 
+/* What a provider says now about a message it accepted (delivery receipts). */
+struct poll_result {
+    int ok;              /* 0: the lookup itself failed; try later */
+    char status[24];     /* the provider's word: queued, sent, delivered, ... */
+    char error_code[24]; /* e.g. Twilio 30003, or "" */
+    char error[REASON_MAX];
+};
+
 struct provider;
 struct provider_call;
 typedef void provider_done_cb(void *arg, const struct send_result *res);
+typedef void provider_poll_cb(void *arg, const struct poll_result *res);
 typedef void provider_closed_cb(void *arg);
 
 struct provider_ops {
@@ -55,6 +64,9 @@ struct provider_ops {
     /* The done callback of a cancelled call never runs. */
     void (*cancel)(struct provider *p, struct provider_call *call);
     void (*close)(struct provider *p, provider_closed_cb *cb, void *arg);
+    /* Optional: look up a sent message's status (for providers without a webhook). */
+    struct provider_call *(*poll)(struct provider *p, const char *ref, provider_poll_cb *cb,
+                                  void *arg);
     /* Optional: the configuration changed (SIGHUP); recompute derived state. */
     void (*reload)(struct provider *p);
 };
@@ -100,5 +112,6 @@ extern const struct provider_ops provider_msg91_ops;
  */
 void twilio_parse_create(long http_status, const char *body, size_t len, struct send_result *res);
 void msg91_parse_flow(long http_status, const char *body, size_t len, struct send_result *res);
+void twilio_parse_message(long http_status, const char *body, size_t len, struct poll_result *res);
 
 #endif

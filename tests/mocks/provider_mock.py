@@ -15,7 +15,7 @@ Provider endpoints (see README.md in this directory for details):
   GET  /2010-04-01/Accounts/{AC}.json                   Twilio fetch account
   POST /api/v5/flow/  (and /api/v5/flow)                MSG91 Flow send
 Control API (no auth) under /_mock/: reset, config, rules, requests, stats,
-messages, health.
+messages, health, twilio/messages/{SM}, twilio/callback, msg91/dlr, callbacks.
 
 Only Debian's python3 + python3-aiohttp (3.8) are needed.
 """
@@ -37,7 +37,9 @@ import struct
 import sys
 import time
 import urllib.parse
+import uuid
 
+import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
@@ -144,6 +146,7 @@ class State:
         self.seq = 0
         self.twilio_messages = {}   # sid -> stored message (with private keys)
         self.msg91_messages = []
+        self.callbacks = []         # webhooks the mock sent (twilio/callback, msg91/dlr)
         self.tcp_accepted = 0
         self.provider_conn_ids = set()
         self.n_requests = 0
@@ -562,9 +565,11 @@ def twilio_stored_view(msg):
     m["status"] = st
     if st not in ("queued", "accepted", "scheduled"):
         m["date_sent"] = m["date_sent"] or m["date_created"]
-    if "_error_code" in msg:
+    if msg.get("_error_code") is not None:
         m["error_code"] = msg["_error_code"]
         m["error_message"] = msg.get("_error_message")
+    if msg.get("_updated"):
+        m["date_updated"] = rfc2822(msg["_updated"])
     if m.get("num_segments") == "0":
         m["num_segments"] = msg["_segments"]
     if m.get("from") is None:
@@ -654,6 +659,7 @@ async def twilio_create(request, account_sid):
         "_created": now,
         "_segments": segs,
         "_from_resolved": frm or "+15005550006",
+        "_status_callback": form.get("StatusCallback") or None,
     }
 
     def make_ok():
@@ -962,16 +968,204 @@ async def control(request):
             if msg is None:
                 return json_response(404, {"error": "no such message"})
             body = await read_json(request)
-            if "status" in body:
-                msg["_status"] = body["status"]
-            if "error_code" in body:
-                msg["_error_code"] = body["error_code"]
-                msg["_error_message"] = body.get("error_message")
+            set_twilio_status(msg, body.get("status"), body.get("error_code"),
+                              body.get("error_message"), "error_code" in body)
             return json_response(200, twilio_stored_view(msg))
+        if path == "/twilio/callback" and m == "POST":
+            return await twilio_callback(await read_json(request))
+        if path == "/msg91/dlr" and m == "POST":
+            return await msg91_dlr(await read_json(request))
+        if path == "/callbacks":
+            if m == "DELETE":
+                STATE.callbacks = []
+                return json_response(200, {"ok": True})
+            return json_response(200, STATE.callbacks)
     except (ValueError, TypeError, AttributeError) as e:
         return json_response(400, {"error": "bad request: %s" % e})
     return json_response(404, {"error": "unknown control endpoint %s %s"
                                % (m, request.path)})
+
+
+# --------------------------------------------------------------------------
+# Outgoing webhooks (Twilio status callbacks, MSG91 DLRs), sent on demand
+# through the control API to a target URL (normally otpd's webhook endpoint).
+# --------------------------------------------------------------------------
+TWILIO_ERROR_MESSAGES = {
+    30001: "Queue overflow",
+    30002: "Account suspended",
+    30003: "Unreachable destination handset",
+    30004: "Message blocked",
+    30005: "Unknown destination handset",
+    30006: "Landline or unreachable carrier",
+    30007: "Message filtered",
+    30008: "Unknown error",
+    30034: "Message from an unregistered number",
+}
+
+MSG91_DLR_DESC = {1: "DELIVERED", 2: "FAILED", 9: "NDNC", 16: "REJECTED",
+                  17: "BLOCKED", 25: "REJECTED"}
+
+
+def _int_or_none(v, name):
+    if v is None or v == "":
+        return None
+    if isinstance(v, bool):
+        raise ValueError("%s must be an integer" % name)
+    return int(v)
+
+
+def set_twilio_status(msg, status, error_code, error_message, touch_error):
+    """Change what fetch/list report for a stored message."""
+    if status:
+        msg["_status"] = str(status)
+    if touch_error:
+        code = _int_or_none(error_code, "error_code")
+        msg["_error_code"] = code
+        if code is None:
+            msg["_error_message"] = None
+        else:
+            msg["_error_message"] = error_message or TWILIO_ERROR_MESSAGES.get(
+                code, "Error %d" % code)
+    msg["_updated"] = time.time()
+
+
+async def post_webhook(target, body, headers, ca=None, timeout_ms=10000):
+    """POST `body` (bytes) to `target`; returns (status, text, error)."""
+    sslarg = None
+    if target.startswith("https:"):
+        sslarg = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    try:
+        to = aiohttp.ClientTimeout(total=timeout_ms / 1000.0)
+        async with aiohttp.ClientSession(timeout=to, auto_decompress=True,
+                                         skip_auto_headers=("User-Agent",)) as sess:
+            async with sess.post(target, data=body, headers=headers, ssl=sslarg,
+                                 allow_redirects=False) as r:
+                text = await r.text(errors="replace")
+                return r.status, text, None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
+        return None, None, "%s: %s" % (type(e).__name__, e)
+
+
+def webhook_reply(kind, target, status, text, err, extra):
+    rec = dict({"kind": kind, "target": target, "status": status, "body": text,
+                "time": time.monotonic(), "wall_time": time.time()}, **extra)
+    if err:
+        rec["error"] = err
+    STATE.callbacks.append(rec)
+    out = {k: v for k, v in rec.items() if k not in ("time", "wall_time", "kind")}
+    return json_response(502 if err else 200, out)
+
+
+async def twilio_callback(body):
+    from twilio.request_validator import RequestValidator   # python3-twilio
+    if not isinstance(body, dict):
+        return json_response(400, {"error": "body must be a JSON object"})
+    sid = body.get("sid")
+    status = body.get("status")
+    target = body.get("target")
+    if not sid or not status or not target:
+        return json_response(400, {"error": "sid, status and target are required"})
+    tamper = body.get("tamper")
+    if tamper not in (None, "", "signature", "param", "none"):
+        return json_response(400, {"error": "tamper must be signature, param or none"})
+    error_code = _int_or_none(body.get("error_code"), "error_code")
+    msg = STATE.twilio_messages.get(sid)
+    url = body.get("url") or (msg or {}).get("_status_callback")
+    if not url:
+        return json_response(400, {"error": "no url given and message %s has no "
+                                            "StatusCallback (or is unknown)" % sid})
+    cfg = STATE.config
+    params = {
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": str(status),
+        "SmsStatus": str(status),
+        "AccountSid": body.get("account_sid") or (msg or {}).get("account_sid")
+        or cfg["twilio_account_sid"],
+        "From": body.get("from") or (msg or {}).get("_from_resolved") or "",
+        "To": body.get("to") or (msg or {}).get("to") or "",
+        "ApiVersion": "2010-04-01",
+    }
+    if msg is not None and msg.get("messaging_service_sid"):
+        params["MessagingServiceSid"] = msg["messaging_service_sid"]
+    if error_code is not None:
+        params["ErrorCode"] = str(error_code)
+    for k, v in (body.get("extra_params") or {}).items():
+        params[str(k)] = str(v)
+    token = body.get("token") or cfg["twilio_auth_token"]
+    signature = RequestValidator(token).compute_signature(url, params)
+    sent = dict(params)
+    if tamper == "signature":
+        signature = RequestValidator("wrong-" + token).compute_signature(url, params)
+    elif tamper == "param":
+        sent["MessageStatus"] = sent["SmsStatus"] = str(
+            body.get("tamper_status") or ("failed" if status == "delivered" else "delivered"))
+    idem = body.get("idempotency_token") or str(uuid.uuid4())
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "User-Agent": "TwilioProxy/1.1",
+        "I-Twilio-Idempotency-Token": idem,
+    }
+    if tamper != "none":
+        headers["X-Twilio-Signature"] = signature
+    # Twilio's own view of the message follows the honest status.
+    if msg is not None and body.get("update_message", True):
+        set_twilio_status(msg, status, error_code, body.get("error_message"),
+                          error_code is not None)
+    st, text, err = await post_webhook(
+        target, urllib.parse.urlencode(sent).encode(), headers,
+        ca=body.get("ca"), timeout_ms=body.get("timeout_ms") or 10000)
+    return webhook_reply("twilio", target, st, text, err, {
+        "signature": headers.get("X-Twilio-Signature"),
+        "params": sent, "signed_params": params, "url": url,
+        "idempotency_token": idem, "tamper": tamper or None})
+
+
+async def msg91_dlr(body):
+    if not isinstance(body, dict):
+        return json_response(400, {"error": "body must be a JSON object"})
+    fmt = body.get("format", "v2")
+    target = body.get("target")
+    req_id = body.get("request_id")
+    number = body.get("number")
+    if fmt not in ("v2", "v3", "new"):
+        return json_response(400, {"error": "format must be v2, v3 or new"})
+    if not target or not req_id or not number:
+        return json_response(400, {"error": "request_id, number and target are required"})
+    code = _int_or_none(body.get("status", 1), "status")
+    desc = body.get("desc") or MSG91_DLR_DESC.get(code, "UNKNOWN")
+    failed = "" if code == 1 else str(body.get("failed_reason") or desc)
+    now = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime())
+    sender = str(body.get("sender_id") or "OTPSMS")
+    if fmt == "v2":
+        payload = [{
+            "senderId": sender, "requestId": str(req_id),
+            "report": [{"date": now, "amount": "0.01", "clientid": "", "INMSID": "0",
+                        "CRQID": "0", "ctCode": "900", "number": str(number),
+                        "credit": "1", "status": str(code), "desc": desc,
+                        "failedReason": failed}],
+            "userId": "123456", "campaignName": "API"}]
+        raw = urllib.parse.urlencode({"data": json.dumps(payload)}).encode()
+        ctype = "application/x-www-form-urlencoded"
+    elif fmt == "v3":
+        payload = {"date": now, "number": str(number), "senderId": sender, "amount": "0.01",
+                   "requestId": str(req_id), "INMSID": "0", "CRQID": "0", "credit": "1",
+                   "userId": "123456", "campaignName": "API", "status": str(code),
+                   "desc": desc}
+        raw = json.dumps(payload).encode()
+        ctype = "application/json"
+    else:
+        payload = {"requestId": str(req_id), "requestedAt": now, "status": str(code),
+                   "deliveryTime": now, "telNum": str(number), "credit": "1",
+                   "senderId": sender, "campaignName": "API", "failureReason": failed}
+        raw = json.dumps(payload).encode()
+        ctype = "application/json"
+    st, text, err = await post_webhook(target, raw, {"Content-Type": ctype},
+                                       ca=body.get("ca"),
+                                       timeout_ms=body.get("timeout_ms") or 10000)
+    return webhook_reply("msg91", target, st, text, err, {
+        "format": fmt, "content_type": ctype, "payload": payload,
+        "raw_body": raw.decode()})
 
 
 # --------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import base64
 import concurrent.futures
 import email.utils
 import http.client
+import http.server
+import threading
 import json
 import os
 import re
@@ -19,6 +21,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from twilio.request_validator import RequestValidator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -260,3 +263,159 @@ def test_concurrent_slow(mock):
     assert elapsed < 3.0, elapsed
     stats = ctl(mock, "stats")
     assert stats["requests"] == 50 and stats["max_concurrent"] >= 25
+
+
+# --------------------------------------------------------------------------
+# Outgoing webhooks: a small local receiver stands in for otpd.
+# --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def receiver():
+    got = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length", "0"))
+            got.append({"path": self.path, "headers": dict(self.headers),
+                        "body": self.rfile.read(n).decode()})
+            out = b"accepted"
+            self.send_response(202 if self.path.endswith("/202") else 200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield {"url": "http://127.0.0.1:%d" % srv.server_address[1], "got": got}
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def fetch(mock, sid):
+    st, _, b = request(mock, "GET", "/2010-04-01/Accounts/%s/Messages/%s.json" % (SID, sid),
+                       headers={"Authorization": basic()})
+    assert st == 200, b
+    return json.loads(b)
+
+
+def test_twilio_status_callback_signatures(mock, receiver):
+    public = "https://otpd.example.com/webhooks/twilio/status?x=1"
+    st, _, b = twilio_send(mock, extra={"StatusCallback": public})
+    assert st == 201
+    sid = json.loads(b)["sid"]
+    target = receiver["url"] + "/hook"
+    v = RequestValidator(TOKEN)
+
+    def cb(**kw):
+        del receiver["got"][:]
+        r = ctl(mock, "twilio/callback", dict({"sid": sid, "target": target}, **kw))
+        assert len(receiver["got"]) == 1
+        g = receiver["got"][0]
+        params = dict(urllib.parse.parse_qsl(g["body"], keep_blank_values=True))
+        assert g["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
+        assert r["status"] == 200 and r["body"] == "accepted" and r["params"] == params
+        return r, g, params
+
+    # honest, default url = StatusCallback
+    r, g, params = cb(status="sent")
+    assert g["path"] == "/hook"
+    assert params == {"MessageSid": sid, "SmsSid": sid, "MessageStatus": "sent",
+                      "SmsStatus": "sent", "AccountSid": SID, "From": "+15005550006",
+                      "To": "+14155550100", "ApiVersion": "2010-04-01"}
+    assert g["headers"]["X-Twilio-Signature"] == r["signature"]
+    assert v.validate(public, params, g["headers"]["X-Twilio-Signature"])
+    tok = g["headers"]["I-Twilio-Idempotency-Token"]
+    assert tok and tok == r["idempotency_token"]
+    assert fetch(mock, sid)["status"] == "sent"
+
+    # failure with ErrorCode; fixed idempotency token; fetch agrees
+    r, g, params = cb(status="undelivered", error_code=30003, idempotency_token="idem-1")
+    assert params["ErrorCode"] == "30003" and params["MessageStatus"] == "undelivered"
+    assert g["headers"]["I-Twilio-Idempotency-Token"] == "idem-1" != tok
+    assert v.validate(public, params, g["headers"]["X-Twilio-Signature"])
+    f = fetch(mock, sid)
+    assert f["status"] == "undelivered" and f["error_code"] == 30003
+    assert f["error_message"] == "Unreachable destination handset"
+
+    # tampered signature
+    r, g, params = cb(status="delivered", tamper="signature")
+    assert not v.validate(public, params, g["headers"]["X-Twilio-Signature"])
+    # replay with changed params: signature was made over the honest params
+    r, g, params = cb(status="delivered", tamper="param")
+    assert params["MessageStatus"] != "delivered"
+    assert not v.validate(public, params, g["headers"]["X-Twilio-Signature"])
+    assert v.validate(public, r["signed_params"], g["headers"]["X-Twilio-Signature"])
+    # no header at all
+    r, g, params = cb(status="delivered", tamper="none")
+    assert "X-Twilio-Signature" not in g["headers"] and r["signature"] is None
+    assert fetch(mock, sid)["status"] == "delivered"
+
+    # explicit url + token
+    r, g, params = cb(status="failed", url="https://other.example/cb", token="tok2")
+    assert RequestValidator("tok2").validate("https://other.example/cb", params,
+                                             g["headers"]["X-Twilio-Signature"])
+    assert not v.validate("https://other.example/cb", params,
+                          g["headers"]["X-Twilio-Signature"])
+
+    # target status passes through; no url anywhere -> 400
+    r = ctl(mock, "twilio/callback", {"sid": sid, "status": "sent",
+                                      "target": receiver["url"] + "/202"})
+    assert r["status"] == 202
+    st, _, _ = twilio_send(mock, to="+14155550177")
+    sid2 = ctl(mock, "messages")["twilio"][-1]["sid"]
+    st, _, b = request(mock, "POST", "/_mock/twilio/callback",
+                       body=json.dumps({"sid": sid2, "status": "sent", "target": target}))
+    assert st == 400, b
+    # existing override endpoint: error_code is an int in fetch
+    ctl(mock, "twilio/messages/" + sid2, {"status": "failed", "error_code": "30006"})
+    f = fetch(mock, sid2)
+    assert f["status"] == "failed" and f["error_code"] == 30006 and f["error_message"]
+
+
+def test_msg91_dlr_formats(mock, receiver):
+    target = receiver["url"] + "/msg91"
+    rid = "3365646f" + "0" * 16
+
+    def dlr(fmt, status, **kw):
+        del receiver["got"][:]
+        r = ctl(mock, "msg91/dlr", dict({"format": fmt, "request_id": rid,
+                                         "number": "919812345678", "status": status,
+                                         "target": target}, **kw))
+        assert r["status"] == 200 and r["body"] == "accepted"
+        assert len(receiver["got"]) == 1
+        return receiver["got"][0]
+
+    g = dlr("v2", 1)
+    assert g["headers"]["Content-Type"] == "application/x-www-form-urlencoded"
+    form = urllib.parse.parse_qs(g["body"])
+    assert list(form) == ["data"]
+    data = json.loads(form["data"][0])
+    assert isinstance(data, list) and data[0]["requestId"] == rid
+    assert {"senderId", "userId", "campaignName", "report"} <= set(data[0])
+    rep = data[0]["report"][0]
+    assert rep["number"] == "919812345678" and rep["status"] == "1"
+    assert rep["desc"] == "DELIVERED" and "date" in rep and rep["failedReason"] == ""
+
+    g = dlr("v3", 17, desc="Blocked number")
+    assert g["headers"]["Content-Type"] == "application/json"
+    j = json.loads(g["body"])
+    assert isinstance(j, dict) and j["requestId"] == rid and j["number"] == "919812345678"
+    assert j["status"] == "17" and j["desc"] == "Blocked number"
+    assert {"date", "senderId"} <= set(j)
+
+    g = dlr("new", 2)
+    assert g["headers"]["Content-Type"] == "application/json"
+    j = json.loads(g["body"])
+    assert j["requestId"] == rid and j["telNum"] == "919812345678" and j["status"] == "2"
+    assert j["failureReason"] and "deliveryTime" in j
+    assert [c["kind"] for c in ctl(mock, "callbacks")] == ["msg91"] * 3
+
+    st, _, b = request(mock, "POST", "/_mock/msg91/dlr",
+                       body=json.dumps({"format": "v9", "request_id": rid,
+                                        "number": "1", "target": target}))
+    assert st == 400
