@@ -79,7 +79,7 @@ void
 dlr_twilio_signature(const char *token, const char *url, const char *const *names,
                      const char *const *values, int nparams, char *out, size_t outlen)
 {
-    struct param_ref sorted[DLR_MAX_PARAMS];
+    struct param_ref sorted[DLR_MAX_PARAMS] = {{NULL, NULL}};
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int maclen = 0;
     size_t len = strlen(url);
@@ -408,7 +408,7 @@ msg91_report(struct dlr *r, const cJSON *rep, const char *rid)
     if ((st = msg91_status(s, &why)) < 0)
         return 0;
     desc = json_str(rep, "desc", "failureReason");
-    snprintf(code, sizeof(code), "%s", cJSON_IsNumber(s) ? "" : "");
+    code[0] = '\0';
     if (cJSON_IsNumber(s))
         snprintf(code, sizeof(code), "dlr_%d", s->valueint);
     else if (cJSON_IsString(s))
@@ -419,7 +419,9 @@ msg91_report(struct dlr *r, const cJSON *rep, const char *rid)
                  desc && *desc ? desc : "");
     if (desc && *desc && st != JOB_DELIVERED)
         strncat(error, ")", sizeof(error) - strlen(error) - 1);
-    return dlr_apply(r, "msg91", rid, (enum job_status)st, code + 4, code, error) < 0 ? -1 : 1;
+    return dlr_apply(r, "msg91", rid, (enum job_status)st, code[0] ? code + 4 : "", code, error) < 0
+               ? -1
+               : 1;
 }
 
 /* v2: form data=<JSON array of {requestId, report:[...]}>; v3 and "new": JSON object(s). */
