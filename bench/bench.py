@@ -433,7 +433,7 @@ def bench_memory(env, inflight):
     backlog_otpd(env, n)
     run = OtpdRun(env, "mem-%d" % inflight, otpd_env(
         env, "slow", OTPD_MAX_INFLIGHT=inflight, OTPD_BATCH=min(inflight, 1000),
-        OTPD_HTTP_MAX_CONNS=1000, OTPD_HTTP_TIMEOUT_MS=60000))
+        OTPD_HTTP_MAX_CONNS=20, OTPD_TWILIO_MAX_INFLIGHT=200, OTPD_HTTP_TIMEOUT_MS=60000))
     peak = [0]
     last = [0.0]
     socks = [0]

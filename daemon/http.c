@@ -257,6 +257,13 @@ http_setup(struct http *h, struct http_call *c, const struct http_request *req)
     bad |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    /*
+     * Provider answers are a few hundred bytes: curl's default 16 KiB
+     * receive and 64 KiB upload buffers per transfer would dominate the
+     * memory of thousands in flight.
+     */
+    bad |= curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->http_connect_timeout_ms) !=
            CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms) != CURLE_OK;

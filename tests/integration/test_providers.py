@@ -92,6 +92,8 @@ def twilio_env(mock, **extra):
         "OTPD_RETRY_MAX_MS": "400",
         "OTPD_PROVIDER_RECHECK_MS": "300",
         "OTPD_CIRCUIT_COOLOFF_MS": "500",
+        # Receipt polling is tested in test_receipts.py; elsewhere "sent" stays "sent".
+        "OTPD_DLR_POLL_HORIZON_S": "0",
         "OTPD_HTTP_TIMEOUT_MS": "3000",
     }
     env.update(extra)
@@ -110,6 +112,8 @@ def msg91_env(mock, **extra):
         "OTPD_RETRY_MAX_MS": "400",
         "OTPD_PROVIDER_RECHECK_MS": "300",
         "OTPD_CIRCUIT_COOLOFF_MS": "500",
+        # Receipt polling is tested in test_receipts.py; elsewhere "sent" stays "sent".
+        "OTPD_DLR_POLL_HORIZON_S": "0",
     }
     env.update(extra)
     return env
@@ -318,7 +322,7 @@ def test_msg91_bad_key_marks_provider_down(otpd_factory, mock, client):
 
 def test_500_slow_requests_run_concurrently(otpd_factory, mock, client, r):
     mock.ctl("config", {"default_delay_ms": 1000})
-    otpd = otpd_factory(twilio_env(mock, OTPD_HTTP_MAX_CONNS="250", OTPD_MAX_INFLIGHT="1000",
+    otpd = otpd_factory(twilio_env(mock, OTPD_HTTP_MAX_CONNS="250", OTPD_TWILIO_MAX_INFLIGHT="500", OTPD_MAX_INFLIGHT="1000",
                                    OTPD_BATCH="500", OTPD_LOG_LEVEL="notice"))
     t0 = time.monotonic()
     pipe = r.pipeline(transaction=False)

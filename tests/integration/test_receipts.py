@@ -138,7 +138,7 @@ def test_msg91_wrong_token_changes_nothing(otpd_factory, mock, client, port):
 
 @pytest.mark.parametrize("final,code", [("delivered", None), ("undelivered", 30005)])
 def test_polling_without_a_callback_url(otpd_factory, mock, client, final, code):
-    otpd = otpd_factory(twilio_env(mock, OTPD_DLR_POLL_FIRST_MS="300"))
+    otpd = otpd_factory(twilio_env(mock, OTPD_DLR_POLL_FIRST_MS="300", OTPD_DLR_POLL_HORIZON_S="600"))
     mock.ctl("config", {"twilio_message_status": "sent"})
     job = client.send(NUMBER)
     sid = client.wait(job, timeout=10)["provider_ref"]

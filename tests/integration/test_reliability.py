@@ -112,7 +112,7 @@ def test_live_instance_keeps_its_jobs(otpd_factory, mock, client, r):
 def test_kill_9_with_jobs_in_flight(otpd_factory, mock, client, r):
     """kill -9 with ~1000 in flight, then a restart: every job final, duplicates bounded."""
     mock.ctl("config", {"default_delay_ms": 1500})
-    env = twilio_env(mock, OTPD_CLAIM_IDLE_MS="1500", OTPD_HTTP_MAX_CONNS="500",
+    env = twilio_env(mock, OTPD_CLAIM_IDLE_MS="1500", OTPD_HTTP_MAX_CONNS="500", OTPD_TWILIO_MAX_INFLIGHT="2000",
                      OTPD_MAX_INFLIGHT="2000", OTPD_BATCH="500", OTPD_LOG_LEVEL="notice",
                      OTPD_HTTP_TIMEOUT_MS="10000")
     ids = enqueue(r, 1000, prefix="k")
@@ -142,7 +142,8 @@ def test_redis_restart_with_aof_loses_nothing(tmp_path, otpd_factory, mock, clie
     try:
         r = srv.client()
         mock.ctl("config", {"default_delay_ms": 700})
-        otpd = otpd_factory(twilio_env(mock, OTPD_HTTP_MAX_CONNS="200"), redis=srv)
+        otpd = otpd_factory(twilio_env(mock, OTPD_HTTP_MAX_CONNS="200",
+                                               OTPD_TWILIO_MAX_INFLIGHT="300"), redis=srv)
         ids = enqueue(r, 300, prefix="aof")
         wait_for(lambda: len(mock.requests("twilio")) >= 50, 10)
         srv.stop()  # SIGTERM: Redis flushes its AOF
