@@ -910,6 +910,7 @@ void
 dispatch_writer_state(struct dispatch *d, int up)
 {
     if (up) {
+        store_load_scripts(d->store);
         store_publish_limits(d->store);
         dispatch_resume(d);
     }

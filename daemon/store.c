@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+#include <sodium.h>
+
 #include "log.h"
 #include "store.h"
 
@@ -131,14 +134,25 @@ static const char store_claim_lua[] =
     "redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
     "return {0, st}\n";
 
+/*
+ * Scripts go by SHA1 (EVALSHA): sending and hashing the text for every job
+ * would cost more than the work.  They are loaded on every (re)connect;
+ * after a SCRIPT FLUSH the NOSCRIPT error reloads them and the step is
+ * retried like any refused write.
+ */
+enum { SCRIPT_CLAIM, SCRIPT_BEGIN, SCRIPT_BURN, SCRIPT_LIMITS, SCRIPT_RECEIPT, NSCRIPTS };
+
 struct store {
     const struct config *cfg;
     struct rconn *w;
+    char sha[NSCRIPTS][41];
     char events[128];
     char stats[128];
     char maxlen[16];
     char queue_err[128];
 };
+
+static const char *store_script_text(int i);
 
 struct store_op {
     struct store *st;
@@ -159,7 +173,62 @@ store_new(const struct config *cfg, struct rconn *writer)
     snprintf(st->events, sizeof(st->events), "%sevents", cfg->prefix);
     snprintf(st->stats, sizeof(st->stats), "%sstats", cfg->prefix);
     snprintf(st->maxlen, sizeof(st->maxlen), "%d", cfg->events_maxlen);
+    for (int i = 0; i < NSCRIPTS; i++) {
+        unsigned char md[20];
+        unsigned int mdlen = 0;
+        const char *text = store_script_text(i);
+        if (!EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha1(), NULL) || mdlen != 20) {
+            free(st);
+            return NULL;
+        }
+        sodium_bin2hex(st->sha[i], sizeof(st->sha[i]), md, sizeof(md));
+    }
     return st;
+}
+
+static const char *
+store_script_text(int i)
+{
+    switch (i) {
+    case SCRIPT_CLAIM:
+        return store_claim_lua;
+    case SCRIPT_BEGIN:
+        return store_begin_lua;
+    case SCRIPT_BURN:
+        return store_burn_lua;
+    case SCRIPT_LIMITS:
+        return store_limits_lua;
+    default:
+        return store_receipt_lua;
+    }
+}
+
+static void
+store_loaded(redisAsyncContext *ac, void *r, void *priv)
+{
+    redisReply *reply = r;
+
+    (void)ac;
+    (void)priv;
+    if (reply && reply->type == REDIS_REPLY_ERROR)
+        log_err("store: SCRIPT LOAD refused: %s", reply->str);
+}
+
+void
+store_load_scripts(struct store *st)
+{
+    for (int i = 0; i < NSCRIPTS; i++) {
+        const char *argv[] = {"SCRIPT", "LOAD", store_script_text(i)};
+        rconn_command(st->w, store_loaded, NULL, NARGS(argv), argv, NULL);
+    }
+}
+
+/* A NOSCRIPT reply: someone flushed the script cache; load again, then retry. */
+static void
+store_check_noscript(struct store *st, const char *err)
+{
+    if (err && strncmp(err, "NOSCRIPT", 8) == 0)
+        store_load_scripts(st);
 }
 
 void
@@ -187,6 +256,7 @@ store_exec_reply(redisAsyncContext *ac, void *r, void *priv)
                 err = reply->element[i]->str;
     if (err && strncmp(err, "EXECABORT", 9) == 0 && op->st->queue_err[0])
         err = op->st->queue_err;
+    store_check_noscript(op->st, err);
     if (!err && op->begin && reply != NULL && reply->elements > 0 &&
         reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 0)
         ok = 1;
@@ -308,7 +378,8 @@ store_begin(struct store *st, const struct job *job, const char *mac, store_done
 
     const char *multi[] = {"MULTI"};
     store_cmd(st, NARGS(multi), multi);
-    const char *eval[] = {"EVAL", store_begin_lua, "1", otpkey, mac, job->id, created, maxatt, ttl};
+    const char *eval[] = {
+        "EVALSHA", st->sha[SCRIPT_BEGIN], "1", otpkey, mac, job->id, created, maxatt, ttl};
     store_cmd(st, NARGS(eval), eval);
     const char *hset[] = {"HSET",       jobkey,       "status",     "sending", "to",         masked,
                           "purpose",    job->purpose, "created_ms", created,   "updated_ms", now,
@@ -404,7 +475,7 @@ store_status(struct store *st, const struct job *job, const struct status_update
         store_cmd(st, NARGS(opt), opt);
     }
     if (u->delete_otp) {
-        const char *burn[] = {"EVAL", store_burn_lua, "1", otpkey, job->id};
+        const char *burn[] = {"EVALSHA", st->sha[SCRIPT_BURN], "1", otpkey, job->id};
         store_cmd(st, NARGS(burn), burn);
     }
     store_event(st, job, status, u->provider ? u->provider : "", u->error_code ? u->error_code : "",
@@ -414,6 +485,7 @@ store_status(struct store *st, const struct job *job, const struct status_update
 }
 
 struct store_claim_op {
+    struct store *st;
     store_claim_cb *cb;
     void *arg;
 };
@@ -429,8 +501,10 @@ store_claim_reply(redisAsyncContext *ac, void *r, void *priv)
         reply->element[0]->type == REDIS_REPLY_INTEGER &&
         reply->element[1]->type == REDIS_REPLY_STRING)
         op->cb(op->arg, (int)reply->element[0]->integer, reply->element[1]->str, NULL);
-    else
+    else {
+        store_check_noscript(op->st, rconn_reply_error(reply));
         op->cb(op->arg, -1, "", rconn_reply_error(reply));
+    }
     free(op);
 }
 
@@ -443,11 +517,12 @@ store_claim(struct store *st, const struct job *job, const char *stream_id, stor
 
     if (!rconn_is_up(st->w) || (op = malloc(sizeof(*op))) == NULL)
         return -1;
+    op->st = st;
     op->cb = cb;
     op->arg = arg;
     key_job(jobkey, sizeof(jobkey), st->cfg, job);
     snprintf(ttl, sizeof(ttl), "%d", st->cfg->status_ttl);
-    const char *argv[] = {"EVAL", store_claim_lua, "1", jobkey, stream_id, ttl};
+    const char *argv[] = {"EVALSHA", st->sha[SCRIPT_CLAIM], "1", jobkey, stream_id, ttl};
     if (rconn_command(st->w, store_claim_reply, op, NARGS(argv), argv, NULL) < 0) {
         free(op);
         return -1;
@@ -471,6 +546,7 @@ store_duplicate(struct store *st, const struct job *job, store_done_cb *cb, void
 }
 
 struct store_limit_op {
+    struct store *st;
     store_limit_cb *cb;
     void *arg;
 };
@@ -492,6 +568,7 @@ store_limit_reply(redisAsyncContext *ac, void *r, void *priv)
         else
             op->cb(op->arg, -1, "", 0, "unexpected reply from the limits script");
     } else {
+        store_check_noscript(op->st, rconn_reply_error(reply));
         op->cb(op->arg, -1, "", 0, rconn_reply_error(reply));
     }
     free(op);
@@ -506,6 +583,7 @@ store_limit(struct store *st, const struct job *job, const char *cc, store_limit
 
     if (!rconn_is_up(st->w) || (op = malloc(sizeof(*op))) == NULL)
         return -1;
+    op->st = st;
     op->cb = cb;
     op->arg = arg;
     snprintf(k[0], sizeof(k[0]), "%slimits", p);
@@ -516,8 +594,14 @@ store_limit(struct store *st, const struct job *job, const char *cc, store_limit
     snprintf(k[5], sizeof(k[5]), "%soptout", p);
     snprintf(k[6], sizeof(k[6]), "%salert:country_budget:%s", p, cc);
     snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
-    const char *argv[] = {"EVAL", store_limits_lua, "7", k[0],    k[1],    k[2], k[3], k[4], k[5],
-                          k[6],   "take",           now, job->id, job->to, cc};
+    const char *argv[] = {"EVALSHA", st->sha[SCRIPT_LIMITS],
+                          "7",       k[0],
+                          k[1],      k[2],
+                          k[3],      k[4],
+                          k[5],      k[6],
+                          "take",    now,
+                          job->id,   job->to,
+                          cc};
     if (rconn_command(st->w, store_limit_reply, op, NARGS(argv), argv, NULL) < 0) {
         free(op);
         return -1;
@@ -575,6 +659,7 @@ store_publish_limits(struct store *st)
 }
 
 struct store_receipt_op {
+    struct store *st;
     store_receipt_cb *cb;
     void *arg;
 };
@@ -599,6 +684,8 @@ store_receipt_reply(redisAsyncContext *ac, void *r, void *priv)
             to = reply->element[3]->str;
         }
     }
+    if (verdict < 0)
+        store_check_noscript(op->st, rconn_reply_error(reply));
     op->cb(op->arg, verdict, id, atoll(sent), to, verdict < 0 ? rconn_reply_error(reply) : NULL);
     free(op);
 }
@@ -613,12 +700,13 @@ store_receipt(struct store *st, const char *provider, const char *ref, enum job_
 
     if (!rconn_is_up(st->w) || (op = malloc(sizeof(*op))) == NULL)
         return -1;
+    op->st = st;
     op->cb = cb;
     op->arg = arg;
     snprintf(refkey, sizeof(refkey), "%sref:%s:%s", st->cfg->prefix, provider, ref);
     snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
-    const char *argv[] = {"EVAL",
-                          store_receipt_lua,
+    const char *argv[] = {"EVALSHA",
+                          st->sha[SCRIPT_RECEIPT],
                           "3",
                           refkey,
                           st->events,

@@ -63,6 +63,8 @@ typedef void store_limit_cb(void *arg, int limited, const char *reason, long lon
 int store_limit(struct store *st, const struct job *job, const char *cc, store_limit_cb *cb,
                 void *arg);
 void store_publish_limits(struct store *st);
+/* SCRIPT LOAD every script; on each writer (re)connect, before anything else. */
+void store_load_scripts(struct store *st);
 extern const char store_limits_lua[];
 
 /*

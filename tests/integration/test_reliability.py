@@ -253,3 +253,12 @@ def test_sighup_with_an_invalid_file_keeps_the_old_config(tmp_path, otpd_factory
     wait_for(lambda: "keeping the running configuration" in otpd.stderr, 5)
     assert "OTPD_OTP_TTL" in otpd.stderr
     assert client.wait(client.send(NUMBER))["status"] == "sent"
+
+
+def test_script_cache_flush_is_recovered(otpd, client, r):
+    """Scripts run by SHA1; after SCRIPT FLUSH they are loaded again and the job goes on."""
+    assert client.wait(client.send(NUMBER))["status"] == "sent"
+    r.script_flush()
+    job = client.send(NUMBER, purpose="after_flush")
+    assert client.wait(job, timeout=10)["status"] == "sent"
+    assert "NOSCRIPT" in otpd.stderr
