@@ -503,7 +503,7 @@ def lat_summary(lat, missing, n, achieved):
 def bench_latency(env, which):
     from otpd import OTPClient
     env.reset()
-    run = OtpdRun(env, "lat-%s" % which, otpd_env(env, which))
+    run = OtpdRun(env, "lat-%s" % which, otpd_env(env, which, OTPD_TWILIO_MAX_INFLIGHT=400))
     run.wait_ready()
     client = OTPClient(url=env.redis_url, hash_key=HASH_KEY)
     n, achieved = paced(LAT_RATE, P["lat_s"],

@@ -452,7 +452,54 @@ def gather_status(r, cfg, n_errors=5, scan_limit=5000):
         hi = "(" + batch[-1][0]
     st["recent_errors"] = errors
     st["events_scanned"] = scanned
+    st["delivery"] = gather_delivery(r, p, now)
+    st["alerts"] = sorted(k[len(p) + len("alert:"):]
+                          for k in r.scan_iter(match=p + "alert:*", count=200))
     return st
+
+
+# Carrier codes seen in delivery receipts, as the daemon explains them.
+CARRIER_HINTS = {
+    "30003": "unreachable handset (off or no signal)",
+    "30004": "blocked by the recipient or carrier",
+    "30005": "unknown or inactive number",
+    "30006": "landline or unreachable carrier",
+    "30007": "filtered by the carrier as spam",
+    "30008": "unknown carrier error",
+    "dlr_2": "MSG91: failed",
+    "dlr_9": "MSG91: NDNC/DND number",
+    "dlr_16": "MSG91: rejected by the operator",
+    "dlr_17": "MSG91: blocked number",
+    "dlr_25": "MSG91: rejected by the operator",
+}
+
+
+def gather_delivery(r, p, now, window_ms=3600000, cap=100000):
+    """Delivery over the last hour from the events stream: rates by provider
+    (delivered / sent) and the most common reasons for undelivered codes."""
+    per, reasons, seen, lo = {}, {}, 0, "%d-0" % max(now - window_ms, 0)
+    hi = "+"
+    while seen < cap:
+        batch = r.xrevrange(p + "events", max=hi, min=lo, count=1000)
+        if not batch:
+            break
+        for _eid, f in batch:
+            seen += 1
+            status, prov = f.get("status"), f.get("provider") or "-"
+            if status not in ("sent", "delivered", "undelivered"):
+                continue
+            c = per.setdefault(prov, {"sent": 0, "delivered": 0, "undelivered": 0})
+            c[status] += 1
+            if status == "undelivered":
+                code = f.get("error_code") or "-"
+                reasons[code] = reasons.get(code, 0) + 1
+        hi = "(" + batch[-1][0]
+    for c in per.values():
+        c["delivery_rate"] = round(c["delivered"] / c["sent"], 3) if c["sent"] else None
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:5]
+    return {"window_s": window_ms // 1000, "by_provider": per,
+            "top_undelivered": [{"error_code": k, "count": v, "reason": CARRIER_HINTS.get(k, "")}
+                                for k, v in top]}
 
 
 def _stats_lines(stats):
@@ -525,6 +572,23 @@ def render_status(st):
                          ("JOB", "STATUS", "PROVIDER", "ERROR_CODE", "AGE")))
     else:
         out.append("  none in the last %d events" % st["events_scanned"])
+    d = st.get("delivery") or {}
+    out.append("")
+    out.append("delivery, last hour (receipts in %sevents)" % st["prefix"])
+    if d.get("by_provider"):
+        out.append(table([(prov, c["sent"], c["delivered"], c["undelivered"],
+                           "-" if c["delivery_rate"] is None else "%.1f%%" % (100 * c["delivery_rate"]))
+                          for prov, c in sorted(d["by_provider"].items())],
+                         ("PROVIDER", "SENT", "DELIVERED", "UNDELIVERED", "RATE")))
+        for t in d.get("top_undelivered") or []:
+            out.append("  undelivered %-8s x%-5d %s" % (t["error_code"], t["count"], t["reason"]))
+    else:
+        out.append("  nothing sent in the last hour")
+    if st.get("alerts"):
+        out.append("")
+        out.append("ALERTS (active)")
+        for a in st["alerts"]:
+            out.append("  " + a.replace("country_budget:", "country budget exceeded: +"))
     return "\n".join(out)
 
 

@@ -24,7 +24,7 @@ def test_unit_file_verifies(tmp_path):
     p = subprocess.run([sa, "verify", "--man=no", str(unit)], capture_output=True, text=True)
     # verify exits 0 even for unknown keys; any message is a finding.
     assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
-    for must in ("Type=notify", "WatchdogSec=", "DynamicUser=yes", "ProtectSystem=strict",
+    for must in ("Type=notify", "WatchdogSec=", "User=otpd", "ProtectSystem=strict",
                  "NoNewPrivileges=yes", "PrivateTmp=yes", "RestrictAddressFamilies=",
                  "CapabilityBoundingSet=", "SystemCallFilter=@system-service",
                  "EnvironmentFile=", "ExecReload=/bin/kill -HUP $MAINPID"):

@@ -159,3 +159,27 @@ def test_polling_without_a_callback_url(otpd_factory, mock, client, final, code)
     assert len([q for q in mock.requests("twilio")
                 if q["method"] == "GET" and sid in q["path"]]) == n
     otpd.assert_alive()
+
+
+def test_otpctl_status_shows_delivery(otpd_factory, mock, client, r, port, redis_server):
+    import os
+    import subprocess
+    from conftest import HASH_KEY, ROOT
+    otpd_factory(receipts_env(mock, port))
+    a = client.send(NUMBER)
+    b = client.send("+14155550177")
+    sa = client.wait(a, timeout=10)["provider_ref"]
+    sb = client.wait(b, timeout=10)["provider_ref"]
+    callback(mock, port, sa, "delivered")
+    callback(mock, port, sb, "undelivered", error_code=30003)
+    client.wait(b, final={"undelivered"}, timeout=5)
+    env = dict(os.environ, REDIS_URL=redis_server.url, OTPD_HASH_KEY=HASH_KEY)
+    p = subprocess.run([os.path.join(ROOT, "python", "otpctl"), "status", "--json"], env=env,
+                       capture_output=True, text=True)
+    d = json.loads(p.stdout)["delivery"]
+    tw = d["by_provider"]["twilio"]
+    assert (tw["sent"], tw["delivered"], tw["undelivered"], tw["delivery_rate"]) == (2, 1, 1, 0.5)
+    assert d["top_undelivered"][0]["error_code"] == "30003"
+    text = subprocess.run([os.path.join(ROOT, "python", "otpctl"), "status"], env=env,
+                          capture_output=True, text=True).stdout
+    assert "delivery, last hour" in text and "unreachable handset" in text
