@@ -115,6 +115,7 @@ struct dispatch {
 static void dlv_run(struct delivery *dlv);
 static void dlv_retry_fire(uv_timer_t *t);
 static void dlv_log_outcome(struct delivery *dlv);
+static void dlv_fail(struct delivery *dlv, enum job_status st, int delete_otp);
 
 static const char *const step_names[] = {
     "reject_status", "dead_letter",  "claim",  "duplicate", "limit", "begin",
@@ -286,16 +287,9 @@ dlv_claim_done(void *arg, int verdict, const char *status, const char *err)
 static void
 dlv_deny(struct delivery *dlv, enum job_status st, const char *code, const char *why)
 {
-    dlv->final = st;
     snprintf(dlv->result.error_code, sizeof(dlv->result.error_code), "%s", code);
     snprintf(dlv->result.error, sizeof(dlv->result.error), "%s", why);
-    if (st == JOB_RATE_LIMITED)
-        dlv->d->stats.rate_limited++;
-    else
-        dlv->d->stats.failed++;
-    dlv_wipe(dlv);
-    dlv_log_outcome(dlv);
-    dlv_advance(dlv, STEP_RESULT);
+    dlv_fail(dlv, st, 0);
 }
 
 /* SMS pumping shows as one country's volume jumping: say so, once an hour. */
@@ -468,6 +462,8 @@ dlv_fail(struct delivery *dlv, enum job_status st, int delete_otp)
     dlv->delete_otp = delete_otp;
     if (st == JOB_EXPIRED)
         dlv->d->stats.expired++;
+    else if (st == JOB_RATE_LIMITED)
+        dlv->d->stats.rate_limited++;
     else
         dlv->d->stats.failed++;
     dlv_wipe(dlv);

@@ -397,6 +397,25 @@ http_close(struct http *h, http_closed_cb *cb, void *arg)
     uv_close((uv_handle_t *)&h->timer, http_timer_closed);
 }
 
+void
+http_send_result(const struct http_response *r, const char *provider, http_parse_fn *parse,
+                 struct send_result *res)
+{
+    if (r->result != CURLE_OK) {
+        memset(res, 0, sizeof(*res));
+        res->outcome = http_classify_transport(r->result, r->request_sent);
+        snprintf(res->error_code, sizeof(res->error_code), "curl_%d", (int)r->result);
+        snprintf(res->error, sizeof(res->error), "%s request failed: %s%s", provider, r->error,
+                 r->result == CURLE_PEER_FAILED_VERIFICATION
+                     ? " (TLS certificate not trusted: check OTPD_CA_FILE)"
+                     : "");
+        return;
+    }
+    parse(r->status, r->body, r->len, res);
+    if (r->retry_after_s >= 0)
+        res->retry_after_ms = r->retry_after_s * 1000;
+}
+
 enum send_outcome
 http_classify_transport(CURLcode rc, int request_sent)
 {

@@ -171,19 +171,7 @@ msg91_done(void *arg, const struct http_response *r)
     struct send_result res;
 
     c->http = NULL;
-    if (r->result != CURLE_OK) {
-        memset(&res, 0, sizeof(res));
-        res.outcome = http_classify_transport(r->result, r->request_sent);
-        snprintf(res.error_code, sizeof(res.error_code), "curl_%d", (int)r->result);
-        snprintf(res.error, sizeof(res.error), "MSG91 request failed: %s%s", r->error,
-                 r->result == CURLE_PEER_FAILED_VERIFICATION
-                     ? " (TLS certificate not trusted: check OTPD_CA_FILE)"
-                     : "");
-    } else {
-        msg91_parse_flow(r->status, r->body, r->len, &res);
-        if (r->retry_after_s >= 0)
-            res.retry_after_ms = r->retry_after_s * 1000;
-    }
+    http_send_result(r, "MSG91", msg91_parse_flow, &res);
     c->cb(c->arg, &res);
     free(c);
 }

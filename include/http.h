@@ -61,4 +61,12 @@ long http_connections(const struct http *h);
  */
 enum send_outcome http_classify_transport(CURLcode rc, int request_sent);
 
+/*
+ * A send's result from an HTTP answer: a transport failure is classified
+ * here; an answer goes to the provider's parser.  Retry-After is kept.
+ */
+typedef void http_parse_fn(long status, const char *body, size_t len, struct send_result *res);
+void http_send_result(const struct http_response *r, const char *provider, http_parse_fn *parse,
+                      struct send_result *res);
+
 #endif

@@ -4,13 +4,13 @@ The tests play the Django site: they talk to a real redis-server through
 redis-py and to the real otpd binary as a process.  Nothing is mocked on the
 Redis side; the providers are real HTTPS servers in tests/mocks.
 """
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 
 import pytest
@@ -227,3 +227,63 @@ def client(redis_server):
     from otpd import OTPClient
     c = OTPClient(url=redis_server.url, hash_key=HASH_KEY)
     return c
+
+
+# --- the provider mocks (tests/mocks), shared by every module ------------
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "mocks"))
+import testca  # noqa: E402
+
+
+class Mock:
+    def __init__(self, tmpdir):
+        self.ca = testca.make_ca(tmpdir)
+        ready = os.path.join(str(tmpdir), "ready.json")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", os.path.join(ROOT, "tests", "mocks", "provider_mock.py"),
+             "--port", "0", "--cert", self.ca["server_cert"], "--key", self.ca["server_key"],
+             "--ready-file", ready, "--backlog", "1024"], stdout=subprocess.DEVNULL)
+        wait_for(lambda: os.path.exists(ready), 10, what="the mock to listen")
+        with open(ready) as f:
+            self.port = json.load(f)["port"]
+        self.base = "https://127.0.0.1:%d" % self.port
+        import ssl
+        self.ctx = ssl.create_default_context(cafile=self.ca["ca_cert"])
+
+    def ctl(self, path, obj=None):
+        import http.client
+        c = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=10)
+        body = json.dumps(obj).encode() if obj is not None else None
+        c.request("POST" if obj is not None else "GET", "/_mock/" + path, body=body,
+                  headers={"Content-Type": "application/json"})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        assert r.status == 200, data
+        return json.loads(data)
+
+    def rule(self, **kw):
+        return self.ctl("rules", kw)
+
+    def requests(self, provider=None):
+        reqs = self.ctl("requests" + ("?provider=" + provider if provider else ""))
+        return reqs if isinstance(reqs, list) else reqs.get("requests", reqs)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def mock_server(tmp_path_factory):
+    m = Mock(tmp_path_factory.mktemp("mock"))
+    yield m
+    m.stop()
+
+
+@pytest.fixture
+def mock(mock_server):
+    mock_server.ctl("reset", {})
+    return mock_server
+
+

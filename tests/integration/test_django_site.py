@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import HASH_KEY, ROOT, wait_for
-from test_providers import Mock, twilio_env
+from test_providers import twilio_env
 
 try:
     import django
@@ -64,17 +64,6 @@ def django_site(tmp_path_factory):
     teardown_test_environment()
 
 
-@pytest.fixture(scope="module")
-def mock_server(tmp_path_factory):
-    m = Mock(tmp_path_factory.mktemp("mock"))
-    yield m
-    m.stop()
-
-
-@pytest.fixture
-def mock(mock_server):
-    mock_server.ctl("reset", {})
-    return mock_server
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from conftest import ROOT, HASH_KEY, wait_for
-from test_providers import (IN_NUMBER, NUMBER, mock, mock_server, msg91_env,  # noqa: F401
+from test_providers import (IN_NUMBER, NUMBER, msg91_env,  # noqa: F401
                             sends, twilio_env)
 
-from otpd import OptedOut, OTPClient, RateLimited, country_code
+from otpd import OptedOut, RateLimited, country_code
 
 
 def both_env(mock, **extra):

@@ -1,7 +1,6 @@
 """Operating otpd: systemd unit and notify protocol, heartbeat, counters, install."""
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -9,7 +8,7 @@ import time
 import pytest
 
 from conftest import ROOT, wait_for
-from test_providers import NUMBER, mock, mock_server, sends, twilio_env  # noqa: F401
+from test_providers import NUMBER, twilio_env
 
 
 def test_unit_file_verifies(tmp_path):

@@ -11,24 +11,13 @@ import time
 import pytest
 
 from conftest import HASH_KEY, ROOT, wait_for
-from test_providers import FROM, NUMBER, SID, TOKEN, Mock, twilio_env
+from test_providers import FROM, NUMBER, SID, TOKEN, twilio_env
 
 from otpd.ctl import mask_payload, parse_dotenv, parse_duration, UsageError
 
 OTPCTL = os.path.join(ROOT, "python", "otpctl")
 
 
-@pytest.fixture(scope="module")
-def mock_server(tmp_path_factory):
-    m = Mock(tmp_path_factory.mktemp("otpctl-mock"))
-    yield m
-    m.stop()
-
-
-@pytest.fixture
-def mock(mock_server):
-    mock_server.ctl("reset", {})
-    return mock_server
 
 
 def run(*args, env=None, timeout=30):

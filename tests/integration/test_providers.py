@@ -9,16 +9,12 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import time
-import urllib.parse
 
 import pytest
 
 from conftest import ROOT, wait_for
 
-sys.path.insert(0, os.path.join(ROOT, "tests", "mocks"))
-import testca  # noqa: E402
 
 SID = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "test-auth-token-0123456789abcdef"
@@ -26,58 +22,6 @@ AUTHKEY = "test-msg91-authkey"
 FROM = "+15005550006"
 NUMBER = "+14155552671"
 IN_NUMBER = "+919812345678"
-
-
-class Mock:
-    def __init__(self, tmpdir):
-        self.ca = testca.make_ca(tmpdir)
-        ready = os.path.join(str(tmpdir), "ready.json")
-        self.proc = subprocess.Popen(
-            ["/usr/bin/python3", os.path.join(ROOT, "tests", "mocks", "provider_mock.py"),
-             "--port", "0", "--cert", self.ca["server_cert"], "--key", self.ca["server_key"],
-             "--ready-file", ready, "--backlog", "1024"], stdout=subprocess.DEVNULL)
-        wait_for(lambda: os.path.exists(ready), 10, what="the mock to listen")
-        with open(ready) as f:
-            self.port = json.load(f)["port"]
-        self.base = "https://127.0.0.1:%d" % self.port
-        import ssl
-        self.ctx = ssl.create_default_context(cafile=self.ca["ca_cert"])
-
-    def ctl(self, path, obj=None):
-        import http.client
-        c = http.client.HTTPSConnection("127.0.0.1", self.port, context=self.ctx, timeout=10)
-        body = json.dumps(obj).encode() if obj is not None else None
-        c.request("POST" if obj is not None else "GET", "/_mock/" + path, body=body,
-                  headers={"Content-Type": "application/json"})
-        r = c.getresponse()
-        data = r.read()
-        c.close()
-        assert r.status == 200, data
-        return json.loads(data)
-
-    def rule(self, **kw):
-        return self.ctl("rules", kw)
-
-    def requests(self, provider=None):
-        reqs = self.ctl("requests" + ("?provider=" + provider if provider else ""))
-        return reqs if isinstance(reqs, list) else reqs.get("requests", reqs)
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
-@pytest.fixture(scope="session")
-def mock_server(tmp_path_factory):
-    m = Mock(tmp_path_factory.mktemp("mock"))
-    yield m
-    m.stop()
-
-
-@pytest.fixture
-def mock(mock_server):
-    mock_server.ctl("reset", {})
-    return mock_server
 
 
 def twilio_env(mock, **extra):

@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port, wait_for
-from test_providers import (IN_NUMBER, NUMBER, mock, mock_server, msg91_env,  # noqa: F401
+from conftest import free_port
+from test_providers import (IN_NUMBER, NUMBER, msg91_env,  # noqa: F401
                             sends, twilio_env)
 
 PUBLIC = "https://example.test/otpd/webhooks/twilio"

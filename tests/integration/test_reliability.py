@@ -5,14 +5,11 @@ Providers are the HTTPS mock from test_providers; Redis is a real
 redis-server that the tests stop, kill and restart.
 """
 import json
-import os
 import signal
 import time
 
-import pytest
-
 from conftest import wait_for, RedisServer
-from test_providers import (NUMBER, SID, TOKEN, mock, mock_server, sends,  # noqa: F401
+from test_providers import (NUMBER, SID, sends,  # noqa: F401
                             twilio_env)
 
 FINAL = {"sent", "delivered", "undelivered", "failed", "expired", "rejected", "duplicate"}
