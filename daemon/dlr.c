@@ -30,7 +30,6 @@
 #include "gate.h"
 #include "log.h"
 #include "metrics.h"
-#include "route.h"
 
 #define DLR_MAX_PARAMS 64
 #define DLR_POLL_MAX   10000
@@ -149,11 +148,10 @@ struct receipt_ctx {
 };
 
 static void
-dlr_applied(void *arg, int verdict, const char *job_id, long long sent_ms, const char *masked_to,
+dlr_applied(void *arg, int verdict, const char *job_id, long long sent_ms, const char *cc,
             const char *err)
 {
     struct receipt_ctx *c = arg;
-    char cc[4] = "";
 
     if (verdict < 0)
         log_warnx("receipt: could not record %s for a %s message: %s", job_status_name(c->status),
@@ -162,14 +160,8 @@ dlr_applied(void *arg, int verdict, const char *job_id, long long sent_ms, const
         log_debug("receipt: a %s message otpd does not know (expired or not ours)", c->provider);
     else if (verdict == 2) {
         log_info("job %s: %s (%s receipt)", job_id, job_status_name(c->status), c->provider);
-        if (c->status == JOB_DELIVERED && sent_ms > 0) {
-            /* The masked number keeps "+CCCC": enough for any calling code. */
-            char head[8];
-            snprintf(head, sizeof(head), "%.*s", (int)strcspn(masked_to, "*"), masked_to);
-            if (head[0] == '+' && route_country_code(head, cc, sizeof(cc)) < 0)
-                cc[0] = '\0';
+        if (c->status == JOB_DELIVERED && sent_ms > 0)
             metrics_observe_delivery(c->provider, cc, (double)(otpd_now_ms() - sent_ms) / 1000.0);
-        }
     }
     free(c);
 }

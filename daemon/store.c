@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "log.h"
+#include "route.h"
 #include "store.h"
 
 /*
@@ -93,7 +94,7 @@ const char store_limits_lua[] =
  * Statuses only move forward (sent < delivered/undelivered/failed) and the
  * first final one wins, so late or repeated callbacks change nothing.
  * Returns {0} (unknown ref), {1, id} (no change) or
- * {2, id, sent_ms, masked to} (applied).
+ * {2, id, sent_ms, calling code} (applied).
  */
 static const char store_receipt_lua[] =
     "local id = redis.call('GET', KEYS[1])\n"
@@ -112,11 +113,13 @@ static const char store_receipt_lua[] =
     "  redis.call('HSET', jk, 'delivered_ms', ARGV[6])\n"
     "  if sent ~= '' then latency = tostring(tonumber(ARGV[6]) - tonumber(sent)) end\n"
     "end\n"
+    "local cc = redis.call('HGET', jk, 'cc') or ''\n"
     "redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', id, 'status', ARGV[2],\n"
-    "  'provider', ARGV[7], 'error_code', ARGV[4], 'ts_ms', ARGV[6], 'latency_ms', latency)\n"
+    "  'provider', ARGV[7], 'error_code', ARGV[4], 'ts_ms', ARGV[6], 'latency_ms', latency,\n"
+    "  'cc', cc)\n"
     "redis.call('HINCRBY', KEYS[3], 'jobs:' .. ARGV[2], 1)\n"
     "redis.call('HINCRBY', KEYS[3], 'provider:' .. ARGV[7] .. ':' .. ARGV[2], 1)\n"
-    "return {2, id, sent, redis.call('HGET', jk, 'to') or ''}\n";
+    "return {2, id, sent, cc}\n";
 
 /* KEYS[1] otp record; ARGV[1] job id: burn the record only if still ours. */
 static const char store_burn_lua[] = "if redis.call('HGET', KEYS[1], 'job') == ARGV[1] then\n"
@@ -361,7 +364,7 @@ int
 store_begin(struct store *st, const struct job *job, const char *mac, store_done_cb *cb, void *arg)
 {
     char otpkey[160], jobkey[160], now[24], created[24], maxatt[8], ttl[24], expires[24];
-    char masked[LOG_MASK_MAX];
+    char masked[LOG_MASK_MAX], cc[4];
     int64_t t = otpd_now_ms();
     int64_t left = job->expires_ms - t;
 
@@ -381,9 +384,12 @@ store_begin(struct store *st, const struct job *job, const char *mac, store_done
     const char *eval[] = {
         "EVALSHA", st->sha[SCRIPT_BEGIN], "1", otpkey, mac, job->id, created, maxatt, ttl};
     store_cmd(st, NARGS(eval), eval);
+    /* The calling code lets receipts measure delivery latency by country. */
+    if (route_country_code(job->to, cc, sizeof(cc)) < 0)
+        cc[0] = '\0';
     const char *hset[] = {"HSET",       jobkey,       "status",     "sending", "to",         masked,
                           "purpose",    job->purpose, "created_ms", created,   "updated_ms", now,
-                          "expires_ms", expires,      "attempts",   "0"};
+                          "expires_ms", expires,      "attempts",   "0",       "cc",         cc};
     store_cmd(st, NARGS(hset), hset);
     store_expire(st, jobkey);
     store_event(st, job, "sending", "", "", now);

@@ -70,10 +70,10 @@ extern const char store_limits_lua[];
 /*
  * A delivery receipt for a provider's message (webhook or poll).  verdict:
  * 0 unknown message, 1 nothing changed (late or repeated), 2 applied, -1
- * Redis error.  sent_ms and masked_to let the caller measure latency.
+ * Redis error.  sent_ms and the calling code let the caller measure latency.
  */
 typedef void store_receipt_cb(void *arg, int verdict, const char *job_id, long long sent_ms,
-                              const char *masked_to, const char *err);
+                              const char *cc, const char *err);
 int store_receipt(struct store *st, const char *provider, const char *ref, enum job_status status,
                   const char *provider_status, const char *error_code, const char *error,
                   store_receipt_cb *cb, void *arg);

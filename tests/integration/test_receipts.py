@@ -46,7 +46,7 @@ def test_signed_callback_moves_to_delivered(otpd_factory, mock, client, r, port)
     assert int(st["delivered_ms"]) >= int(st["sent_ms"])
     ev = [f for _i, f in r.xrange("otpd:events") if f["id"] == job]
     assert [e["status"] for e in ev] == ["sending", "sent", "delivered"]
-    assert int(ev[-1]["latency_ms"]) >= 0
+    assert int(ev[-1]["latency_ms"]) >= 0 and ev[-1]["cc"] == "1"
     assert r.hget("otpd:stats", "provider:twilio:delivered") == "1"
     text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port).read().decode()
     assert 'otpd_delivery_latency_seconds_count{provider="twilio",country="1"} 1' in text
