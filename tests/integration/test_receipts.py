@@ -50,6 +50,9 @@ def test_signed_callback_moves_to_delivered(otpd_factory, mock, client, r, port)
     assert r.hget("otpd:stats", "provider:twilio:delivered") == "1"
     text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port).read().decode()
     assert 'otpd_delivery_latency_seconds_count{provider="twilio",country="1"} 1' in text
+    print("\n" + "\n".join(l for l in text.splitlines()
+                            if l.startswith("otpd_delivery_latency_seconds_")
+                            and ('le="0.1"' in l or "_sum" in l or "_count" in l)))
 
 
 @pytest.mark.parametrize("tamper", ["signature", "param", "none"])
