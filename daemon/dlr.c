@@ -143,9 +143,14 @@ twilio_status(const char *s)
 /* --- applying a receipt -------------------------------------------------- */
 
 struct receipt_ctx {
+    struct dlr *r;
     char provider[16];
     enum job_status status;
+    char ref[72], provider_status[24], code[24], error[REASON_MAX];
+    int retried;
 };
+
+static int dlr_submit(struct receipt_ctx *c);
 
 static void
 dlr_applied(void *arg, int verdict, const char *job_id, long long sent_ms, const char *cc,
@@ -153,6 +158,12 @@ dlr_applied(void *arg, int verdict, const char *job_id, long long sent_ms, const
 {
     struct receipt_ctx *c = arg;
 
+    if (verdict < 0 && !c->retried) {
+        /* The webhook was already answered: try once more (scripts reloaded on NOSCRIPT). */
+        c->retried = 1;
+        if (dlr_submit(c) == 0)
+            return;
+    }
     if (verdict < 0)
         log_warnx("receipt: could not record %s for a %s message: %s", job_status_name(c->status),
                   c->provider, err);
@@ -174,14 +185,25 @@ dlr_apply(struct dlr *r, const char *provider, const char *ref, enum job_status 
 
     if (c == NULL)
         return -1;
-    snprintf(c->provider, sizeof(c->provider), "%s", provider);
+    c->r = r;
     c->status = st;
-    if (store_receipt(r->store, provider, ref, st, provider_status, code, error, dlr_applied, c) <
-        0) {
+    snprintf(c->provider, sizeof(c->provider), "%s", provider);
+    snprintf(c->ref, sizeof(c->ref), "%s", ref);
+    snprintf(c->provider_status, sizeof(c->provider_status), "%s", provider_status);
+    snprintf(c->code, sizeof(c->code), "%s", code);
+    snprintf(c->error, sizeof(c->error), "%s", error);
+    if (dlr_submit(c) < 0) {
         free(c);
         return -1;
     }
     return 0;
+}
+
+static int
+dlr_submit(struct receipt_ctx *c)
+{
+    return store_receipt(c->r->store, c->provider, c->ref, c->status, c->provider_status, c->code,
+                         c->error, dlr_applied, c);
 }
 
 /* --- Twilio webhook -------------------------------------------------------- */

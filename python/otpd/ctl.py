@@ -1138,7 +1138,7 @@ def cmd_optout(cfg, args):
     r = connect(cfg)
     key = cfg["OTPD_PREFIX"] + "optout"
     if args.optout_command == "list":
-        rows = sorted(((_text(k), int(_text(v))) for k, v in r.hgetall(key).items()),
+        rows = sorted(((k, int(v)) for k, v in r.hgetall(key).items()),
                       key=lambda kv: kv[1])
         if args.json:
             emit_json([{"to": mask_phone(k), "since_ms": v} for k, v in rows])

@@ -202,6 +202,12 @@ def test_stop_is_remembered(otpd_factory, mock, client, r):
     st = client.wait(client.send(NUMBER), timeout=10)
     assert st["status"] == "failed" and st["error_code"] == "21610"
     assert r.hexists("otpd:optout", NUMBER)
+    env0 = dict(os.environ, REDIS_URL="redis://127.0.0.1:%d/0"
+                % r.connection_pool.connection_kwargs["port"], OTPD_HASH_KEY=HASH_KEY)
+    p = subprocess.run([os.path.join(ROOT, "python", "otpctl"), "optout", "list", "--json"],
+                       env=env0, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert [o["to"] for o in json.loads(p.stdout)] == ["+1415*****71"]
     with pytest.raises(OptedOut):
         client.send(NUMBER)
     r.xadd("otpd:jobs", {"job": json.dumps({"id": "stop-2", "to": NUMBER})})
