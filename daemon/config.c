@@ -178,18 +178,6 @@ config_str_slot(struct config *cfg, const struct config_entry *e)
     return (char **)((char *)cfg + e->offset);
 }
 
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int
 parse_int(const char *s, long min, long max, long *out)
 {
@@ -223,10 +211,10 @@ valid_http_url(const char *s, char *why, size_t whylen)
     if (u == NULL)
         return 0;
     if (curl_url_set(u, CURLUPART_URL, s, 0) != CURLUE_OK) {
-        seterr(why, whylen, "not a URL");
+        otpd_seterr(why, whylen, "not a URL");
     } else if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
                strcmp(scheme, "https") != 0) {
-        seterr(why, whylen, "must be an https:// URL");
+        otpd_seterr(why, whylen, "must be an https:// URL");
     } else {
         ok = 1;
     }
@@ -243,29 +231,29 @@ config_set(struct config *cfg, const char *key, const char *value, char *err, si
     long v;
 
     if (e == NULL) {
-        seterr(err, errlen, "%s: unknown key", key);
+        otpd_seterr(err, errlen, "%s: unknown key", key);
         return -1;
     }
     switch (e->type) {
     case CT_INT:
         if (parse_int(value, e->min, e->max, &v) < 0) {
-            seterr(err, errlen, "%s: must be an integer from %ld to %ld, got \"%s\"", key, e->min,
-                   e->max, value);
+            otpd_seterr(err, errlen, "%s: must be an integer from %ld to %ld, got \"%s\"", key,
+                        e->min, e->max, value);
             return -1;
         }
         *(int *)((char *)cfg + e->offset) = (int)v;
         return 0;
     case CT_STR:
         if (e->max && (long)strlen(value) > e->max) {
-            seterr(err, errlen, "%s: longer than %ld characters", key, e->max);
+            otpd_seterr(err, errlen, "%s: longer than %ld characters", key, e->max);
             return -1;
         }
         if (e->min && (long)strlen(value) < e->min) {
-            seterr(err, errlen, "%s: must not be empty", key);
+            otpd_seterr(err, errlen, "%s: must not be empty", key);
             return -1;
         }
         if ((e->flags & CF_NAME) && !valid_name(value)) {
-            seterr(err, errlen, "%s: only letters, digits and _.:{}- are allowed", key);
+            otpd_seterr(err, errlen, "%s: only letters, digits and _.:{}- are allowed", key);
             return -1;
         }
         break;
@@ -276,12 +264,12 @@ config_set(struct config *cfg, const char *key, const char *value, char *err, si
             sodium_hex2bin(bin, sizeof(bin), value, 64, NULL, NULL, NULL) != 0) {
             sodium_memzero(bin, sizeof(bin));
             if (*value == '\0')
-                seterr(err, errlen, "%s: not set; make one with otpd --gen-key", key);
+                otpd_seterr(err, errlen, "%s: not set; make one with otpd --gen-key", key);
             else
-                seterr(err, errlen,
-                       "%s: must be 64 hex characters (32 bytes); make one with "
-                       "otpd --gen-key",
-                       key);
+                otpd_seterr(err, errlen,
+                            "%s: must be 64 hex characters (32 bytes); make one with "
+                            "otpd --gen-key",
+                            key);
             return -1;
         }
         memcpy(cfg->hash_key, bin, sizeof(bin));
@@ -291,7 +279,7 @@ config_set(struct config *cfg, const char *key, const char *value, char *err, si
     case CT_REDIS_URL: {
         struct redis_addr a;
         if (config_parse_redis_url(value, &a, why, sizeof(why)) < 0) {
-            seterr(err, errlen, "%s: %s", key, why);
+            otpd_seterr(err, errlen, "%s: %s", key, why);
             return -1;
         }
         config_redis_addr_free(&cfg->redis);
@@ -300,22 +288,22 @@ config_set(struct config *cfg, const char *key, const char *value, char *err, si
     }
     case CT_PHONE:
         if (*value && !job_phone_valid(value)) {
-            seterr(err, errlen,
-                   "%s: \"%s\" is not an E.164 number (+ then 7 to 15 digits, e.g. "
-                   "+14155552671)",
-                   key, value);
+            otpd_seterr(err, errlen,
+                        "%s: \"%s\" is not an E.164 number (+ then 7 to 15 digits, e.g. "
+                        "+14155552671)",
+                        key, value);
             return -1;
         }
         break;
     case CT_LOGLEVEL:
         if (log_level_parse(value) < 0) {
-            seterr(err, errlen, "%s: must be error, warning, notice, info or debug", key);
+            otpd_seterr(err, errlen, "%s: must be error, warning, notice, info or debug", key);
             return -1;
         }
         break;
     case CT_URL:
         if (*value && !valid_http_url(value, why, sizeof(why))) {
-            seterr(err, errlen, "%s: %s", key, why);
+            otpd_seterr(err, errlen, "%s: %s", key, why);
             return -1;
         }
         break;
@@ -323,7 +311,7 @@ config_set(struct config *cfg, const char *key, const char *value, char *err, si
     char **slot = config_str_slot(cfg, e);
     char *copy = strdup(value);
     if (copy == NULL) {
-        seterr(err, errlen, "%s: out of memory", key);
+        otpd_seterr(err, errlen, "%s: out of memory", key);
         return -1;
     }
     if (*slot && (e->flags & CF_SECRET))
@@ -384,14 +372,14 @@ config_unquote(char *v, char *why, size_t whylen)
             }
         }
         if (*r != q) {
-            seterr(why, whylen, "unterminated quote");
+            otpd_seterr(why, whylen, "unterminated quote");
             return -1;
         }
         *w = '\0';
         for (r++; *r == ' ' || *r == '\t'; r++)
             ;
         if (*r && *r != '#') {
-            seterr(why, whylen, "text after the closing quote");
+            otpd_seterr(why, whylen, "text after the closing quote");
             return -1;
         }
         return 0;
@@ -430,7 +418,7 @@ config_parse_line(struct config *cfg, char *line, char *why, size_t whylen)
         p = trim_left(p + 7);
     eq = strchr(p, '=');
     if (eq == NULL) {
-        seterr(why, whylen, "expected KEY=VALUE");
+        otpd_seterr(why, whylen, "expected KEY=VALUE");
         return -1;
     }
     *eq = '\0';
@@ -443,7 +431,7 @@ config_parse_line(struct config *cfg, char *line, char *why, size_t whylen)
         return -1;
     if (config_lookup(key) == NULL) {
         if (strncmp(key, "OTPD_", 5) == 0) {
-            seterr(why, whylen, "unknown key %s (misspelt?)", key);
+            otpd_seterr(why, whylen, "unknown key %s (misspelt?)", key);
             return -1;
         }
         return 0; /* the web app's own settings */
@@ -465,7 +453,7 @@ config_parse_text(struct config *cfg, const char *text, const char *name, char *
 
         lineno++;
         if (line == NULL) {
-            seterr(err, errlen, "%s: out of memory", name);
+            otpd_seterr(err, errlen, "%s: out of memory", name);
             return -1;
         }
         if (len > 0 && line[len - 1] == '\r')
@@ -474,7 +462,7 @@ config_parse_text(struct config *cfg, const char *text, const char *name, char *
         sodium_memzero(line, len);
         free(line);
         if (rc < 0) {
-            seterr(err, errlen, "%s:%d: %s", name, lineno, why);
+            otpd_seterr(err, errlen, "%s:%d: %s", name, lineno, why);
             return -1;
         }
         p += len;
@@ -493,14 +481,14 @@ config_read_file(struct config *cfg, const char *path, char *err, size_t errlen)
     int rc = -1;
 
     if (f == NULL) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        otpd_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     for (;;) {
         if (len + 4096 + 1 > cap) {
             char *nb = realloc(buf, cap = cap ? cap * 2 : 8192);
             if (nb == NULL) {
-                seterr(err, errlen, "%s: out of memory", path);
+                otpd_seterr(err, errlen, "%s: out of memory", path);
                 goto out;
             }
             buf = nb;
@@ -510,12 +498,12 @@ config_read_file(struct config *cfg, const char *path, char *err, size_t errlen)
         if (n == 0)
             break;
         if (len > (size_t)1024 * 1024) {
-            seterr(err, errlen, "%s: larger than 1 MiB", path);
+            otpd_seterr(err, errlen, "%s: larger than 1 MiB", path);
             goto out;
         }
     }
     if (ferror(f)) {
-        seterr(err, errlen, "%s: read error", path);
+        otpd_seterr(err, errlen, "%s: read error", path);
         goto out;
     }
     buf[len] = '\0';
@@ -539,7 +527,7 @@ config_read_env(struct config *cfg, config_env_fn *getenv_fn, char *err, size_t 
         if (v == NULL)
             continue;
         if (config_set(cfg, config_table[i].key, v, why, sizeof(why)) < 0) {
-            seterr(err, errlen, "environment: %s", why);
+            otpd_seterr(err, errlen, "environment: %s", why);
             return -1;
         }
     }
@@ -550,54 +538,54 @@ int
 config_finish(struct config *cfg, char *err, size_t errlen)
 {
     if (cfg->hash_key_hex == NULL || *cfg->hash_key_hex == '\0') {
-        seterr(err, errlen,
-               "OTPD_HASH_KEY: not set; it must be 64 hex characters shared with "
-               "the web app (make one with otpd --gen-key)");
+        otpd_seterr(err, errlen,
+                    "OTPD_HASH_KEY: not set; it must be 64 hex characters shared with "
+                    "the web app (make one with otpd --gen-key)");
         return -1;
     }
     if (strcmp(cfg->provider, "console") != 0 && strcmp(cfg->provider, "twilio") != 0 &&
         strcmp(cfg->provider, "msg91") != 0) {
-        seterr(err, errlen, "OTPD_PROVIDER: \"%s\" is not one of console, twilio, msg91",
-               cfg->provider);
+        otpd_seterr(err, errlen, "OTPD_PROVIDER: \"%s\" is not one of console, twilio, msg91",
+                    cfg->provider);
         return -1;
     }
     char why[128];
     if (otp_template_check(cfg->template, cfg->otp_digits, (cfg->otp_ttl + 59) / 60, why,
                            sizeof(why)) < 0) {
-        seterr(err, errlen, "OTPD_TEMPLATE: %s", why);
+        otpd_seterr(err, errlen, "OTPD_TEMPLATE: %s", why);
         return -1;
     }
     if (strcmp(cfg->provider, "twilio") == 0) {
         if (!*cfg->twilio_account_sid || !*cfg->twilio_auth_token) {
-            seterr(err, errlen,
-                   "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: required when "
-                   "OTPD_PROVIDER=twilio");
+            otpd_seterr(err, errlen,
+                        "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: required when "
+                        "OTPD_PROVIDER=twilio");
             return -1;
         }
         if (!*cfg->twilio_phone_number && !*cfg->twilio_messaging_service_sid) {
-            seterr(err, errlen,
-                   "TWILIO_PHONE_NUMBER: required when OTPD_PROVIDER=twilio (or "
-                   "set TWILIO_MESSAGING_SERVICE_SID)");
+            otpd_seterr(err, errlen,
+                        "TWILIO_PHONE_NUMBER: required when OTPD_PROVIDER=twilio (or "
+                        "set TWILIO_MESSAGING_SERVICE_SID)");
             return -1;
         }
     }
     if (strcmp(cfg->provider, "msg91") == 0 &&
         (!*cfg->msg91_auth_key || !*cfg->msg91_template_id)) {
-        seterr(err, errlen,
-               "MSG91_AUTH_KEY and MSG91_TEMPLATE_ID: required when "
-               "OTPD_PROVIDER=msg91");
+        otpd_seterr(err, errlen,
+                    "MSG91_AUTH_KEY and MSG91_TEMPLATE_ID: required when "
+                    "OTPD_PROVIDER=msg91");
         return -1;
     }
     if (route_parse(&cfg->routes, cfg->routes_spec, why, sizeof(why)) < 0) {
-        seterr(err, errlen, "OTPD_ROUTES: %s", why);
+        otpd_seterr(err, errlen, "OTPD_ROUTES: %s", why);
         return -1;
     }
     if (route_parse_countries(&cfg->allowed, cfg->allowed_spec, 0, why, sizeof(why)) < 0) {
-        seterr(err, errlen, "OTPD_ALLOWED_COUNTRIES: %s", why);
+        otpd_seterr(err, errlen, "OTPD_ALLOWED_COUNTRIES: %s", why);
         return -1;
     }
     if (route_parse_countries(&cfg->budgets, cfg->budget_spec, 1, why, sizeof(why)) < 0) {
-        seterr(err, errlen, "OTPD_COUNTRY_HOURLY_BUDGET: %s", why);
+        otpd_seterr(err, errlen, "OTPD_COUNTRY_HOURLY_BUDGET: %s", why);
         return -1;
     }
     if (*cfg->consumer == '\0') {
@@ -606,7 +594,7 @@ config_finish(struct config *cfg, char *err, size_t errlen)
         snprintf(name, sizeof(name), "%s:%ld", host, (long)getpid());
         free(cfg->consumer);
         if ((cfg->consumer = strdup(name)) == NULL) {
-            seterr(err, errlen, "out of memory");
+            otpd_seterr(err, errlen, "out of memory");
             return -1;
         }
     }
@@ -693,28 +681,28 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err, size_t 
         const char *p = url + 7, *q = strchr(p, '?');
         size_t plen = q ? (size_t)(q - p) : strlen(p);
         if (plen < 2 || p[0] != '/') {
-            seterr(err, errlen, "unix:// URL needs an absolute socket path");
+            otpd_seterr(err, errlen, "unix:// URL needs an absolute socket path");
             return -1;
         }
         if (q && strncmp(q + 1, "db=", 3) == 0) {
             if (parse_int(q + 4, 0, 1000000, &v) < 0) {
-                seterr(err, errlen, "bad db number in \"%s\"", q + 1);
+                otpd_seterr(err, errlen, "bad db number in \"%s\"", q + 1);
                 return -1;
             }
             a->db = (int)v;
         }
         if ((a->path = strndup(p, plen)) == NULL) {
-            seterr(err, errlen, "out of memory");
+            otpd_seterr(err, errlen, "out of memory");
             return -1;
         }
         return 0;
     }
     if ((u = curl_url()) == NULL) {
-        seterr(err, errlen, "out of memory");
+        otpd_seterr(err, errlen, "out of memory");
         return -1;
     }
     if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
-        seterr(err, errlen, "\"%s\" is not a URL (redis://host:port/db or unix:///path)", url);
+        otpd_seterr(err, errlen, "\"%s\" is not a URL (redis://host:port/db or unix:///path)", url);
         goto out;
     }
     scheme = url_part(u, CURLUPART_SCHEME);
@@ -728,14 +716,14 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err, size_t 
     }
     if (scheme && strcmp(scheme, "unix") == 0) {
         if (path == NULL || path[0] != '/' || path[1] == '\0') {
-            seterr(err, errlen, "unix:// URL needs an absolute socket path");
+            otpd_seterr(err, errlen, "unix:// URL needs an absolute socket path");
             goto out;
         }
         a->path = path;
         path = NULL;
         if (query && strncmp(query, "db=", 3) == 0) {
             if (parse_int(query + 3, 0, 1000000, &v) < 0) {
-                seterr(err, errlen, "bad db number in \"%s\"", query);
+                otpd_seterr(err, errlen, "bad db number in \"%s\"", query);
                 goto out;
             }
             a->db = (int)v;
@@ -749,27 +737,27 @@ config_parse_redis_url(const char *url, struct redis_addr *a, char *err, size_t 
                 a->host[n - 2] = '\0';
         }
         if (a->host == NULL || *a->host == '\0') {
-            seterr(err, errlen, "redis:// URL needs a host");
+            otpd_seterr(err, errlen, "redis:// URL needs a host");
             goto out;
         }
         if ((port = url_part(u, CURLUPART_PORT)) != NULL) {
             if (parse_int(port, 1, 65535, &v) < 0) {
-                seterr(err, errlen, "bad port \"%s\"", port);
+                otpd_seterr(err, errlen, "bad port \"%s\"", port);
                 goto out;
             }
             a->port = (int)v;
         }
         if (path && strcmp(path, "/") != 0) {
             if (parse_int(path + 1, 0, 1000000, &v) < 0) {
-                seterr(err, errlen, "bad db number \"%s\" (expected /0, /1, ...)", path + 1);
+                otpd_seterr(err, errlen, "bad db number \"%s\" (expected /0, /1, ...)", path + 1);
                 goto out;
             }
             a->db = (int)v;
         }
     } else {
-        seterr(err, errlen,
-               "scheme must be redis:// or unix:// (rediss:// TLS is not supported "
-               "by this build)");
+        otpd_seterr(err, errlen,
+                    "scheme must be redis:// or unix:// (rediss:// TLS is not supported "
+                    "by this build)");
         goto out;
     }
     rc = 0;

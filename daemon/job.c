@@ -13,16 +13,6 @@
 #include "job.h"
 #include "otp.h"
 
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 int
 job_phone_valid(const char *s)
 {
@@ -80,17 +70,17 @@ get_int(const cJSON *root, const char *name, long min, long max, long *out, char
     if (it == NULL)
         return 0;
     if (!cJSON_IsNumber(it)) {
-        seterr(err, errlen, "field %s: must be an integer", name);
+        otpd_seterr(err, errlen, "field %s: must be an integer", name);
         return -1;
     }
     d = it->valuedouble;
     /* Range first: casting an out-of-range double is undefined behaviour. */
     if (d < -9007199254740992.0 || d > 9007199254740992.0 || d != (double)(long long)d) {
-        seterr(err, errlen, "field %s: must be an integer", name);
+        otpd_seterr(err, errlen, "field %s: must be an integer", name);
         return -1;
     }
     if (d < (double)min || d > (double)max) {
-        seterr(err, errlen, "field %s: %.0f is out of range %ld..%ld", name, d, min, max);
+        otpd_seterr(err, errlen, "field %s: %.0f is out of range %ld..%ld", name, d, min, max);
         return -1;
     }
     *out = (long)d;
@@ -107,7 +97,7 @@ get_str(const cJSON *root, const char *name, const char **out, char *err, size_t
     if (it == NULL)
         return 0;
     if (!cJSON_IsString(it) || it->valuestring == NULL) {
-        seterr(err, errlen, "field %s: must be a string", name);
+        otpd_seterr(err, errlen, "field %s: must be a string", name);
         return -1;
     }
     *out = it->valuestring;
@@ -125,7 +115,7 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
         return -1;
     if (s != NULL) {
         if (!job_id_valid(s)) {
-            seterr(err, errlen, "field id: must be 1 to 64 of A-Z a-z 0-9 _ . : -");
+            otpd_seterr(err, errlen, "field id: must be 1 to 64 of A-Z a-z 0-9 _ . : -");
             return -1;
         }
         strcpy(job->id, s);
@@ -134,24 +124,26 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
     if (get_int(root, "v", 0, 1000000, &v, err, errlen) < 0)
         return -1;
     if (v != 1) {
-        seterr(err, errlen, "field v: unsupported contract version %ld (this daemon speaks 1)", v);
+        otpd_seterr(err, errlen, "field v: unsupported contract version %ld (this daemon speaks 1)",
+                    v);
         return -1;
     }
     if (get_str(root, "to", &s, err, errlen) < 0)
         return -1;
     if (s == NULL || *s == '\0') {
-        seterr(err, errlen, "field to: missing (the recipient, E.164 like +14155552671)");
+        otpd_seterr(err, errlen, "field to: missing (the recipient, E.164 like +14155552671)");
         return -1;
     }
     if (!job_phone_valid(s)) {
-        seterr(err, errlen, "field to: not an E.164 number (+ then 7 to 15 digits, no spaces)");
+        otpd_seterr(err, errlen,
+                    "field to: not an E.164 number (+ then 7 to 15 digits, no spaces)");
         return -1;
     }
     strcpy(job->to, s);
     if (get_str(root, "purpose", &s, err, errlen) < 0)
         return -1;
     if (s != NULL && !purpose_valid(s)) {
-        seterr(err, errlen, "field purpose: must be 1 to 32 of a-z 0-9 _");
+        otpd_seterr(err, errlen, "field purpose: must be 1 to 32 of a-z 0-9 _");
         return -1;
     }
     strcpy(job->purpose, s ? s : "login");
@@ -173,7 +165,7 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
         return -1;
     if (s != NULL) {
         if (strcmp(s, "twilio") != 0 && strcmp(s, "msg91") != 0 && strcmp(s, "console") != 0) {
-            seterr(err, errlen, "field provider: must be twilio, msg91 or console");
+            otpd_seterr(err, errlen, "field provider: must be twilio, msg91 or console");
             return -1;
         }
         strcpy(job->provider, s);
@@ -185,7 +177,7 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
     if (c != NULL) {
         if (!cJSON_IsNumber(c) || c->valuedouble < 0 || c->valuedouble > 1e15 ||
             c->valuedouble != (double)(long long)c->valuedouble) {
-            seterr(err, errlen, "field created_ms: must be epoch milliseconds (an integer)");
+            otpd_seterr(err, errlen, "field created_ms: must be epoch milliseconds (an integer)");
             return -1;
         }
         created = (long long)c->valuedouble;
@@ -198,11 +190,11 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
     if (s != NULL) {
         char why[128];
         if (otp_template_check(s, job->digits, (job->ttl + 59) / 60, why, sizeof(why)) < 0) {
-            seterr(err, errlen, "field message: %s", why);
+            otpd_seterr(err, errlen, "field message: %s", why);
             return -1;
         }
         if ((job->message = strdup(s)) == NULL) {
-            seterr(err, errlen, "out of memory");
+            otpd_seterr(err, errlen, "out of memory");
             return -1;
         }
     }
@@ -219,16 +211,17 @@ job_parse(struct job *job, const char *payload, size_t len, const struct job_def
 
     memset(job, 0, sizeof(*job));
     if (payload == NULL) {
-        seterr(err, errlen, "entry has no \"job\" field");
+        otpd_seterr(err, errlen, "entry has no \"job\" field");
         return -1;
     }
     if (len > JOB_PAYLOAD_MAX) {
-        seterr(err, errlen, "payload is %zu bytes, over the %d byte limit", len, JOB_PAYLOAD_MAX);
+        otpd_seterr(err, errlen, "payload is %zu bytes, over the %d byte limit", len,
+                    JOB_PAYLOAD_MAX);
         return -1;
     }
     /* The whole payload must be one JSON value: no trailing bytes, no NULs. */
     if (memchr(payload, '\0', len) != NULL) {
-        seterr(err, errlen, "payload is not valid JSON (contains a NUL byte)");
+        otpd_seterr(err, errlen, "payload is not valid JSON (contains a NUL byte)");
         return -1;
     }
     root = cJSON_ParseWithLengthOpts(payload, len, &end, 0);
@@ -241,11 +234,11 @@ job_parse(struct job *job, const char *payload, size_t len, const struct job_def
         }
     }
     if (root == NULL) {
-        seterr(err, errlen, "payload is not valid JSON");
+        otpd_seterr(err, errlen, "payload is not valid JSON");
         return -1;
     }
     if (!cJSON_IsObject(root)) {
-        seterr(err, errlen, "payload is JSON but not an object");
+        otpd_seterr(err, errlen, "payload is JSON but not an object");
         cJSON_Delete(root);
         return -1;
     }

@@ -11,16 +11,6 @@
 
 #include "otp.h"
 
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 void
 otp_generate(char *out, int digits)
 {
@@ -108,16 +98,16 @@ otp_template_check(const char *tmpl, int digits, int minutes, char *err, size_t 
     int ncode = otp_measure(tmpl, (size_t)digits, minutes, &bytes, &chars);
 
     if (ncode < 0) {
-        seterr(err, errlen, "not valid UTF-8");
+        otpd_seterr(err, errlen, "not valid UTF-8");
         return -1;
     }
     if (ncode == 0) {
-        seterr(err, errlen, "must contain {code}");
+        otpd_seterr(err, errlen, "must contain {code}");
         return -1;
     }
     if (chars > JOB_MESSAGE_CHARS) {
-        seterr(err, errlen, "renders to %ld characters, over the %d limit", chars,
-               JOB_MESSAGE_CHARS);
+        otpd_seterr(err, errlen, "renders to %ld characters, over the %d limit", chars,
+                    JOB_MESSAGE_CHARS);
         return -1;
     }
     return 0;
@@ -135,7 +125,7 @@ otp_render(char *out, size_t outlen, const char *tmpl, const char *code, int min
         return -1;
     otp_measure(tmpl, strlen(code), minutes, &bytes, &(long){0});
     if (bytes + 1 > outlen) {
-        seterr(err, errlen, "rendered text does not fit");
+        otpd_seterr(err, errlen, "rendered text does not fit");
         return -1;
     }
     snprintf(mins, sizeof(mins), "%d", minutes);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "otpd.h"
 #include "route.h"
 
 static const char *const two_digit_codes[] = {
@@ -18,16 +19,6 @@ static const char *const two_digit_codes[] = {
     "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63",
     "64", "65", "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
 };
-
-static void
-seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static size_t
 cc_length(const char *digits)
@@ -102,7 +93,7 @@ route_parse(struct route_table *t, const char *spec, char *err, size_t errlen)
 
     memset(t, 0, sizeof(*t));
     if (copy == NULL) {
-        seterr(err, errlen, "out of memory");
+        otpd_seterr(err, errlen, "out of memory");
         return -1;
     }
     for (item = strtok_r(copy, ";", &save); item; item = strtok_r(NULL, ";", &save)) {
@@ -112,12 +103,12 @@ route_parse(struct route_table *t, const char *spec, char *err, size_t errlen)
         if (*item == '\0')
             continue;
         if (eq == NULL) {
-            seterr(err, errlen, "\"%s\": expected PREFIX=provider[,provider]", item);
+            otpd_seterr(err, errlen, "\"%s\": expected PREFIX=provider[,provider]", item);
             goto out;
         }
         *eq = '\0';
         if (t->n == ROUTE_MAX) {
-            seterr(err, errlen, "more than %d routes", ROUTE_MAX);
+            otpd_seterr(err, errlen, "more than %d routes", ROUTE_MAX);
             goto out;
         }
         r = &t->r[t->n];
@@ -125,13 +116,13 @@ route_parse(struct route_table *t, const char *spec, char *err, size_t errlen)
         if (prefix[0] == '+')
             prefix++;
         if (!valid_prefix(prefix)) {
-            seterr(err, errlen, "\"%s\": a prefix is digits (a calling code such as 91) or *",
-                   prefix);
+            otpd_seterr(err, errlen, "\"%s\": a prefix is digits (a calling code such as 91) or *",
+                        prefix);
             goto out;
         }
         for (int i = 0; i < t->n; i++) {
             if (strcmp(t->r[i].prefix, prefix) == 0) {
-                seterr(err, errlen, "prefix %s given twice", prefix);
+                otpd_seterr(err, errlen, "prefix %s given twice", prefix);
                 goto out;
             }
         }
@@ -139,18 +130,18 @@ route_parse(struct route_table *t, const char *spec, char *err, size_t errlen)
         for (prov = strtok_r(eq + 1, ",", &save2); prov; prov = strtok_r(NULL, ",", &save2)) {
             prov = trim(prov);
             if (!valid_provider(prov)) {
-                seterr(err, errlen, "\"%s\": providers are twilio, msg91 or console", prov);
+                otpd_seterr(err, errlen, "\"%s\": providers are twilio, msg91 or console", prov);
                 goto out;
             }
             if (r->n == ROUTE_PROVIDERS_MAX) {
-                seterr(err, errlen, "prefix %s: at most %d providers", r->prefix,
-                       ROUTE_PROVIDERS_MAX);
+                otpd_seterr(err, errlen, "prefix %s: at most %d providers", r->prefix,
+                            ROUTE_PROVIDERS_MAX);
                 goto out;
             }
             snprintf(r->providers[r->n++], sizeof(r->providers[0]), "%s", prov);
         }
         if (r->n == 0) {
-            seterr(err, errlen, "prefix %s: no provider", r->prefix);
+            otpd_seterr(err, errlen, "prefix %s: no provider", r->prefix);
             goto out;
         }
         t->n++;
@@ -208,7 +199,7 @@ route_parse_countries(struct country_limits *cl, const char *spec, int with_valu
     memset(cl, 0, sizeof(*cl));
     cl->deflt = -1;
     if (copy == NULL) {
-        seterr(err, errlen, "out of memory");
+        otpd_seterr(err, errlen, "out of memory");
         return -1;
     }
     for (item = strtok_r(copy, with_values ? ";" : ",", &save); item;
@@ -219,13 +210,13 @@ route_parse_countries(struct country_limits *cl, const char *spec, int with_valu
             continue;
         if (with_values) {
             if ((eq = strchr(cc, '=')) == NULL) {
-                seterr(err, errlen, "\"%s\": expected CODE=NUMBER", cc);
+                otpd_seterr(err, errlen, "\"%s\": expected CODE=NUMBER", cc);
                 goto out;
             }
             *eq = '\0';
             v = strtol(trim(eq + 1), &end, 10);
             if (*trim(eq + 1) == '\0' || *end != '\0' || v < 0) {
-                seterr(err, errlen, "\"%s\": not a number", eq + 1);
+                otpd_seterr(err, errlen, "\"%s\": not a number", eq + 1);
                 goto out;
             }
             cc = trim(cc);
@@ -237,11 +228,11 @@ route_parse_countries(struct country_limits *cl, const char *spec, int with_valu
             continue;
         }
         if (!valid_country(cc)) {
-            seterr(err, errlen, "\"%s\" is not a country calling code", cc);
+            otpd_seterr(err, errlen, "\"%s\" is not a country calling code", cc);
             goto out;
         }
         if (cl->n == ROUTE_MAX) {
-            seterr(err, errlen, "more than %d countries", ROUTE_MAX);
+            otpd_seterr(err, errlen, "more than %d countries", ROUTE_MAX);
             goto out;
         }
         snprintf(cl->cc[cl->n], sizeof(cl->cc[0]), "%s", cc);

@@ -52,4 +52,8 @@ const char *job_status_name(enum job_status st);
 
 int64_t otpd_now_ms(void); /* wall clock, epoch milliseconds */
 
+/* Errors travel as text to where they are reported: fill the caller's buffer. */
+void otpd_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif
