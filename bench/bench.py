@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import signal
 import socket
 import statistics
@@ -528,6 +527,22 @@ def callgrind_total(path):
     return None
 
 
+def annotate(profile, inclusive, save_as, most, keep):
+    """callgrind_annotate's top functions (saved in full to save_as), those lines keep() accepts."""
+    text = subprocess.run(["callgrind_annotate", "--inclusive=%s" % ("yes" if inclusive else "no"),
+                           "--threshold=100", profile],
+                          capture_output=True, text=True, timeout=120).stdout
+    with open(save_as, "w") as f:
+        f.write(text)
+    top = []
+    for line in text.splitlines():
+        m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(\S.*)$", line)
+        if m and keep(line) and len(top) < most:
+            top.append({"ir": int(m.group(1).replace(",", "")), "pct": float(m.group(2)),
+                        "fn": m.group(3).strip()})
+    return top
+
+
 def bench_callgrind(env, n):
     out = os.path.join(BENCH, "results", "callgrind")
     os.makedirs(out, exist_ok=True)
@@ -547,28 +562,11 @@ def bench_callgrind(env, n):
             time.sleep(1)
         run.finish(timeout=120)
         totals[jobs] = callgrind_total(f)
-    ann = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100",
-                          os.path.join(out, "callgrind.otpd.%d.out" % n)],
-                         capture_output=True, text=True, timeout=120).stdout
-    with open(os.path.join(out, "annotate.%d.txt" % n), "w") as f:
-        f.write(ann)
-    top = []
-    for line in ann.splitlines():
-        m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(\S.*)$", line)
-        if m and "PROGRAM TOTALS" not in line and len(top) < 15:
-            top.append({"ir": int(m.group(1).replace(",", "")), "pct": float(m.group(2)),
-                        "fn": m.group(3).strip()})
-    inc = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100",
-                          os.path.join(out, "callgrind.otpd.%d.out" % n)],
-                         capture_output=True, text=True, timeout=120).stdout
-    with open(os.path.join(out, "annotate-inclusive.%d.txt" % n), "w") as f:
-        f.write(inc)
-    top_inc = []
-    for line in inc.splitlines():
-        m = re.match(r"\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(\S.*)$", line)
-        if m and "/daemon/" in line and len(top_inc) < 25:
-            top_inc.append({"ir": int(m.group(1).replace(",", "")), "pct": float(m.group(2)),
-                            "fn": m.group(3).strip()})
+    profile = os.path.join(out, "callgrind.otpd.%d.out" % n)
+    top = annotate(profile, False, os.path.join(out, "annotate.%d.txt" % n), 15,
+                   lambda line: "PROGRAM TOTALS" not in line)
+    top_inc = annotate(profile, True, os.path.join(out, "annotate-inclusive.%d.txt" % n), 25,
+                       lambda line: "/daemon/" in line)
     res = {"jobs": n, "ir_total": totals[n], "ir_startup_only": totals[0],
            "ir_per_otp": (totals[n] - totals[0]) / n, "top15_self": top,
            "top_otpd_inclusive": top_inc}
@@ -779,7 +777,6 @@ def table(R):
     def target(ok):
         return "met" if ok else "NOT met"
 
-    t_thr = max(x["otp_per_s"] for x in thr["h2"])
     for x in thr["h2"]:
         rows.append(("throughput, %d backlog, HTTP/2 (OTP/s)" % x["jobs"], fmt(x["otp_per_s"]),
                      fmt(base["otp_per_s"]) if x["jobs"] == base["jobs"] else "-",

@@ -521,7 +521,7 @@ dlv_send_done(void *arg, const struct send_result *res)
         dlv->sent_ms = otpd_now_ms();
         d->stats.sent++;
         if (d->dlr)
-            dlr_sent(d->dlr, p, res->ref, dlv->job.id);
+            dlr_sent(d->dlr, p, res->ref);
         dlv_wipe(dlv);
         dlv_log_outcome(dlv);
         dlv_advance(dlv, STEP_RESULT);

@@ -42,7 +42,6 @@ struct dlr_poll {
     struct provider *p;
     struct provider_call *call;
     char ref[72];
-    char job_id[JOB_ID_MAX + 1];
     uint64_t next_at, until, backoff;
     int done;
 };
@@ -567,7 +566,7 @@ dlr_tick(uv_timer_t *t)
 }
 
 void
-dlr_sent(struct dlr *r, struct provider *p, const char *ref, const char *job_id)
+dlr_sent(struct dlr *r, struct provider *p, const char *ref)
 {
     struct dlr_poll *e;
 
@@ -580,7 +579,6 @@ dlr_sent(struct dlr *r, struct provider *p, const char *ref, const char *job_id)
     e->r = r;
     e->p = p;
     snprintf(e->ref, sizeof(e->ref), "%s", ref);
-    snprintf(e->job_id, sizeof(e->job_id), "%s", job_id);
     e->backoff = (uint64_t)r->cfg->dlr_poll_first_ms;
     e->next_at = uv_now(r->loop) + e->backoff;
     e->until = uv_now(r->loop) + (uint64_t)r->cfg->dlr_poll_horizon_s * 1000;

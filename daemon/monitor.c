@@ -30,7 +30,6 @@ struct monitor {
     char host[128];
     struct monitor_gauges g;
     int ready_sent;
-    int stopping;
     monitor_closed_cb *closed_cb;
     void *closed_arg;
 };
@@ -211,7 +210,6 @@ monitor_closed(uv_handle_t *h)
 void
 monitor_stop(struct monitor *m, monitor_closed_cb *cb, void *arg)
 {
-    m->stopping = 1;
     m->closed_cb = cb;
     m->closed_arg = arg;
     sd_notify(0, "STOPPING=1");

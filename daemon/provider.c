@@ -33,7 +33,6 @@ static const struct provider_ops *const provider_registry[] = {
 struct provider_set {
     struct provider *open[PROVIDER_NREG];
     struct provider *deflt;
-    int closing;
     provider_closed_cb *closed_cb;
     void *closed_arg;
 };
@@ -189,7 +188,6 @@ provider_set_one_closed(void *arg)
 void
 provider_set_close(struct provider_set *set, provider_closed_cb *cb, void *arg)
 {
-    set->closing = 1;
     set->closed_cb = cb;
     set->closed_arg = arg;
     provider_set_one_closed(set);

@@ -36,7 +36,6 @@ struct provider_call {
     provider_done_cb *cb;
     provider_poll_cb *poll_cb; /* a status lookup rather than a send */
     void *arg;
-    int reconciling;
     struct send_request req; /* req.body and req.job stay valid until done */
     unsigned char body_hash[32];
 };
@@ -306,6 +305,23 @@ twilio_post(struct provider_call *c)
     return c->http ? 0 : -1;
 }
 
+/* A read of the REST API (list or fetch a Message), with the account's credentials. */
+static struct http_call *
+twilio_get(struct twilio *tw, const char *url, long timeout_ms, http_done_cb *cb, void *arg)
+{
+    const char *headers[] = {"Accept: application/json", NULL};
+    struct http_request hr = {
+        .url = url,
+        .method = "GET",
+        .username = tw->cfg->twilio_account_sid,
+        .password = tw->cfg->twilio_auth_token,
+        .headers = headers,
+        .timeout_ms = timeout_ms,
+    };
+
+    return http_start(tw->http, &hr, cb, arg);
+}
+
 /* Reconciliation: did an earlier, unanswered attempt go out after all? */
 static int
 twilio_find_ours(struct provider_call *c, const char *body, size_t len, struct send_result *res)
@@ -379,17 +395,8 @@ twilio_reconcile(struct provider_call *c)
     snprintf(url, sizeof(url), "%s?To=%s&DateSent%%3E=%s&PageSize=50", c->tw->messages_url,
              to ? to : "", date);
     curl_free(to);
-    const char *headers[] = {"Accept: application/json", NULL};
-    struct http_request hr = {
-        .url = url,
-        .method = "GET",
-        .username = c->tw->cfg->twilio_account_sid,
-        .password = c->tw->cfg->twilio_auth_token,
-        .headers = headers,
-        .timeout_ms = twilio_timeout(c->tw, &c->req),
-    };
-    c->reconciling = 1;
-    if ((c->http = http_start(c->tw->http, &hr, twilio_reconciled, c)) == NULL)
+    c->http = twilio_get(c->tw, url, twilio_timeout(c->tw, &c->req), twilio_reconciled, c);
+    if (c->http == NULL)
         return twilio_post(c);
     return 0;
 }
@@ -456,16 +463,7 @@ twilio_poll(struct provider *p, const char *ref, provider_poll_cb *cb, void *arg
     c->tw = tw;
     c->poll_cb = cb;
     c->arg = arg;
-    const char *headers[] = {"Accept: application/json", NULL};
-    struct http_request hr = {
-        .url = url,
-        .method = "GET",
-        .username = tw->cfg->twilio_account_sid,
-        .password = tw->cfg->twilio_auth_token,
-        .headers = headers,
-        .timeout_ms = tw->cfg->http_timeout_ms,
-    };
-    if ((c->http = http_start(tw->http, &hr, twilio_polled, c)) == NULL) {
+    if ((c->http = twilio_get(tw, url, tw->cfg->http_timeout_ms, twilio_polled, c)) == NULL) {
         free(c);
         return NULL;
     }

@@ -38,7 +38,6 @@ struct rconn {
     uint64_t progress_at;
     int reply_deadline_ms;
     long long client_id;
-    int was_up;
     char last_error[128];
     char *fmt; /* the command being formatted; reused */
     size_t fmtlen, fmtcap;

@@ -23,7 +23,7 @@ struct dlr *dlr_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
 /* An HTTP request for a webhook path: 1 if it was one (resp filled), else 0. */
 int dlr_handle(struct dlr *r, const struct httpd_request *req, struct httpd_response *resp);
 /* A provider accepted a message: follow it by polling where no webhook will come. */
-void dlr_sent(struct dlr *r, struct provider *p, const char *ref, const char *job_id);
+void dlr_sent(struct dlr *r, struct provider *p, const char *ref);
 void dlr_close(struct dlr *r, void (*cb)(void *arg), void *arg);
 
 /*

@@ -14,8 +14,8 @@
 static long
 fuzz_status(const uint8_t *data)
 {
-    static const long common[] = {200, 201, 202, 204, 400, 401, 403, 404, 409, 422, 429,
-                                  500, 502, 503, 504, 0, 100, 301, -1, 99999999};
+    static const long common[] = {200, 201, 202, 204, 400, 401, 403, 404, 409, 422,
+                                  429, 500, 502, 503, 504, 0,   100, 301, -1,  99999999};
     if (data[0] < 128)
         return common[data[1] % (sizeof(common) / sizeof(common[0]))];
     return (long)((data[0] - 128) << 8 | data[1]) % 1000;
@@ -43,6 +43,37 @@ check_result_common(long status, const struct send_result *res)
         CHECK(res->outcome == SEND_RETRY);
     if (status >= 500)
         CHECK(res->outcome == SEND_AMBIGUOUS);
+}
+
+typedef void parse_send_fn(long status, const char *body, size_t len, struct send_result *res);
+
+/*
+ * Split the input, parse it, check the common invariants and that a second
+ * parse gives the same bytes.  0 if the input is too short to use.
+ */
+static int
+fuzz_parse_send(const uint8_t *data, size_t size, parse_send_fn *parse, long *status,
+                struct send_result *res)
+{
+    struct send_result again;
+    size_t len;
+    char *body;
+
+    if (size < 2)
+        return 0;
+    *status = fuzz_status(data);
+    len = size - 2;
+    if ((body = malloc(len ? len : 1)) == NULL)
+        abort();
+    memcpy(body, data + 2, len);
+    memset(res, 0x5a, sizeof(*res));
+    parse(*status, body, len, res);
+    check_result_common(*status, res);
+    memset(&again, 0xa5, sizeof(again));
+    parse(*status, body, len, &again);
+    CHECK(memcmp(res, &again, sizeof(again)) == 0);
+    free(body);
+    return 1;
 }
 
 #endif

@@ -24,13 +24,10 @@ NUMBER = "+14155552671"
 IN_NUMBER = "+919812345678"
 
 
-def twilio_env(mock, **extra):
+def _mock_env(mock, provider, **settings):
+    """A provider pointed at the mock, trusting the run's CA, with test-speed timings."""
     env = {
-        "OTPD_PROVIDER": "twilio",
-        "TWILIO_ACCOUNT_SID": SID,
-        "TWILIO_AUTH_TOKEN": TOKEN,
-        "TWILIO_PHONE_NUMBER": FROM,
-        "TWILIO_API_BASE": mock.base,
+        "OTPD_PROVIDER": provider,
         "OTPD_CA_FILE": mock.ca["ca_cert"],
         "OTPD_RETRY_BASE_MS": "100",
         "OTPD_RETRY_MAX_MS": "400",
@@ -38,29 +35,23 @@ def twilio_env(mock, **extra):
         "OTPD_CIRCUIT_COOLOFF_MS": "500",
         # Receipt polling is tested in test_receipts.py; elsewhere "sent" stays "sent".
         "OTPD_DLR_POLL_HORIZON_S": "0",
-        "OTPD_HTTP_TIMEOUT_MS": "3000",
     }
-    env.update(extra)
+    env.update(settings)
     return env
+
+
+def twilio_env(mock, **extra):
+    settings = dict(TWILIO_ACCOUNT_SID=SID, TWILIO_AUTH_TOKEN=TOKEN, TWILIO_PHONE_NUMBER=FROM,
+                    TWILIO_API_BASE=mock.base, OTPD_HTTP_TIMEOUT_MS="3000")
+    settings.update(extra)
+    return _mock_env(mock, "twilio", **settings)
 
 
 def msg91_env(mock, **extra):
-    env = {
-        "OTPD_PROVIDER": "msg91",
-        "MSG91_AUTH_KEY": AUTHKEY,
-        "MSG91_TEMPLATE_ID": "tmpl-otp-1",
-        "MSG91_SENDER_ID": "SMLCSE",
-        "MSG91_API_BASE": mock.base,
-        "OTPD_CA_FILE": mock.ca["ca_cert"],
-        "OTPD_RETRY_BASE_MS": "100",
-        "OTPD_RETRY_MAX_MS": "400",
-        "OTPD_PROVIDER_RECHECK_MS": "300",
-        "OTPD_CIRCUIT_COOLOFF_MS": "500",
-        # Receipt polling is tested in test_receipts.py; elsewhere "sent" stays "sent".
-        "OTPD_DLR_POLL_HORIZON_S": "0",
-    }
-    env.update(extra)
-    return env
+    settings = dict(MSG91_AUTH_KEY=AUTHKEY, MSG91_TEMPLATE_ID="tmpl-otp-1",
+                    MSG91_SENDER_ID="SMLCSE", MSG91_API_BASE=mock.base)
+    settings.update(extra)
+    return _mock_env(mock, "msg91", **settings)
 
 
 def sends(mock, provider="twilio"):
