@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -47,15 +48,19 @@ static const struct config_entry config_table[] = {
     {"REDIS_URL", CT_REDIS_URL, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, CF_RESTART,
      "Redis to use: redis://[[user]:password@]host:port/db or unix:///path?db=N"},
     {"OTPD_HASH_KEY", CT_HEXKEY, OFF(hash_key_hex), NULL, 0, 0, CF_SECRET,
-     "64 hex characters (32 bytes) shared with the web app; make one with otpd --gen-key"},
+     "64 hex characters (32 bytes) shared with the web app; make one with otpd --gen-key. "
+     "Refused at start: the documentation's test key and keys with fewer than 16 distinct "
+     "bytes (all zero, a repeated pattern), since anyone could forge codes' hashes with them"},
     {"OTPD_PREFIX", CT_STR, OFF(prefix), "otpd:", 1, 64, CF_NAME | CF_RESTART,
      "prefix of every Redis key"},
     {"OTPD_GROUP", CT_STR, OFF(group), "otpd", 1, 64, CF_NAME | CF_RESTART,
      "consumer group on the job stream"},
     {"OTPD_CONSUMER", CT_STR, OFF(consumer), "", 0, 128, CF_RESTART,
      "consumer name, unique per instance (default host:pid)"},
-    {"OTPD_PROVIDER", CT_STR, OFF(provider), "console", 1, 32, CF_RESTART,
-     "default provider: console (development), twilio or msg91"},
+    {"OTPD_PROVIDER", CT_STR, OFF(provider), "", 0, 32, CF_RESTART,
+     "default provider: twilio, msg91 or console (development: prints codes, sends nothing); "
+     "empty: the first provider whose credentials are set (twilio, then msg91), console only "
+     "when none is"},
     {"OTPD_OTP_TTL", CT_INT, OFF(otp_ttl), "300", 30, 3600, 0,
      "default lifetime of a code in seconds; also the delivery deadline"},
     {"OTPD_OTP_DIGITS", CT_INT, OFF(otp_digits), "6", 4, 10, 0, "default code length"},
@@ -66,6 +71,12 @@ static const struct config_entry config_table[] = {
      "default SMS text; must contain {code}, may contain {minutes}"},
     {"OTPD_STATUS_TTL", CT_INT, OFF(status_ttl), "86400", 60, 30L * 86400, 0,
      "seconds a job's status record is kept"},
+    {"OTPD_DEAD_MAXLEN", CT_INT, OFF(dead_maxlen), "10000", 100, 10000000, 0,
+     "approximate length the dead-letter stream is trimmed to: a burst of bad jobs cannot "
+     "fill Redis"},
+    {"OTPD_MAX_CLOCK_SKEW_S", CT_INT, OFF(max_clock_skew_s), "60", 0, 3600, 0,
+     "a job whose created_ms lies further than this in the future is rejected (the web "
+     "host's clock is wrong); within it, the lifetime counts from now"},
     {"OTPD_EVENTS_MAXLEN", CT_INT, OFF(events_maxlen), "100000", 100, 100000000, 0,
      "approximate length the events stream is trimmed to"},
     {"OTPD_MAX_INFLIGHT", CT_INT, OFF(max_inflight), "1000", 1, 100000, CF_RESTART,
@@ -81,8 +92,9 @@ static const struct config_entry config_table[] = {
     {"OTPD_HEARTBEAT_MS", CT_INT, OFF(heartbeat_ms), "5000", 100, 60000, CF_RESTART,
      "how often the instance heartbeat is written; it expires after three periods"},
     {"OTPD_METRICS_ADDR", CT_STR, OFF(metrics_addr), "", 0, 128, CF_RESTART,
-     "address for the Prometheus endpoint, e.g. 127.0.0.1:9464 (empty: off); keep it on "
-     "loopback or a private network"},
+     "address for the Prometheus endpoint and the delivery-receipt webhooks, e.g. "
+     "127.0.0.1:9464 (empty: off); a warning at start when it is not a loopback address: "
+     "keep it behind a firewall or a reverse proxy that forwards only /webhooks/"},
     {"OTPD_ROUTES", CT_STR, OFF(routes_spec), "", 0, 2048, 0,
      "providers by destination, tried in order: PREFIX=provider,provider;... with the longest "
      "digit prefix winning and * as the rest, e.g. \"91=msg91,twilio;*=twilio,msg91\" "
@@ -116,7 +128,9 @@ static const struct config_entry config_table[] = {
      "how long an open circuit sends nothing before one probe request"},
     {"MSG91_WEBHOOK_TOKEN", CT_STR, OFF(msg91_webhook_token), "", 0, 128, CF_SECRET,
      "secret path token for MSG91 delivery reports: MSG91 does not sign its webhooks, so "
-     "configure the URL https://YOUR-SITE/.../webhooks/msg91/TOKEN in its dashboard"},
+     "configure the URL https://YOUR-SITE/.../webhooks/msg91/TOKEN in its dashboard. At least "
+     "32 characters (refused at start otherwise: it is the reports' only authentication); "
+     "make one with: openssl rand -hex 16"},
     {"OTPD_DLR_POLL_HORIZON_S", CT_INT, OFF(dlr_poll_horizon_s), "600", 0, 86400, 0,
      "without TWILIO_STATUS_CALLBACK, poll Twilio for a sent message's delivery for this long "
      "(0: never poll)"},
@@ -130,8 +144,13 @@ static const struct config_entry config_table[] = {
      "provider connect (TCP+TLS) timeout"},
     {"OTPD_HTTP_TIMEOUT_MS", CT_INT, OFF(http_timeout_ms), "15000", 500, 120000, 0,
      "provider request total timeout"},
-    {"OTPD_HTTP_MAX_CONNS", CT_INT, OFF(http_max_conns), "20", 1, 1000, CF_RESTART,
-     "connections per provider host, at most"},
+    {"OTPD_HTTP_MAX_CONNS", CT_INT, OFF(http_max_conns), "0", 0, 100000, 0,
+     "connections per provider host, at most (0: as many as the provider's request cap, "
+     "OTPD_TWILIO_MAX_INFLIGHT or OTPD_MSG91_MAX_INFLIGHT, so an HTTP/1.1 provider gets one "
+     "per open request; HTTP/2 still multiplexes over few)"},
+    {"OTPD_HTTP_MAX_CLIENTS", CT_INT, OFF(http_max_clients), "256", 1, 100000, CF_RESTART,
+     "connections to OTPD_METRICS_ADDR held at once; past it the oldest idle one is closed, so "
+     "a connection flood cannot take the descriptors sending needs"},
     {"TWILIO_ACCOUNT_SID", CT_STR, OFF(twilio_account_sid), "", 0, 64, 0,
      "Twilio Account SID (AC...)"},
     {"TWILIO_AUTH_TOKEN", CT_STR, OFF(twilio_auth_token), "", 0, 128, CF_SECRET,
@@ -141,7 +160,9 @@ static const struct config_entry config_table[] = {
     {"TWILIO_MESSAGING_SERVICE_SID", CT_STR, OFF(twilio_messaging_service_sid), "", 0, 64, 0,
      "Twilio Messaging Service (MG...); preferred over TWILIO_PHONE_NUMBER"},
     {"TWILIO_STATUS_CALLBACK", CT_URL, OFF(twilio_status_callback), "", 0, 0, 0,
-     "public URL Twilio posts delivery status to (optional)"},
+     "public URL Twilio posts delivery status to, routed to OTPD_METRICS_ADDR's "
+     "/webhooks/twilio (optional). Set without OTPD_METRICS_ADDR, otpd cannot hear the "
+     "callbacks: it warns at start and polls Twilio instead"},
     {"TWILIO_API_BASE", CT_URL, OFF(twilio_api_base), "https://api.twilio.com", 0, 0, 0,
      "Twilio API base URL (tests and staging point it at a mock)"},
     {"MSG91_AUTH_KEY", CT_STR, OFF(msg91_auth_key), "", 0, 128, CF_SECRET, "MSG91 auth key"},
@@ -534,46 +555,149 @@ config_read_env(struct config *cfg, config_env_fn *getenv_fn, char *err, size_t 
     return 0;
 }
 
+/*
+ * Keys anyone can read: the documentation's test vector and keys with
+ * little variety (all zero, a repeated byte or short pattern).  A random
+ * key has about 31 distinct bytes of 32; fewer than 16 happens with
+ * negligible probability.
+ */
+static const char *const config_public_keys[] = {
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+};
+
+static int
+config_key_weak(const struct config *cfg, char *why, size_t whylen)
+{
+    unsigned char seen[256] = {0};
+    int distinct = 0;
+
+    for (size_t i = 0; i < sizeof(config_public_keys) / sizeof(config_public_keys[0]); i++)
+        if (strcasecmp(cfg->hash_key_hex, config_public_keys[i]) == 0) {
+            otpd_seterr(why, whylen, "is the documentation's published test key");
+            return 1;
+        }
+    for (size_t i = 0; i < sizeof(cfg->hash_key); i++)
+        if (!seen[cfg->hash_key[i]]++)
+            distinct++;
+    if (distinct < 16) {
+        otpd_seterr(why, whylen, "has only %d distinct bytes: not a random key", distinct);
+        return 1;
+    }
+    return 0;
+}
+
+static int
+twilio_configured(const struct config *cfg)
+{
+    return *cfg->twilio_account_sid && *cfg->twilio_auth_token;
+}
+
+static int
+msg91_configured(const struct config *cfg)
+{
+    return *cfg->msg91_auth_key && *cfg->msg91_template_id;
+}
+
+/*
+ * Credentials that are half there must stop the start, not silently leave
+ * the console provider printing codes for a site that believes it sends SMS.
+ */
+static int
+config_check_credentials(const struct config *cfg, char *err, size_t errlen)
+{
+    int tw_any = *cfg->twilio_account_sid || *cfg->twilio_auth_token;
+    int explicit_tw = strcmp(cfg->provider, "twilio") == 0;
+
+    if ((tw_any || explicit_tw) && !twilio_configured(cfg)) {
+        otpd_seterr(err, errlen,
+                    "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: both are required to send "
+                    "through Twilio");
+        return -1;
+    }
+    if (twilio_configured(cfg) && !*cfg->twilio_phone_number &&
+        !*cfg->twilio_messaging_service_sid) {
+        otpd_seterr(err, errlen,
+                    "TWILIO_PHONE_NUMBER: required with Twilio credentials (or set "
+                    "TWILIO_MESSAGING_SERVICE_SID)");
+        return -1;
+    }
+    if (strcmp(cfg->provider, "msg91") == 0 && !msg91_configured(cfg)) {
+        otpd_seterr(err, errlen,
+                    "MSG91_AUTH_KEY and MSG91_TEMPLATE_ID: required when OTPD_PROVIDER=msg91");
+        return -1;
+    }
+    if (*cfg->msg91_auth_key && !*cfg->msg91_template_id && !twilio_configured(cfg) &&
+        strcmp(cfg->provider, "console") != 0) {
+        otpd_seterr(err, errlen,
+                    "MSG91_TEMPLATE_ID: MSG91_AUTH_KEY is set but otpd sends through MSG91's "
+                    "Flow API, which needs the DLT-approved template's id");
+        return -1;
+    }
+    return 0;
+}
+
+/* With OTPD_PROVIDER unset, the configured providers are used; console only with none. */
+static int
+config_pick_provider(struct config *cfg, char *err, size_t errlen)
+{
+    if (*cfg->provider == '\0') {
+        cfg->provider_default = twilio_configured(cfg)  ? "twilio"
+                                : msg91_configured(cfg) ? "msg91"
+                                                        : "console";
+        return 0;
+    }
+    if (strcmp(cfg->provider, "console") == 0)
+        cfg->provider_default = "console";
+    else if (strcmp(cfg->provider, "twilio") == 0)
+        cfg->provider_default = "twilio";
+    else if (strcmp(cfg->provider, "msg91") == 0)
+        cfg->provider_default = "msg91";
+    else {
+        otpd_seterr(err, errlen, "OTPD_PROVIDER: \"%s\" is not one of console, twilio, msg91",
+                    cfg->provider);
+        return -1;
+    }
+    return 0;
+}
+
+/* MSG91 does not sign its reports: the path token is the only secret, and guesses are free. */
+#define CONFIG_WEBHOOK_TOKEN_MIN 32
+
 int
 config_finish(struct config *cfg, char *err, size_t errlen)
 {
+    char why[128];
+
     if (cfg->hash_key_hex == NULL || *cfg->hash_key_hex == '\0') {
         otpd_seterr(err, errlen,
                     "OTPD_HASH_KEY: not set; it must be 64 hex characters shared with "
                     "the web app (make one with otpd --gen-key)");
         return -1;
     }
-    if (strcmp(cfg->provider, "console") != 0 && strcmp(cfg->provider, "twilio") != 0 &&
-        strcmp(cfg->provider, "msg91") != 0) {
-        otpd_seterr(err, errlen, "OTPD_PROVIDER: \"%s\" is not one of console, twilio, msg91",
-                    cfg->provider);
+    if (config_key_weak(cfg, why, sizeof(why))) {
+        otpd_seterr(err, errlen,
+                    "OTPD_HASH_KEY: %s; anyone who knows it can forge codes' hashes. Make one "
+                    "with otpd --gen-key",
+                    why);
         return -1;
     }
-    char why[128];
+    if (config_check_credentials(cfg, err, errlen) < 0 ||
+        config_pick_provider(cfg, err, errlen) < 0)
+        return -1;
+    if (*cfg->msg91_webhook_token && strlen(cfg->msg91_webhook_token) < CONFIG_WEBHOOK_TOKEN_MIN) {
+        otpd_seterr(err, errlen,
+                    "MSG91_WEBHOOK_TOKEN: shorter than %d characters; it is the only thing "
+                    "that authenticates MSG91's reports. Make one with: openssl rand -hex 16",
+                    CONFIG_WEBHOOK_TOKEN_MIN);
+        return -1;
+    }
+    if (*cfg->ca_file && access(cfg->ca_file, R_OK) != 0) {
+        otpd_seterr(err, errlen, "OTPD_CA_FILE: %s: %s", cfg->ca_file, strerror(errno));
+        return -1;
+    }
     if (otp_template_check(cfg->template, cfg->otp_digits, (cfg->otp_ttl + 59) / 60, why,
                            sizeof(why)) < 0) {
         otpd_seterr(err, errlen, "OTPD_TEMPLATE: %s", why);
-        return -1;
-    }
-    if (strcmp(cfg->provider, "twilio") == 0) {
-        if (!*cfg->twilio_account_sid || !*cfg->twilio_auth_token) {
-            otpd_seterr(err, errlen,
-                        "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: required when "
-                        "OTPD_PROVIDER=twilio");
-            return -1;
-        }
-        if (!*cfg->twilio_phone_number && !*cfg->twilio_messaging_service_sid) {
-            otpd_seterr(err, errlen,
-                        "TWILIO_PHONE_NUMBER: required when OTPD_PROVIDER=twilio (or "
-                        "set TWILIO_MESSAGING_SERVICE_SID)");
-            return -1;
-        }
-    }
-    if (strcmp(cfg->provider, "msg91") == 0 &&
-        (!*cfg->msg91_auth_key || !*cfg->msg91_template_id)) {
-        otpd_seterr(err, errlen,
-                    "MSG91_AUTH_KEY and MSG91_TEMPLATE_ID: required when "
-                    "OTPD_PROVIDER=msg91");
         return -1;
     }
     if (route_parse(&cfg->routes, cfg->routes_spec, why, sizeof(why)) < 0) {
@@ -602,6 +726,44 @@ config_finish(struct config *cfg, char *err, size_t errlen)
 }
 
 int
+config_twilio_callbacks(const struct config *cfg)
+{
+    return *cfg->twilio_status_callback && *cfg->metrics_addr;
+}
+
+/* 127.0.0.0/8 or ::1: only this host can reach the endpoint. */
+static int
+config_addr_loopback(const char *addr)
+{
+    return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "[::1]:", 6) == 0 ||
+           strncmp(addr, "localhost:", 10) == 0;
+}
+
+/*
+ * Settings that work but are likely not what the operator meant.  The
+ * daemon logs them at start, --check-config prints them.
+ */
+void
+config_warnings(const struct config *cfg, config_warn_fn *warn, void *arg)
+{
+    if (strcmp(cfg->provider_default, "console") == 0)
+        warn(arg, "the console provider is in use (development only): every code and full "
+                  "number is printed to standard output (the journal under systemd) and NO SMS "
+                  "is sent. Set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_PHONE_NUMBER "
+                  "(or MSG91_*) to send");
+    if (*cfg->msg91_auth_key && !*cfg->msg91_template_id)
+        warn(arg, "MSG91_AUTH_KEY is set but MSG91_TEMPLATE_ID is not: MSG91 is not used");
+    if (*cfg->metrics_addr && !config_addr_loopback(cfg->metrics_addr))
+        warn(arg, "OTPD_METRICS_ADDR is not a loopback address: /metrics and the webhook paths "
+                  "answer anyone who can reach it; keep it behind a firewall or a reverse proxy "
+                  "that forwards only /webhooks/");
+    if (*cfg->twilio_status_callback && !*cfg->metrics_addr)
+        warn(arg, "TWILIO_STATUS_CALLBACK is set but OTPD_METRICS_ADDR is not, so otpd cannot "
+                  "receive Twilio's callbacks: it polls Twilio for delivery status instead. Set "
+                  "OTPD_METRICS_ADDR and route the callback URL to it to use callbacks");
+}
+
+int
 config_load(struct config *cfg, const char *path, config_env_fn *getenv_fn, char *err,
             size_t errlen)
 {
@@ -610,6 +772,12 @@ config_load(struct config *cfg, const char *path, config_env_fn *getenv_fn, char
     if (config_read_env(cfg, getenv_fn, err, errlen) < 0)
         return -1;
     return config_finish(cfg, err, errlen);
+}
+
+static void
+config_print_warning(void *arg, const char *text)
+{
+    fprintf(arg, "# WARNING: %s\n", text);
 }
 
 void
@@ -632,6 +800,11 @@ config_print(const struct config *cfg, FILE *out)
             fprintf(out, "%s=\"%s\"\n", e->key, v ? v : "");
         }
     }
+    if (cfg->provider_default == NULL)
+        return; /* not checked by config_finish(): nothing decided yet */
+    fprintf(out, "# default provider: %s%s\n", cfg->provider_default,
+            *cfg->provider ? "" : " (OTPD_PROVIDER is empty: chosen from the credentials set)");
+    config_warnings(cfg, config_print_warning, out);
 }
 
 void

@@ -78,6 +78,8 @@ struct delivery {
     uint64_t retry_delay_ms;
     int64_t attempt_ms;        /* when the current attempt started */
     int64_t ambiguous_since;   /* first attempt that may have been sent */
+    int probe;                 /* this attempt is its provider's circuit probe */
+    int awaits_circuit;        /* waiting for a provider's circuit to close */
     struct dlv_secret *secret; /* code and text, in locked memory until sent */
     /* the outcome to record */
     enum job_status final;
@@ -103,8 +105,11 @@ struct dispatch {
     struct secmem *secrets;
     struct dlr *dlr;
     int closed_handles;
-    uint64_t last_refresh, last_reclaim;
-    char park_error[128];
+    uint64_t last_refresh, last_reclaim, last_publish;
+    int parked_any;                /* some step waits for Redis: say when it recovers */
+    struct log_limiter park_log;   /* one line per cause a minute, however they alternate */
+    struct log_limiter reject_log; /* a burst of bad jobs: a few lines, then a count */
+    struct log_limiter busy_log;   /* provider concurrency and local failures */
     struct {
         char cc[4];
         uint64_t at;
@@ -190,11 +195,14 @@ dlv_park(struct delivery *dlv, const char *why)
 {
     struct dispatch *d = dlv->d;
 
-    /* One line per distinct cause, not one per job: an outage parks them all. */
-    if (strncmp(d->park_error, why, sizeof(d->park_error) - 1) != 0) {
-        snprintf(d->park_error, sizeof(d->park_error), "%s", why);
-        log_warnx("jobs wait for Redis to accept writes: %s (held in memory, retried)", why);
-    }
+    unsigned held;
+
+    /* One line per cause a minute, not one per job: an outage parks them all. */
+    if (log_limit_allow(&d->park_log, why, uv_now(d->loop), &held))
+        log_warnx("jobs wait for Redis to accept writes: %s (held in memory, retried; %u "
+                  "similar lines held back)",
+                  why, held);
+    d->parked_any = 1;
     if (!dlv->parked)
         log_debug("job %s: %s step waits for Redis: %s", dlv->job.id, step_names[dlv->step], why);
     dlv->parked = 1;
@@ -204,9 +212,9 @@ dlv_park(struct delivery *dlv, const char *why)
 static void
 dlv_advance(struct delivery *dlv, enum dlv_step next)
 {
-    if (dlv->parked && dlv->d->park_error[0]) {
+    if (dlv->parked && dlv->d->parked_any) {
         log_notice("Redis accepts writes again; held jobs continue");
-        dlv->d->park_error[0] = '\0';
+        dlv->d->parked_any = 0;
     }
     dlv->busy = 0;
     dlv->parked = 0;
@@ -374,6 +382,8 @@ dlv_queue_done(void *arg, int ok, const char *err)
         dlv_park(dlv, err);
         return;
     }
+    if (dlv->step == STEP_DEAD_LETTER)
+        dlv->d->stats.dead_letters++;
     dlv->busy = 0;
     dlv->step = STEP_DONE;
     dlv_finish(dlv);
@@ -400,13 +410,18 @@ dlv_log_outcome(struct delivery *dlv)
 /*
  * Open the provider's circuit: no traffic until recheck_at, then one probe.
  * cooloff_ms 0 means a provider-wide failure (credentials, suspended
- * account): rechecked with exponential backoff.
+ * account): rechecked with exponential backoff.  The backoff grows once
+ * per failed probe, not once per failed request: forty requests in flight
+ * when the credentials broke are one failure, not forty.
  */
 static void
-provider_mark_down(struct dispatch *d, struct provider *p, const char *why, uint64_t cooloff_ms)
+provider_mark_down(struct dispatch *d, struct provider *p, const char *why, uint64_t cooloff_ms,
+                   int was_probe)
 {
     uint64_t now = uv_now(d->loop);
 
+    if (p->down && !was_probe)
+        return; /* already open: an answer to a request sent before it opened */
     p->down_count++;
     if (cooloff_ms == 0)
         cooloff_ms = backoff_ceiling(p->down_count, (uint64_t)d->cfg->provider_recheck_ms, 300000);
@@ -414,19 +429,36 @@ provider_mark_down(struct dispatch *d, struct provider *p, const char *why, uint
         log_err("provider %s: circuit open: %s; jobs go to the next provider in their route or "
                 "wait; one probe in %llu ms",
                 provider_name(p), why, (unsigned long long)cooloff_ms);
+    else
+        log_warnx("provider %s: probe failed: %s; next probe in %llu ms", provider_name(p), why,
+                  (unsigned long long)cooloff_ms);
     p->down = 1;
     p->recheck_at = now + cooloff_ms;
     snprintf(p->down_reason, sizeof(p->down_reason), "%s", why);
 }
 
+/* Jobs that wait for a circuit to close try again now rather than at their timer. */
 static void
-provider_mark_up(struct provider *p)
+dispatch_wake_waiters(struct dispatch *d)
 {
+    for (struct delivery *dlv = d->head; dlv; dlv = dlv->next)
+        if (dlv->awaits_circuit && dlv->step == STEP_RETRY_STATUS && dlv->busy &&
+            uv_is_active((uv_handle_t *)&dlv->timer))
+            uv_timer_start(&dlv->timer, dlv_retry_fire, 0, 0);
+}
+
+static void
+provider_mark_up(struct dispatch *d, struct provider *p)
+{
+    int was_down = p->down;
+
     if (p->down)
         log_notice("provider %s: working again (circuit closed)", provider_name(p));
     p->down = 0;
     p->down_count = 0;
     p->fail_streak = 0;
+    if (was_down)
+        dispatch_wake_waiters(d);
 }
 
 static int
@@ -499,24 +531,102 @@ dlv_retry_later(struct delivery *dlv, uint64_t delay_ms)
     dlv_advance(dlv, STEP_RETRY_STATUS);
 }
 
+/* otpd's own trouble (no descriptor, no memory): retried, never the provider's fault. */
+static uint64_t
+dlv_local_failure(struct delivery *dlv, const struct send_result *res)
+{
+    struct dispatch *d = dlv->d;
+    unsigned held;
+
+    if (log_limit_allow(&d->busy_log, "local", uv_now(d->loop), &held))
+        log_warnx("local failure sending to %s: %s; retried, not counted against the provider "
+                  "(%u similar lines held back)",
+                  provider_name(dlv->provider), res->error, held);
+    return backoff_full_jitter(dlv->attempts, (uint64_t)d->cfg->retry_base_ms,
+                               (uint64_t)d->cfg->retry_max_ms, randombytes_random());
+}
+
+/* The provider's concurrency limit (Twilio 20429): the gate's cap came down; say so. */
+static void
+dlv_congested(struct delivery *dlv)
+{
+    struct dispatch *d = dlv->d;
+    struct provider *p = dlv->provider;
+    unsigned held;
+
+    if (log_limit_allow(&d->busy_log, provider_name(p), uv_now(d->loop), &held))
+        log_notice("provider %s: over its concurrency limit; requests in progress now capped "
+                   "at %d (grows back as requests succeed; %u similar lines held back)",
+                   provider_name(p), gate_limit(p->gate), held);
+}
+
+/* A request that failed: open the circuit if need be, pick the next provider; the delay. */
+static uint64_t
+dlv_failed_attempt(struct delivery *dlv, const struct send_result *res, int was_probe)
+{
+    struct dispatch *d = dlv->d;
+    const struct config *cfg = d->cfg;
+    struct provider *p = dlv->provider;
+    uint64_t now = uv_now(d->loop), delay;
+
+    if (res->outcome == SEND_FAIL_PROVIDER) {
+        provider_mark_down(d, p, res->error, 0, was_probe);
+        if (dlv_failover(dlv))
+            return 0;
+        dlv->awaits_circuit = 1;
+        return p->recheck_at > now ? p->recheck_at - now : 0;
+    }
+    if (res->outcome == SEND_AMBIGUOUS && dlv->ambiguous_since == 0)
+        dlv->ambiguous_since = dlv->attempt_ms; /* the next attempt reconciles first */
+    if (res->retry_after_ms > 0)
+        gate_pause(p->gate, now + (uint64_t)res->retry_after_ms);
+    /* Over its concurrency limit, the provider is busy, not failing: no strike. */
+    if (res->congested) {
+        dlv_congested(dlv);
+        if (was_probe)
+            p->recheck_at = now; /* busy is alive: let the next request probe at once */
+    } else if (was_probe || ++p->fail_streak >= cfg->circuit_failures) {
+        char why[REASON_MAX];
+        snprintf(why, sizeof(why), "%d failed requests in a row, the last: %.180s", p->fail_streak,
+                 res->error);
+        provider_mark_down(d, p, why, (uint64_t)cfg->circuit_cooloff_ms, was_probe);
+    }
+    delay = backoff_full_jitter(dlv->attempts, (uint64_t)cfg->retry_base_ms,
+                                (uint64_t)cfg->retry_max_ms, randombytes_random());
+    if (res->retry_after_ms > 0 && (uint64_t)res->retry_after_ms > delay)
+        delay = (uint64_t)res->retry_after_ms;
+    /*
+     * A request that certainly did not reach the provider moves on to
+     * the next one in the route; a maybe-sent one stays to be reconciled
+     * unless its provider's circuit just opened.
+     */
+    if ((res->outcome == SEND_RETRY || p->down) && dlv_failover(dlv))
+        delay = 0;
+    return delay;
+}
+
 static void
 dlv_send_done(void *arg, const struct send_result *res)
 {
     struct delivery *dlv = arg;
     struct dispatch *d = dlv->d;
-    const struct config *cfg = d->cfg;
     struct provider *p = dlv->provider;
-    uint64_t delay, now;
+    int was_probe = dlv->probe;
 
     dlv->call = NULL;
+    dlv->probe = 0;
+    dlv->awaits_circuit = 0;
     dlv->result = *res;
+    log_mask_numbers(dlv->result.error); /* providers quote the number back */
+    if (res->congested)
+        gate_congested(p->gate); /* before leaving: no waiter takes its slot under the old cap */
     gate_leave(p->gate);
-    now = uv_now(d->loop);
     metrics_observe_request(provider_name(p), res->outcome,
                             (double)(otpd_now_ms() - dlv->attempt_ms) / 1000.0);
     switch (res->outcome) {
     case SEND_OK:
-        provider_mark_up(p);
+        provider_mark_up(d, p);
+        gate_relieved(p->gate);
         dlv->final = JOB_SENT;
         dlv->sent_ms = otpd_now_ms();
         d->stats.sent++;
@@ -527,41 +637,19 @@ dlv_send_done(void *arg, const struct send_result *res)
         dlv_advance(dlv, STEP_RESULT);
         return;
     case SEND_FAIL_JOB:
-        provider_mark_up(p); /* it answered sensibly: the provider works */
+        provider_mark_up(d, p); /* it answered sensibly: the provider works */
         dlv->opted_out = res->opted_out;
         dlv_fail(dlv, JOB_FAILED, 1);
         return;
-    case SEND_FAIL_PROVIDER:
-        provider_mark_down(d, p, res->error, 0);
-        delay = dlv_failover(dlv) ? 0 : p->recheck_at - now;
-        break;
-    case SEND_AMBIGUOUS:
-    case SEND_RETRY:
+    case SEND_LOCAL:
+        if (was_probe)
+            p->recheck_at = uv_now(d->loop); /* the probe never reached it: probe again */
+        dlv_retry_later(dlv, dlv_local_failure(dlv, res));
+        return;
     default:
-        if (res->outcome == SEND_AMBIGUOUS && dlv->ambiguous_since == 0)
-            dlv->ambiguous_since = dlv->attempt_ms; /* the next attempt reconciles first */
-        if (res->retry_after_ms > 0)
-            gate_pause(p->gate, now + (uint64_t)res->retry_after_ms);
-        if (++p->fail_streak >= cfg->circuit_failures) {
-            char why[REASON_MAX];
-            snprintf(why, sizeof(why), "%d failed requests in a row, the last: %.180s",
-                     p->fail_streak, res->error);
-            provider_mark_down(d, p, why, (uint64_t)cfg->circuit_cooloff_ms);
-        }
-        delay = backoff_full_jitter(dlv->attempts, (uint64_t)cfg->retry_base_ms,
-                                    (uint64_t)cfg->retry_max_ms, randombytes_random());
-        if (res->retry_after_ms > 0 && (uint64_t)res->retry_after_ms > delay)
-            delay = (uint64_t)res->retry_after_ms;
-        /*
-         * A request that certainly did not reach the provider moves on to
-         * the next one in the route; a maybe-sent one stays to be reconciled
-         * unless its provider's circuit just opened.
-         */
-        if ((res->outcome == SEND_RETRY || p->down) && dlv_failover(dlv))
-            delay = 0;
-        break;
+        dlv_retry_later(dlv, dlv_failed_attempt(dlv, res, was_probe));
+        return;
     }
-    dlv_retry_later(dlv, delay);
 }
 
 static void
@@ -637,14 +725,18 @@ dlv_send(struct delivery *dlv)
         snprintf(dlv->result.error, sizeof(dlv->result.error), "no provider available: %.200s",
                  dlv->route[dlv->ri]->down_reason);
         dlv->result.outcome = SEND_FAIL_PROVIDER;
+        dlv->awaits_circuit = 1;
         dlv_retry_later(dlv, wait);
         return;
     }
     if (p != dlv->provider)
         dlv->ambiguous_since = 0;
     dlv->provider = p;
-    if (p->down)
-        p->recheck_at = now + (uint64_t)dlv->d->cfg->http_timeout_ms; /* this is the probe */
+    if (p->down) {
+        /* This is the probe; the others wait for its answer, which wakes them. */
+        p->recheck_at = now + (uint64_t)dlv->d->cfg->http_timeout_ms;
+        dlv->probe = 1;
+    }
     dlv->busy = 1;
     if (gate_enter(p->gate, &dlv->gw, dlv_gate_ready))
         dlv_send_now(dlv);
@@ -701,15 +793,9 @@ dlv_run(struct delivery *dlv)
 
     dlv->busy = 1;
     switch (dlv->step) {
-    case STEP_REJECT_STATUS: {
-        struct status_update u = {.status = JOB_REJECTED, .error = dlv->reason};
-        if (dlv->job.id[0] == '\0') {
-            dlv_advance(dlv, STEP_DEAD_LETTER);
-            return;
-        }
-        rc = store_status(d->store, &dlv->job, &u, dlv_store_done, dlv);
+    case STEP_REJECT_STATUS:
+        rc = store_reject(d->store, &dlv->job, dlv->stream_id, dlv->reason, dlv_store_done, dlv);
         break;
-    }
     case STEP_DEAD_LETTER:
         rc = queue_dead_letter(d->queue, dlv->stream_id, dlv->payload, dlv->len, dlv->reason,
                                dlv_queue_done, dlv);
@@ -796,16 +882,25 @@ dlv_reject(struct delivery *dlv, const struct queue_entry *e)
         dlv->payload[keep] = '\0';
         dlv->len = keep;
     }
+    unsigned held;
+
     dlv->d->stats.rejected++;
-    log_notice("job %s: rejected (entry %s): %s", dlv->job.id[0] ? dlv->job.id : "-",
-               dlv->stream_id, dlv->reason);
+    /* A flood of bad jobs must not become a flood of log lines: a few, then a count. */
+    if (log_limit_allow(&dlv->d->reject_log, "rejected", uv_now(dlv->d->loop), &held)) {
+        if (held)
+            log_notice("%u more jobs were rejected and not logged (see the %sdead stream)", held,
+                       dlv->d->cfg->prefix);
+        log_notice("job %s: rejected (entry %s): %s", dlv->job.id[0] ? dlv->job.id : "-",
+                   dlv->stream_id, dlv->reason);
+    }
     dlv->step = STEP_REJECT_STATUS;
 }
 
 static void
 dispatch_take(struct dispatch *d, const struct queue_entry *e)
 {
-    struct job_defaults defs = {d->cfg->otp_ttl, d->cfg->otp_digits, d->cfg->verify_attempts};
+    struct job_defaults defs = {d->cfg->otp_ttl, d->cfg->otp_digits, d->cfg->verify_attempts,
+                                (int64_t)d->cfg->max_clock_skew_s * 1000};
     struct delivery *dlv = dlv_new(d, e);
     char err[200];
 
@@ -900,6 +995,14 @@ dispatch_tick(uv_timer_t *t)
         d->last_reclaim = now;
         queue_reclaim(d->queue);
     }
+    /*
+     * The daemon passes its limits to the script itself; the published copy
+     * is for the web app's early check, so a FLUSHDB or an eviction heals.
+     */
+    if (now - d->last_publish >= 10000) {
+        d->last_publish = now;
+        store_publish_limits(d->store);
+    }
 }
 
 void
@@ -924,6 +1027,12 @@ dispatch_new(uv_loop_t *loop, const struct config *cfg, struct store *st,
     d->cfg = cfg;
     d->store = st;
     d->providers = providers;
+    d->park_log.period_ms = 60000;
+    d->park_log.burst = 1;
+    d->reject_log.period_ms = 10000;
+    d->reject_log.burst = 5;
+    d->busy_log.period_ms = 10000;
+    d->busy_log.burst = 1;
     /* Room for every job in flight, and one batch more for a reclaim. */
     if ((d->secrets = secmem_new(sizeof(struct dlv_secret),
                                  (size_t)cfg->max_inflight + (size_t)cfg->batch)) == NULL) {
@@ -956,6 +1065,12 @@ int
 dispatch_inflight(const struct dispatch *d)
 {
     return d->inflight;
+}
+
+const struct config *
+dispatch_config(const struct dispatch *d)
+{
+    return d->cfg;
 }
 
 const struct dispatch_stats *

@@ -191,6 +191,7 @@ dlr_apply(struct dlr *r, const char *provider, const char *ref, enum job_status 
     snprintf(c->provider_status, sizeof(c->provider_status), "%s", provider_status);
     snprintf(c->code, sizeof(c->code), "%s", code);
     snprintf(c->error, sizeof(c->error), "%s", error);
+    log_mask_numbers(c->error); /* carriers' texts may quote the number */
     if (dlr_submit(c) < 0) {
         free(c);
         return -1;
@@ -572,7 +573,7 @@ dlr_sent(struct dlr *r, struct provider *p, const char *ref)
 
     /* Poll only where no webhook will come. */
     if (p->ops->poll == NULL || r->cfg->dlr_poll_horizon_s <= 0 ||
-        *r->cfg->twilio_status_callback != '\0' || r->npolls >= DLR_POLL_MAX || *ref == '\0')
+        config_twilio_callbacks(r->cfg) || r->npolls >= DLR_POLL_MAX || *ref == '\0')
         return;
     if ((e = calloc(1, sizeof(*e))) == NULL)
         return;

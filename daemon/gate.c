@@ -10,6 +10,8 @@ struct gate {
     uv_loop_t *loop;
     uv_timer_t timer;
     int rate, max_inflight, inflight, nwaiting;
+    int limit;        /* the cap in force: max_inflight, or lower after congestion */
+    int since_raised; /* successes since the limit last grew */
     double tokens;
     uint64_t refilled_at, paused_until;
     struct gate_waiter *head, **tail;
@@ -47,6 +49,8 @@ gate_configure(struct gate *g, int rate, int max_inflight)
 {
     g->rate = rate;
     g->max_inflight = max_inflight;
+    g->limit = max_inflight;
+    g->since_raised = 0;
     if (g->tokens > rate)
         g->tokens = rate;
 }
@@ -69,7 +73,7 @@ gate_wait_ms(struct gate *g, uint64_t now)
 {
     if (now < g->paused_until)
         return (int64_t)(g->paused_until - now);
-    if (g->max_inflight > 0 && g->inflight >= g->max_inflight)
+    if (g->limit > 0 && g->inflight >= g->limit)
         return -1;
     gate_refill(g, now);
     if (g->rate > 0 && g->tokens < 1.0)
@@ -160,6 +164,46 @@ gate_cancel(struct gate *g, struct gate_waiter *w)
             return;
         }
     }
+}
+
+/*
+ * The provider refused a request for concurrency (Twilio 20429): it held
+ * the others open plus this one, so its limit is at most the others.
+ * Called before gate_leave() for that request, which is still counted, so
+ * that no waiter takes its place under the old cap.  Requests over the new
+ * cap wait here instead of failing.
+ */
+int
+gate_congested(struct gate *g)
+{
+    int cap = g->inflight > 2 ? g->inflight - 1 : 1;
+
+    if (g->limit == 0 || cap < g->limit) {
+        g->limit = cap;
+        g->since_raised = 0;
+    }
+    return g->limit;
+}
+
+/* Additive increase: one more request in flight per window of successes. */
+void
+gate_relieved(struct gate *g)
+{
+    if (g->limit == g->max_inflight)
+        return;
+    if (++g->since_raised >= g->limit) {
+        g->since_raised = 0;
+        g->limit++;
+        if (g->max_inflight > 0 && g->limit >= g->max_inflight)
+            g->limit = g->max_inflight;
+        gate_pump(g);
+    }
+}
+
+int
+gate_limit(const struct gate *g)
+{
+    return g->limit;
 }
 
 void

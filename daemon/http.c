@@ -5,10 +5,12 @@
  * only from the info_read drain, and shutdown keeps socket contexts alive
  * through curl_multi_cleanup.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "http.h"
 #include "log.h"
@@ -27,6 +29,7 @@ struct http_call {
     char *body;
     size_t len, cap;
     long retry_after_s;
+    int open_errno; /* socket() failed: EMFILE is ours to fix, not the provider's */
     http_done_cb *cb;
     void *arg;
 };
@@ -130,8 +133,30 @@ http_timerfunc(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+int
+http_conns_cap(const struct config *cfg, int request_cap)
+{
+    return cfg->http_max_conns > 0 ? cfg->http_max_conns : request_cap;
+}
+
+/*
+ * Over HTTP/1.1 each request in progress needs a connection of its own,
+ * so a cap below the request cap would quietly become the throughput
+ * limit (20 connections against a 300 ms API is 66 requests a second).
+ * HTTP/2 multiplexes: PIPEWAIT keeps curl on the connections it has.
+ */
+void
+http_set_request_cap(struct http *h, int request_cap)
+{
+    long conns = (long)http_conns_cap(h->cfg, request_cap);
+
+    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, conns);
+    /* The idle cache must hold them all, or HTTP/1.1 reconnects after every burst. */
+    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, conns > 0 ? conns : -1L);
+}
+
 struct http *
-http_new(uv_loop_t *loop, const struct config *cfg, const char *name)
+http_new(uv_loop_t *loop, const struct config *cfg, const char *name, int request_cap)
 {
     struct http *h = calloc(1, sizeof(*h));
 
@@ -152,9 +177,8 @@ http_new(uv_loop_t *loop, const struct config *cfg, const char *name)
     curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, http_timerfunc);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-    curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)cfg->http_max_conns);
-    curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)cfg->http_max_conns);
     curl_multi_setopt(h->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    http_set_request_cap(h, request_cap);
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
     return h;
@@ -203,6 +227,24 @@ http_header_cb(char *data, size_t size, size_t nmemb, void *userp)
             c->retry_after_s = v;
     }
     return n;
+}
+
+/*
+ * curl reports a failed socket() as CURLE_COULDNT_CONNECT with no errno,
+ * the same as a refused connection; opening the socket here keeps the
+ * errno, so running out of descriptors is not blamed on the provider.
+ */
+static curl_socket_t
+http_open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct http_call *c = userp;
+    curl_socket_t fd;
+
+    (void)purpose;
+    fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd == CURL_SOCKET_BAD)
+        c->open_errno = errno;
+    return fd;
 }
 
 static void
@@ -273,6 +315,8 @@ http_setup(struct http *h, struct http_call *c, const struct http_request *req)
     bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, c) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_header_cb) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, c) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, http_open_socket) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c) != CURLE_OK;
     if (req->username) {
         bad |= curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC) != CURLE_OK;
         bad |= curl_easy_setopt(e, CURLOPT_USERNAME, req->username) != CURLE_OK;
@@ -327,7 +371,7 @@ http_finish(struct http *h, CURL *easy, CURLcode rc)
     struct http_call *c = NULL;
     struct http_response r;
     curl_off_t uploaded = 0;
-    long reqsize = 0, newconns = 0;
+    long reqsize = 0, newconns = 0, os_errno = 0;
     double total = 0;
 
     curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&c);
@@ -338,6 +382,8 @@ http_finish(struct http *h, CURL *easy, CURLcode rc)
     curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
     curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME, &total);
     curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &newconns);
+    curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+    r.os_errno = c->open_errno ? c->open_errno : (int)os_errno;
     h->connections += newconns;
     r.request_sent = reqsize > 0 || uploaded > 0;
     r.seconds = total;
@@ -403,9 +449,10 @@ http_send_result(const struct http_response *r, const char *provider, http_parse
 {
     if (r->result != CURLE_OK) {
         memset(res, 0, sizeof(*res));
-        res->outcome = http_classify_transport(r->result, r->request_sent);
+        res->outcome = http_classify_transport(r->result, r->request_sent, r->os_errno);
         snprintf(res->error_code, sizeof(res->error_code), "curl_%d", (int)r->result);
-        snprintf(res->error, sizeof(res->error), "%s request failed: %s%s", provider, r->error,
+        snprintf(res->error, sizeof(res->error), "%s request failed: %s%s%s%s", provider, r->error,
+                 r->os_errno ? ": " : "", r->os_errno ? strerror(r->os_errno) : "",
                  r->result == CURLE_PEER_FAILED_VERIFICATION
                      ? " (TLS certificate not trusted: check OTPD_CA_FILE)"
                      : "");
@@ -416,16 +463,33 @@ http_send_result(const struct http_response *r, const char *provider, http_parse
         res->retry_after_ms = r->retry_after_s * 1000;
 }
 
-enum send_outcome
-http_classify_transport(CURLcode rc, int request_sent)
+/* Out of descriptors or memory: this host's trouble, whichever provider it was for. */
+static int
+http_errno_local(int os_errno)
 {
+    return os_errno == EMFILE || os_errno == ENFILE || os_errno == ENOBUFS || os_errno == ENOMEM;
+}
+
+enum send_outcome
+http_classify_transport(CURLcode rc, int request_sent, int os_errno)
+{
+    /*
+     * With no descriptor left, OpenSSL cannot open the CA file and curl says
+     * CURLE_SSL_CACERT_BADFILE: a local failure, never the provider's.  A CA
+     * file that is truly unreadable is refused at start-up.
+     */
+    if (http_errno_local(os_errno) && !request_sent)
+        return SEND_LOCAL;
     switch (rc) {
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_OUT_OF_MEMORY:
+    case CURLE_FAILED_INIT:
+        return SEND_LOCAL;
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_CONNECT:
     case CURLE_SSL_CONNECT_ERROR:
         return SEND_RETRY; /* nothing reached the provider */
     case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CACERT_BADFILE:
     case CURLE_SSL_CERTPROBLEM:
     case CURLE_UNSUPPORTED_PROTOCOL:
     case CURLE_URL_MALFORMAT:

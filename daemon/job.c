@@ -182,6 +182,21 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
         }
         created = (long long)c->valuedouble;
     }
+    /*
+     * The web host's clock, not ours: a little ahead is skew and the
+     * lifetime counts from now, so no code outlives its ttl; far ahead is a
+     * broken clock or a forged job that would keep a code alive, and block
+     * the number's later codes, for as long as it says.
+     */
+    if (created > now_ms + defs->max_skew_ms) {
+        otpd_seterr(err, errlen,
+                    "field created_ms: %lld s ahead of this host's clock (more than "
+                    "OTPD_MAX_CLOCK_SKEW_S allows): check the web host's clock (NTP)",
+                    (created - now_ms) / 1000);
+        return -1;
+    }
+    if (created > now_ms)
+        created = now_ms;
     job->created_ms = created;
     job->expires_ms = created + (int64_t)job->ttl * 1000;
 

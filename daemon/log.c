@@ -101,6 +101,73 @@ log_mask_phone(const char *e164, char *buf, size_t len)
     return buf;
 }
 
+static int
+is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+void
+log_mask_numbers(char *text)
+{
+    char *p = text;
+
+    while (*p) {
+        char *start = p, *d = *p == '+' ? p + 1 : p;
+        size_t n = 0;
+        if (!is_digit(*d) || (start > text && is_digit(start[-1]))) {
+            p++;
+            continue;
+        }
+        while (is_digit(d[n]))
+            n++;
+        if (n >= 7) {
+            /* Keep the first three digits and the last two, as log_mask_phone() does. */
+            for (size_t i = 3; i + 2 < n; i++)
+                d[i] = '*';
+        }
+        p = d + n;
+    }
+}
+
+static struct log_limit_slot *
+log_limit_slot(struct log_limiter *l, const char *key)
+{
+    struct log_limit_slot *oldest = &l->slot[0];
+    size_t n = sizeof(oldest->key) - 1;
+
+    /* Causes are told apart by their first bytes, as they are stored. */
+    for (int i = 0; i < LOG_LIMIT_SLOTS; i++) {
+        if (l->slot[i].last != 0 && strncmp(l->slot[i].key, key, n) == 0)
+            return &l->slot[i];
+        if (l->slot[i].last < oldest->last)
+            oldest = &l->slot[i];
+    }
+    memset(oldest, 0, sizeof(*oldest));
+    snprintf(oldest->key, sizeof(oldest->key), "%s", key);
+    return oldest;
+}
+
+int
+log_limit_allow(struct log_limiter *l, const char *key, uint64_t now_ms, unsigned *held_back)
+{
+    struct log_limit_slot *s = log_limit_slot(l, key);
+
+    s->last = now_ms;
+    if (s->count == 0 || now_ms - s->window_start >= l->period_ms) {
+        s->window_start = now_ms;
+        s->count = 0;
+    }
+    if (s->count >= l->burst) {
+        s->suppressed++;
+        return 0;
+    }
+    s->count++;
+    *held_back = s->suppressed;
+    s->suppressed = 0;
+    return 1;
+}
+
 int64_t
 otpd_now_ms(void)
 {

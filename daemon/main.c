@@ -107,6 +107,7 @@ static void
 on_http(void *arg, const struct httpd_request *req, struct httpd_response *resp)
 {
     struct otpd *o = arg;
+    struct httpd_stats http;
 
     if (dlr_handle(o->dlr, req, resp))
         return;
@@ -118,7 +119,8 @@ on_http(void *arg, const struct httpd_request *req, struct httpd_response *resp)
         resp->status = 405;
         return;
     }
-    resp->body = metrics_render(o->dispatch, monitor_gauges(o->monitor), o->providers,
+    httpd_get_stats(o->httpd, &http);
+    resp->body = metrics_render(o->dispatch, monitor_gauges(o->monitor), o->providers, &http,
                                 uv_now(&o->loop), &resp->len);
     resp->status = resp->body ? 200 : 500;
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -238,6 +240,43 @@ on_signal(uv_signal_t *h, int signum)
 /* --- start-up ----------------------------------------------------------- */
 
 static void
+warn_at_start(void *arg, const char *text)
+{
+    (void)arg;
+    log_warnx("WARNING: %s", text);
+}
+
+/*
+ * Descriptors are what a connection flood takes first.  systemd's default
+ * soft limit is 1,024 whatever the hard limit: raise ours to the hard limit,
+ * then check that the HTTP clients' cap still leaves room for Redis, every
+ * provider connection and curl's resolver.
+ */
+static void
+raise_fd_limit(const struct config *cfg)
+{
+    struct rlimit rl;
+    rlim_t need;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    need = (rlim_t)cfg->http_max_clients + (rlim_t)provider_conns_needed(cfg) + 64;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+        log_warnx("open files limit %llu is below the %llu that OTPD_HTTP_MAX_CLIENTS, the "
+                  "providers' connections and Redis may need; raise LimitNOFILE or lower "
+                  "OTPD_HTTP_MAX_CLIENTS",
+                  (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+    else
+        log_info("open files limit %llu (%d for HTTP clients)", (unsigned long long)rl.rlim_cur,
+                 cfg->http_max_clients);
+}
+
+static void
 otpd_start(struct otpd *o)
 {
     char err[512], url[512];
@@ -274,10 +313,12 @@ otpd_start(struct otpd *o)
     log_notice("otpd %s starting: redis %s, stream %sjobs, group %s, consumer %s, provider %s, "
                "up to %d in flight",
                OTPD_VERSION, config_redis_url_redacted(cfg, url, sizeof(url)), cfg->prefix,
-               cfg->group, cfg->consumer, cfg->provider, cfg->max_inflight);
+               cfg->group, cfg->consumer, cfg->provider_default, cfg->max_inflight);
+    config_warnings(cfg, warn_at_start, NULL);
+    raise_fd_limit(cfg);
     if (*cfg->metrics_addr) {
-        if ((o->httpd = httpd_new(&o->loop, cfg->metrics_addr, on_http, o, err, sizeof(err))) ==
-            NULL)
+        if ((o->httpd = httpd_new(&o->loop, cfg->metrics_addr, cfg->http_max_clients, on_http, o,
+                                  err, sizeof(err))) == NULL)
             fatalx("OTPD_METRICS_ADDR: %s", err);
         log_notice("metrics: http://%s/metrics", cfg->metrics_addr);
     }

@@ -11,7 +11,7 @@
 
 static const double buckets[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 #define NBUCKETS  (sizeof(buckets) / sizeof(buckets[0]))
-#define NOUTCOMES 5
+#define NOUTCOMES 6
 
 static const char *const provider_names[] = {"twilio", "msg91", "console"};
 #define NPROVIDERS (sizeof(provider_names) / sizeof(provider_names[0]))
@@ -142,7 +142,8 @@ render_latency(struct page *pg)
 
 char *
 metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
-               struct provider_set *providers, uint64_t now, size_t *len)
+               struct provider_set *providers, const struct httpd_stats *http, uint64_t now,
+               size_t *len)
 {
     const struct dispatch_stats *s = dispatch_stats(d);
     struct page pg = {.cap = 8192};
@@ -177,6 +178,21 @@ metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
     out(&pg, "otpd_pending %lld\n", (long long)g->pending);
     family(&pg, "otpd_dead_letters", "gauge", "Entries in the dead-letter stream.");
     out(&pg, "otpd_dead_letters %lld\n", (long long)g->dead_letters);
+    family(&pg, "otpd_dead_letters_max", "gauge",
+           "Length the dead-letter stream is trimmed to (OTPD_DEAD_MAXLEN).");
+    out(&pg, "otpd_dead_letters_max %d\n", dispatch_config(d)->dead_maxlen);
+    family(&pg, "otpd_dead_letters_written_total", "counter",
+           "Rejected entries this instance wrote to the dead-letter stream.");
+    out(&pg, "otpd_dead_letters_written_total %llu\n", (unsigned long long)s->dead_letters);
+    family(&pg, "otpd_http_connections", "gauge",
+           "Connections open to this endpoint (capped by OTPD_HTTP_MAX_CLIENTS).");
+    out(&pg, "otpd_http_connections %llu\n", http->open);
+    family(&pg, "otpd_http_connections_total", "counter",
+           "Connections to this endpoint, by fate: accepted, evicted (the oldest idle one, closed "
+           "to make room) or refused (no room could be made).");
+    out(&pg, "otpd_http_connections_total{fate=\"accepted\"} %llu\n", http->accepted);
+    out(&pg, "otpd_http_connections_total{fate=\"evicted\"} %llu\n", http->evicted);
+    out(&pg, "otpd_http_connections_total{fate=\"refused\"} %llu\n", http->refused);
     family(&pg, "otpd_loop_lag_seconds", "gauge",
            "Worst lateness of the event loop's timers over the last heartbeat period.");
     out(&pg, "otpd_loop_lag_seconds %.3f\n", (double)g->loop_lag_ms / 1000.0);
@@ -189,6 +205,15 @@ metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
             continue;
         *eq = '\0';
         out(&pg, "otpd_provider_up{provider=\"%s\"} %d\n", tok, strcmp(eq + 1, "up") == 0);
+    }
+    family(&pg, "otpd_provider_inflight_cap", "gauge",
+           "Requests in progress allowed now: the configured cap, or lower after the provider "
+           "said too many concurrent requests (0: no cap).");
+    {
+        const char *names[8];
+        int caps[8], n = provider_set_caps(providers, names, caps, 8);
+        for (int i = 0; i < n; i++)
+            out(&pg, "otpd_provider_inflight_cap{provider=\"%s\"} %d\n", names[i], caps[i]);
     }
     render_latency(&pg);
     family(&pg, "otpd_delivery_latency_seconds", "histogram",

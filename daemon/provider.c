@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "gate.h"
+#include "http.h"
 #include "provider.h"
 
 /* Rate and concurrency caps from the configuration (0: unlimited). */
@@ -20,6 +21,17 @@ provider_configure_gate(struct provider *p, const struct config *cfg)
         gate_configure(p->gate, cfg->twilio_rate, cfg->twilio_max_inflight);
     else if (strcmp(p->ops->name, "msg91") == 0)
         gate_configure(p->gate, cfg->msg91_rate, cfg->msg91_max_inflight);
+}
+
+/* Descriptors the providers' connections may take, for the start-up fd budget. */
+int
+provider_conns_needed(const struct config *cfg)
+{
+    int tw = http_conns_cap(cfg, cfg->twilio_max_inflight);
+    int m = http_conns_cap(cfg, cfg->msg91_max_inflight);
+
+    /* No cap: at most one connection per job in flight. */
+    return (tw > 0 ? tw : cfg->max_inflight) + (m > 0 ? m : cfg->max_inflight);
 }
 
 static const struct provider_ops *const provider_registry[] = {
@@ -51,6 +63,8 @@ provider_outcome_name(enum send_outcome o)
         return "retry";
     case SEND_AMBIGUOUS:
         return "ambiguous";
+    case SEND_LOCAL:
+        return "local";
     }
     return "unknown";
 }
@@ -65,7 +79,7 @@ provider_name(const struct provider *p)
 static int
 provider_enabled(const struct provider_ops *ops, const struct config *cfg)
 {
-    if (strcmp(ops->name, cfg->provider) == 0)
+    if (strcmp(ops->name, cfg->provider_default) == 0)
         return 1;
     if (strcmp(ops->name, "twilio") == 0)
         return *cfg->twilio_account_sid && *cfg->twilio_auth_token;
@@ -97,13 +111,14 @@ provider_set_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t e
             return NULL;
         }
         provider_configure_gate(set->open[i], cfg);
-        if (strcmp(ops->name, cfg->provider) == 0)
+        if (strcmp(ops->name, cfg->provider_default) == 0)
             set->deflt = set->open[i];
         log_info("provider %s: enabled%s", ops->name,
                  set->deflt == set->open[i] ? " (default)" : "");
     }
     if (set->deflt == NULL) {
-        snprintf(err, errlen, "OTPD_PROVIDER: provider \"%s\" is not built in", cfg->provider);
+        snprintf(err, errlen, "OTPD_PROVIDER: provider \"%s\" is not built in",
+                 cfg->provider_default);
         provider_set_close(set, NULL, NULL);
         return NULL;
     }
@@ -208,6 +223,20 @@ provider_set_describe(struct provider_set *set, uint64_t now, char *buf, size_t 
                                 : now >= p->recheck_at ? "probing"
                                                        : "down");
     }
+}
+
+int
+provider_set_caps(struct provider_set *set, const char **names, int *caps, int max)
+{
+    int n = 0;
+
+    for (size_t i = 0; i < PROVIDER_NREG && n < max; i++) {
+        if (set->open[i] == NULL || set->open[i]->gate == NULL)
+            continue;
+        names[n] = set->open[i]->ops->name;
+        caps[n++] = gate_limit(set->open[i]->gate);
+    }
+    return n;
 }
 
 void

@@ -146,6 +146,7 @@ msg91_reload(struct provider *p)
     struct msg91 *m = (struct msg91 *)p;
 
     snprintf(m->flow_url, sizeof(m->flow_url), "%s/api/v5/flow/", m->cfg->msg91_api_base);
+    http_set_request_cap(m->http, m->cfg->msg91_max_inflight);
 }
 
 static struct provider *
@@ -153,7 +154,7 @@ msg91_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
 {
     struct msg91 *m = calloc(1, sizeof(*m));
 
-    if (m == NULL || (m->http = http_new(loop, cfg, "msg91")) == NULL) {
+    if (m == NULL || (m->http = http_new(loop, cfg, "msg91", cfg->msg91_max_inflight)) == NULL) {
         free(m);
         snprintf(err, errlen, "msg91: out of memory");
         return NULL;

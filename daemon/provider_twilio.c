@@ -106,7 +106,12 @@ twilio_parse_error(long http_status, const cJSON *root, struct send_result *res)
         snprintf(res->error_code, sizeof(res->error_code), "%d", c);
     else
         snprintf(res->error_code, sizeof(res->error_code), "http_%ld", http_status);
-    /* Retry decisions follow the HTTP status, as Twilio advises; codes add hints. */
+    /*
+     * Retry decisions follow the HTTP status, as Twilio advises; codes add
+     * hints.  A 429 from the REST API is the account's concurrency limit
+     * (20429), never processed: the cap in otpd comes down instead.
+     */
+    res->congested = http_status == 429;
     if (http_status == 429)
         res->outcome = SEND_RETRY;
     else if (http_status >= 500)
@@ -152,6 +157,7 @@ twilio_parse_create(long http_status, const char *body, size_t len, struct send_
     } else if (cJSON_IsObject(root)) {
         twilio_parse_error(http_status, root, res);
     } else {
+        res->congested = http_status == 429;
         res->outcome = http_status == 429                         ? SEND_RETRY
                        : http_status >= 500 || http_status < 200  ? SEND_AMBIGUOUS
                        : http_status == 401 || http_status == 403 ? SEND_FAIL_PROVIDER
@@ -206,7 +212,10 @@ twilio_build_urls(struct twilio *tw)
 static void
 twilio_reload(struct provider *p)
 {
-    twilio_build_urls((struct twilio *)p);
+    struct twilio *tw = (struct twilio *)p;
+
+    twilio_build_urls(tw);
+    http_set_request_cap(tw->http, tw->cfg->twilio_max_inflight);
 }
 
 static struct provider *
@@ -214,7 +223,8 @@ twilio_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
 {
     struct twilio *tw = calloc(1, sizeof(*tw));
 
-    if (tw == NULL || (tw->http = http_new(loop, cfg, "twilio")) == NULL) {
+    if (tw == NULL ||
+        (tw->http = http_new(loop, cfg, "twilio", cfg->twilio_max_inflight)) == NULL) {
         free(tw);
         snprintf(err, errlen, "twilio: out of memory");
         return NULL;

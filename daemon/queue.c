@@ -365,7 +365,7 @@ int
 queue_dead_letter(struct queue *q, const char *stream_id, const char *payload, size_t len,
                   const char *reason, queue_done_cb *cb, void *arg)
 {
-    char at[24];
+    char at[24], maxlen[16];
 
     if (!rconn_is_up(q->writer))
         return -1;
@@ -374,10 +374,15 @@ queue_dead_letter(struct queue *q, const char *stream_id, const char *payload, s
         payload = "";
         len = 0;
     }
-    const char *argv[] = {"XADD", q->dead,     "*",       "job",   payload, "reason",
-                          reason, "stream_id", stream_id, "at_ms", at};
+    /* Capped: a burst of bad jobs keeps the newest OTPD_DEAD_MAXLEN, not all of them. */
+    snprintf(maxlen, sizeof(maxlen), "%d", q->cfg->dead_maxlen);
+    const char *argv[] = {"XADD",  q->dead,  "MAXLEN", "~",         maxlen,    "*",     "job",
+                          payload, "reason", reason,   "stream_id", stream_id, "at_ms", at};
     size_t argvlen[] = {4,
                         strlen(q->dead),
+                        6,
+                        1,
+                        strlen(maxlen),
                         1,
                         3,
                         len > DEAD_PAYLOAD_MAX ? DEAD_PAYLOAD_MAX : len,

@@ -34,17 +34,24 @@ static const char store_begin_lua[] =
 /*
  * Send limits, shared word for word with the Python client (which runs it
  * with mode "check" before enqueueing; the daemon runs "take" before
- * sending).  The limits themselves come from the KEYS[1] hash, which the
- * daemon publishes, so both sides apply the same numbers.
+ * sending).  The daemon passes its own limits (ARGV 6-11), so a deleted or
+ * evicted limits hash can never turn them off; the client reads them from
+ * the KEYS[1] hash, which the daemon publishes on connect, on reload and
+ * every few seconds.
  * KEYS: limits, last-send, per-number zset, global zset, country zset,
  *       opt-outs, country alert.
- * ARGV: mode, now_ms, job id, number, calling code.
+ * ARGV: mode, now_ms, job id, number, calling code[, interval_ms, per_hour,
+ *       per_day, global_per_hour, this country's budget, other countries'
+ *       budget ("" for none)].
  * Returns {0} or {1, reason, retry_after_ms}.  A job already counted
  * (a reclaim) passes again.
  */
 const char store_limits_lua[] =
-    "local L = redis.call('HMGET', KEYS[1], 'interval_ms', 'per_hour', 'per_day',\n"
-    "  'global_per_hour', 'country_budget:' .. ARGV[5], 'country_budget:*')\n"
+    "local L = {ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]}\n"
+    "if not ARGV[6] then\n"
+    "  L = redis.call('HMGET', KEYS[1], 'interval_ms', 'per_hour', 'per_day',\n"
+    "    'global_per_hour', 'country_budget:' .. ARGV[5], 'country_budget:*')\n"
+    "end\n"
     "local now, job = tonumber(ARGV[2]), ARGV[3]\n"
     "local HOUR, DAY = 3600000, 86400000\n"
     "if redis.call('HEXISTS', KEYS[6], ARGV[4]) == 1 then return {1, 'opted_out', 0} end\n"
@@ -138,12 +145,37 @@ static const char store_claim_lua[] =
     "return {0, st}\n";
 
 /*
+ * KEYS[1] status record; ARGV: stream entry id, reason, now_ms, ttl_s.
+ * A rejected entry may carry any id, including one that belongs to
+ * another job: it writes the record only if there is none, or it is its
+ * own, or it is the client's "queued" placeholder that no entry has
+ * claimed yet.  Returns 1 if written, 0 if left alone.
+ */
+static const char store_reject_lua[] =
+    "local owner = redis.call('HGET', KEYS[1], 'stream_id')\n"
+    "if owner and owner ~= ARGV[1] then return 0 end\n"
+    "if not owner and redis.call('EXISTS', KEYS[1]) == 1 and\n"
+    "   redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'status', 'rejected', 'stream_id', ARGV[1], 'error', ARGV[2],\n"
+    "  'error_code', 'rejected', 'updated_ms', ARGV[3])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[4])\n"
+    "return 1\n";
+
+/*
  * Scripts go by SHA1 (EVALSHA): sending and hashing the text for every job
  * would cost more than the work.  They are loaded on every (re)connect;
  * after a SCRIPT FLUSH the NOSCRIPT error reloads them and the step is
  * retried like any refused write.
  */
-enum { SCRIPT_CLAIM, SCRIPT_BEGIN, SCRIPT_BURN, SCRIPT_LIMITS, SCRIPT_RECEIPT, NSCRIPTS };
+enum {
+    SCRIPT_CLAIM,
+    SCRIPT_BEGIN,
+    SCRIPT_BURN,
+    SCRIPT_LIMITS,
+    SCRIPT_RECEIPT,
+    SCRIPT_REJECT,
+    NSCRIPTS
+};
 
 struct store {
     const struct config *cfg;
@@ -201,6 +233,8 @@ store_script_text(int i)
         return store_burn_lua;
     case SCRIPT_LIMITS:
         return store_limits_lua;
+    case SCRIPT_REJECT:
+        return store_reject_lua;
     default:
         return store_receipt_lua;
     }
@@ -490,6 +524,33 @@ store_status(struct store *st, const struct job *job, const struct status_update
     return store_finish(st, cb, arg, 0);
 }
 
+/*
+ * A rejected job: its status record (when the id is free or its own, see
+ * store_reject_lua), an event and the counter.  The record lives at most an
+ * hour: a burst of bad jobs must not fill Redis for a day.
+ */
+int
+store_reject(struct store *st, const struct job *job, const char *stream_id, const char *reason,
+             store_done_cb *cb, void *arg)
+{
+    char jobkey[160], now[24], ttl[16];
+    int keep = st->cfg->status_ttl < 3600 ? st->cfg->status_ttl : 3600;
+
+    if (!rconn_is_up(st->w))
+        return -1;
+    key_job(jobkey, sizeof(jobkey), st->cfg, job);
+    snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    snprintf(ttl, sizeof(ttl), "%d", keep);
+    const char *multi[] = {"MULTI"};
+    store_cmd(st, NARGS(multi), multi);
+    const char *eval[] = {"EVALSHA", st->sha[SCRIPT_REJECT], "1", jobkey, stream_id, reason, now,
+                          ttl};
+    store_cmd(st, NARGS(eval), eval);
+    store_event(st, job, "rejected", "", "rejected", now);
+    store_count(st, JOB_REJECTED, NULL);
+    return store_finish(st, cb, arg, 0);
+}
+
 struct store_claim_op {
     struct store *st;
     store_claim_cb *cb;
@@ -580,11 +641,34 @@ store_limit_reply(redisAsyncContext *ac, void *r, void *priv)
     free(op);
 }
 
+/* This daemon's limits as the script's ARGV 6-11; a budget of "" is none. */
+static void
+store_limit_values(const struct config *c, const char *cc, char lim[6][24])
+{
+    long budget = -1;
+
+    for (int i = 0; i < c->budgets.n; i++)
+        if (strcmp(c->budgets.cc[i], cc) == 0)
+            budget = c->budgets.value[i];
+    snprintf(lim[0], sizeof(lim[0]), "%lld", (long long)c->limit_interval_s * 1000);
+    snprintf(lim[1], sizeof(lim[1]), "%d", c->limit_per_hour);
+    snprintf(lim[2], sizeof(lim[2]), "%d", c->limit_per_day);
+    snprintf(lim[3], sizeof(lim[3]), "%d", c->limit_global_per_hour);
+    if (budget >= 0)
+        snprintf(lim[4], sizeof(lim[4]), "%ld", budget);
+    else
+        lim[4][0] = '\0';
+    if (c->budgets.deflt >= 0)
+        snprintf(lim[5], sizeof(lim[5]), "%ld", c->budgets.deflt);
+    else
+        lim[5][0] = '\0';
+}
+
 int
 store_limit(struct store *st, const struct job *job, const char *cc, store_limit_cb *cb, void *arg)
 {
     struct store_limit_op *op;
-    char k[7][192], now[24];
+    char k[7][192], now[24], lim[6][24];
     const char *p = st->cfg->prefix;
 
     if (!rconn_is_up(st->w) || (op = malloc(sizeof(*op))) == NULL)
@@ -600,6 +684,7 @@ store_limit(struct store *st, const struct job *job, const char *cc, store_limit
     snprintf(k[5], sizeof(k[5]), "%soptout", p);
     snprintf(k[6], sizeof(k[6]), "%salert:country_budget:%s", p, cc);
     snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    store_limit_values(st->cfg, cc, lim);
     const char *argv[] = {"EVALSHA", st->sha[SCRIPT_LIMITS],
                           "7",       k[0],
                           k[1],      k[2],
@@ -607,7 +692,10 @@ store_limit(struct store *st, const struct job *job, const char *cc, store_limit
                           k[5],      k[6],
                           "take",    now,
                           job->id,   job->to,
-                          cc};
+                          cc,        lim[0],
+                          lim[1],    lim[2],
+                          lim[3],    lim[4],
+                          lim[5]};
     if (rconn_command(st->w, store_limit_reply, op, NARGS(argv), argv, NULL) < 0) {
         free(op);
         return -1;

@@ -45,6 +45,9 @@ struct config {
     int http_connect_timeout_ms;
     int http_timeout_ms;
     int http_max_conns;
+    int http_max_clients;
+    int dead_maxlen;
+    int max_clock_skew_s;
     char *twilio_account_sid;
     char *twilio_auth_token;
     char *twilio_phone_number;
@@ -82,6 +85,7 @@ struct config {
     struct route_table routes;
     struct country_limits allowed;
     struct country_limits budgets;
+    const char *provider_default; /* OTPD_PROVIDER, or the one chosen for it */
 };
 
 typedef const char *config_env_fn(const char *name);
@@ -101,6 +105,11 @@ int config_finish(struct config *cfg, char *err, size_t errlen);
 int config_load(struct config *cfg, const char *path, config_env_fn *getenv_fn, char *err,
                 size_t errlen);
 void config_print(const struct config *cfg, FILE *out);
+typedef void config_warn_fn(void *arg, const char *text);
+/* Settings that are valid but probably not meant (console provider, public metrics, ...). */
+void config_warnings(const struct config *cfg, config_warn_fn *warn, void *arg);
+/* Twilio posts status callbacks and otpd listens for them (else otpd polls). */
+int config_twilio_callbacks(const struct config *cfg);
 /* SIGHUP: apply what can change live; returns how many keys changed. */
 int config_reload(struct config *cur, struct config *next);
 void config_print_example(FILE *out);

@@ -19,6 +19,7 @@ struct dispatch_stats {
     uint64_t claimed, sent, failed, expired, rejected;
     uint64_t retries, duplicates, reclaimed;
     uint64_t rate_limited, budget_alerts;
+    uint64_t dead_letters; /* entries written to the dead-letter stream */
 };
 
 struct dispatch;
@@ -39,6 +40,7 @@ void dispatch_writer_state(struct dispatch *d, int up);
 
 int dispatch_inflight(const struct dispatch *d);
 const struct dispatch_stats *dispatch_stats(const struct dispatch *d);
+const struct config *dispatch_config(const struct dispatch *d);
 
 /*
  * Stop taking jobs and let those in flight finish for up to timeout_ms.

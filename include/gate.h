@@ -34,6 +34,16 @@ void gate_leave(struct gate *g);
 void gate_cancel(struct gate *g, struct gate_waiter *w);
 /* No request goes before loop time until_ms (Retry-After). */
 void gate_pause(struct gate *g, uint64_t until_ms);
+/*
+ * The provider said "too many concurrent requests": lower the cap to the
+ * other requests in flight (at least 1).  Call it before gate_leave() for
+ * the refused request.  Returns the new cap.
+ */
+int gate_congested(struct gate *g);
+/* A request succeeded: a lowered cap grows back by one per window, up to max_inflight. */
+void gate_relieved(struct gate *g);
+/* The cap in force (0: none). */
+int gate_limit(const struct gate *g);
 int gate_inflight(const struct gate *g);
 int gate_waiting(const struct gate *g);
 void gate_close(struct gate *g, void (*cb)(void *arg), void *arg);

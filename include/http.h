@@ -34,6 +34,7 @@ struct http_response {
     size_t len;
     long retry_after_s; /* -1 if absent */
     int request_sent;   /* bytes of the request went out: a failure is ambiguous */
+    int os_errno;       /* errno of a failed connect (EMFILE: our trouble, not theirs) */
     double seconds;
     const char *error; /* curl's text for a transport failure */
 };
@@ -43,7 +44,12 @@ struct http_call;
 typedef void http_done_cb(void *arg, const struct http_response *resp);
 typedef void http_closed_cb(void *arg);
 
-struct http *http_new(uv_loop_t *loop, const struct config *cfg, const char *name);
+/* request_cap: the provider's cap on requests in progress (0: none). */
+struct http *http_new(uv_loop_t *loop, const struct config *cfg, const char *name, int request_cap);
+/* Connections follow the request cap unless OTPD_HTTP_MAX_CONNS is set (reload). */
+void http_set_request_cap(struct http *h, int request_cap);
+/* The connection cap an engine with this request cap gets (0: no cap). */
+int http_conns_cap(const struct config *cfg, int request_cap);
 /* NULL if the request could not be started (out of memory, bad option). */
 struct http_call *http_start(struct http *h, const struct http_request *req, http_done_cb *cb,
                              void *arg);
@@ -56,10 +62,11 @@ long http_connections(const struct http *h);
 
 /*
  * What a transport failure means for a send: refused before anything was
- * sent (retry), maybe sent (ambiguous), or a configuration fault such as a
- * certificate that does not verify (provider-wide).  Pure.
+ * sent (retry), maybe sent (ambiguous), a configuration fault such as a
+ * certificate that does not verify (provider-wide), or this host's own
+ * trouble such as no descriptor left (local).  Pure.
  */
-enum send_outcome http_classify_transport(CURLcode rc, int request_sent);
+enum send_outcome http_classify_transport(CURLcode rc, int request_sent, int os_errno);
 
 /*
  * A send's result from an HTTP answer: a transport failure is classified

@@ -11,6 +11,7 @@ struct job_defaults {
     int ttl;
     int digits;
     int max_attempts;
+    int64_t max_skew_ms; /* created_ms further ahead of now is rejected */
 };
 
 /*

@@ -7,6 +7,7 @@
 #define OTPD_LOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 enum log_level {
     LOG_LVL_ERR = 3,
@@ -42,5 +43,33 @@ void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn)
 /* "+14155552671" -> "+1415*****71"; anything shorter is fully starred. */
 #define LOG_MASK_MAX 40
 const char *log_mask_phone(const char *e164, char *buf, size_t len);
+
+/*
+ * Masks, in place, every run of 7 or more digits (with an optional leading
+ * "+") the way log_mask_phone() masks a number: providers quote the
+ * recipient in their error text ("The 'To' number +14155552671 is not...").
+ */
+void log_mask_numbers(char *text);
+
+/*
+ * Rate limits for log lines that an outage or a flood would repeat: each
+ * cause (a short key) may log `burst` lines per `period_ms`; the first line
+ * allowed after a quiet spell learns how many were held back.  A few causes
+ * are remembered at once, the least recent forgotten first, so two causes
+ * that alternate no longer defeat the limit.
+ */
+#define LOG_LIMIT_SLOTS 8
+struct log_limit_slot {
+    char key[96];
+    uint64_t window_start, last;
+    unsigned count, suppressed;
+};
+struct log_limiter {
+    uint64_t period_ms;
+    unsigned burst;
+    struct log_limit_slot slot[LOG_LIMIT_SLOTS];
+};
+/* 1: log now, with *held_back lines held back before it; 0: hold this one back. */
+int log_limit_allow(struct log_limiter *l, const char *key, uint64_t now_ms, unsigned *held_back);
 
 #endif

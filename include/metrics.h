@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "dispatch.h"
+#include "httpd.h"
 #include "monitor.h"
 #include "provider.h"
 
@@ -17,8 +18,9 @@ void metrics_observe_request(const char *provider, enum send_outcome outcome, do
 /* Sent -> delivered, by provider and destination calling code. */
 void metrics_observe_delivery(const char *provider, const char *cc, double seconds);
 
-/* The whole page; malloc'd, *len set. */
+/* The whole page; malloc'd, *len set.  http: the endpoint's own connection counts. */
 char *metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
-                     struct provider_set *providers, uint64_t now, size_t *len);
+                     struct provider_set *providers, const struct httpd_stats *http, uint64_t now,
+                     size_t *len);
 
 #endif

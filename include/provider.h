@@ -20,6 +20,7 @@ enum send_outcome {
     SEND_FAIL_PROVIDER, /* permanent for the provider (credentials, suspended) */
     SEND_RETRY,         /* certainly not sent; safe to try again */
     SEND_AMBIGUOUS,     /* may have been sent (timeout after the body, 5xx) */
+    SEND_LOCAL,         /* otpd's own trouble (no fd, no memory, CA file): not sent, retry */
 };
 
 struct send_request {
@@ -39,6 +40,7 @@ struct send_result {
     char error_code[24];
     char error[REASON_MAX]; /* human text with a fix where one is known */
     int opted_out;          /* the recipient unsubscribed (STOP): remember the number */
+    int congested;          /* over the provider's concurrency limit (Twilio 20429): not sent */
     int64_t retry_after_ms; /* from Retry-After, or 0 */
 };
 
@@ -83,6 +85,8 @@ struct provider {
 };
 
 const char *provider_outcome_name(enum send_outcome o);
+/* Descriptors the providers' connections may take (start-up fd budget). */
+int provider_conns_needed(const struct config *cfg);
 
 /* The set of providers this configuration enables. */
 struct provider_set;
@@ -99,6 +103,8 @@ const char *provider_name(const struct provider *p);
 /* "twilio=up,msg91=down" for the heartbeat and logs. */
 void provider_set_describe(struct provider_set *set, uint64_t now, char *buf, size_t len);
 void provider_set_close(struct provider_set *set, provider_closed_cb *cb, void *arg);
+/* Each open provider's cap on requests in progress now (0: none); returns how many. */
+int provider_set_caps(struct provider_set *set, const char **names, int *caps, int max);
 /* After a reload: let providers recompute, and clear "down" marks so new credentials get tried. */
 void provider_set_reload(struct provider_set *set, const struct config *cfg);
 

@@ -51,6 +51,9 @@ typedef void store_claim_cb(void *arg, int verdict, const char *status, const ch
 int store_claim(struct store *st, const struct job *job, const char *stream_id, store_claim_cb *cb,
                 void *arg);
 /* Record a duplicate (an event and a counter) without touching the first job's record. */
+/* A rejected job's record, event and count; never overwrites another job's record. */
+int store_reject(struct store *st, const struct job *job, const char *stream_id, const char *reason,
+                 store_done_cb *cb, void *arg);
 int store_duplicate(struct store *st, const struct job *job, store_done_cb *cb, void *arg);
 
 /*

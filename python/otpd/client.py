@@ -65,8 +65,11 @@ return {'mismatch', max - attempts, job}
 # The daemon's send-limits script, word for word (otpd --print-limits-script;
 # a test keeps the two identical).  The client runs it in "check" mode so a
 # page can answer "wait 25 s" at once; the daemon runs "take" before sending.
-LIMITS_LUA = """local L = redis.call('HMGET', KEYS[1], 'interval_ms', 'per_hour', 'per_day',
-  'global_per_hour', 'country_budget:' .. ARGV[5], 'country_budget:*')
+LIMITS_LUA = """local L = {ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]}
+if not ARGV[6] then
+  L = redis.call('HMGET', KEYS[1], 'interval_ms', 'per_hour', 'per_day',
+    'global_per_hour', 'country_budget:' .. ARGV[5], 'country_budget:*')
+end
 local now, job = tonumber(ARGV[2]), ARGV[3]
 local HOUR, DAY = 3600000, 86400000
 if redis.call('HEXISTS', KEYS[6], ARGV[4]) == 1 then return {1, 'opted_out', 0} end

@@ -89,7 +89,10 @@ check_config(const struct config *c)
     CHECK(c->heartbeat_ms >= 100 && c->heartbeat_ms <= 60000);
     CHECK(c->http_connect_timeout_ms >= 100 && c->http_connect_timeout_ms <= 60000);
     CHECK(c->http_timeout_ms >= 500 && c->http_timeout_ms <= 120000);
-    CHECK(c->http_max_conns >= 1 && c->http_max_conns <= 1000);
+    CHECK(c->http_max_conns >= 0 && c->http_max_conns <= 100000);
+    CHECK(c->http_max_clients >= 1 && c->http_max_clients <= 100000);
+    CHECK(c->dead_maxlen >= 100 && c->dead_maxlen <= 10000000);
+    CHECK(c->max_clock_skew_s >= 0 && c->max_clock_skew_s <= 3600);
     CHECK(c->retry_base_ms >= 10 && c->retry_base_ms <= 60000);
     CHECK(c->retry_max_ms >= 100 && c->retry_max_ms <= 600000);
     CHECK(c->provider_recheck_ms >= 100 && c->provider_recheck_ms <= 3600000);
@@ -139,8 +142,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         CHECK(otp_template_check(cfg.template, cfg.otp_digits, (cfg.otp_ttl + 59) / 60, why,
                                  sizeof(why)) == 0);
         CHECK(cfg.consumer[0] != '\0');
-        CHECK(strcmp(cfg.provider, "console") == 0 || strcmp(cfg.provider, "twilio") == 0 ||
-              strcmp(cfg.provider, "msg91") == 0);
+        CHECK(cfg.provider[0] == '\0' || strcmp(cfg.provider, "console") == 0 ||
+              strcmp(cfg.provider, "twilio") == 0 || strcmp(cfg.provider, "msg91") == 0);
+        /* A provider is always decided, and console never while credentials are set. */
+        CHECK(cfg.provider_default != NULL);
+        if (cfg.provider[0] == '\0' && cfg.twilio_account_sid[0] && cfg.twilio_auth_token[0])
+            CHECK(strcmp(cfg.provider_default, "twilio") == 0);
+        CHECK(!(cfg.twilio_account_sid[0] || cfg.twilio_auth_token[0]) ||
+              (cfg.twilio_account_sid[0] && cfg.twilio_auth_token[0]));
         check_config(&cfg);
     }
     config_free(&cfg);

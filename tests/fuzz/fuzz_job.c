@@ -58,7 +58,8 @@ check_job(const struct job *job, int rc, const char *payload, size_t len, const 
     CHECK(job->ttl >= 30 && job->ttl <= 3600);
     CHECK(job->digits >= 4 && job->digits <= OTP_DIGITS_MAX);
     CHECK(job->max_attempts >= 1 && job->max_attempts <= 20);
-    CHECK(job->created_ms >= 0 && job->created_ms <= (int64_t)1000000000000000LL);
+    /* No code outlives its ttl: never created after now. */
+    CHECK(job->created_ms >= 0 && job->created_ms <= 1700000000000LL);
     CHECK(job->expires_ms == job->created_ms + (int64_t)job->ttl * 1000);
     (void)defs;
     if (job->message != NULL) {
@@ -86,7 +87,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memcpy(payload, data, size);
 
     /* The daemon's defaults come from the configuration: try typical and extreme ones. */
-    static const struct job_defaults defs[] = {{300, 6, 5}, {3600, 10, 20}, {30, 4, 1}};
+    static const struct job_defaults defs[] = {
+        {300, 6, 5, 60000}, {3600, 10, 20, 0}, {30, 4, 1, 3600000}};
     for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++) {
         struct job job;
         char err[256];

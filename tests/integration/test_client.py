@@ -10,7 +10,7 @@ import time
 import pytest
 import redis
 
-from conftest import HASH_KEY
+from conftest import DOC_KEY, HASH_KEY
 from otpd import FINAL, OTPClient, VerifyResult, mac, mask_phone
 
 TO = "+14155552671"
@@ -46,11 +46,11 @@ def only_entry(r):
 # --- the code's MAC -------------------------------------------------------
 
 def test_mac_known_answer():
-    assert mac("password_reset", TO, "123456", HASH_KEY) == KAT_MAC
+    assert mac("password_reset", TO, "123456", DOC_KEY) == KAT_MAC
 
 
 def test_mac_reads_key_from_env(monkeypatch):
-    monkeypatch.setenv("OTPD_HASH_KEY", HASH_KEY)
+    monkeypatch.setenv("OTPD_HASH_KEY", DOC_KEY)
     assert mac("password_reset", TO, "123456") == KAT_MAC
 
 

@@ -216,7 +216,9 @@ def test_sigint_also_stops_cleanly(otpd):
 
 
 def test_logs_never_hold_codes_secrets_or_numbers(otpd_factory, client, r):
-    otpd = otpd_factory({"TWILIO_AUTH_TOKEN": "tok-SECRET-0123456789",
+    otpd = otpd_factory({"OTPD_PROVIDER": "console", "TWILIO_AUTH_TOKEN": "tok-SECRET-0123456789",
+                         "TWILIO_ACCOUNT_SID": "AC0123456789abcdef0123456789abcdef",
+                         "TWILIO_PHONE_NUMBER": "+15005550006",
                          "MSG91_AUTH_KEY": "msg91-SECRET-key"})
     jobs = [client.send("+1415557%04d" % i) for i in range(20)]
     r.xadd("otpd:jobs", {"job": json.dumps({"id": "bad-2", "to": "+14155570001x"})})
@@ -263,12 +265,15 @@ def test_check_config_ok_redacts_secrets(tmp_path):
     conf = tmp_path / "otpd.env"
     conf.write_text("# the site's .env\nDEBUG=1\nSECRET_KEY='django-x'\n"
                     "OTPD_HASH_KEY=%s\nTWILIO_AUTH_TOKEN=\"tok-abc-SECRET\"\n"
+                    "TWILIO_ACCOUNT_SID=AC0123456789abcdef0123456789abcdef\n"
+                    "TWILIO_PHONE_NUMBER=+15005550006\n"
                     "REDIS_URL=redis://:pw-SECRET@127.0.0.1:6390/2\n" % HASH_KEY)
     p = run_otpd(["-c", str(conf), "--check-config"], {})
     assert p.returncode == 0, p.stderr
     assert "configuration OK" in p.stdout
     assert "SECRET" not in p.stdout and HASH_KEY not in p.stdout
     assert "REDIS_URL=redis://:***@127.0.0.1:6390/2" in p.stdout
+    assert "# default provider: twilio" in p.stdout  # the site's credentials decide
     # The environment wins over the file.
     p = run_otpd(["-c", str(conf), "--check-config"], {"OTPD_OTP_TTL": "600"})
     assert "OTPD_OTP_TTL=600" in p.stdout

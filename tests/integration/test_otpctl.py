@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import HASH_KEY, ROOT, wait_for
+from conftest import DOC_KEY, HASH_KEY, ROOT, wait_for
 from test_providers import FROM, NUMBER, SID, TOKEN, twilio_env
 
 from otpd.ctl import mask_payload, parse_dotenv, parse_duration, UsageError
@@ -251,13 +251,18 @@ def test_send_retry_is_shown_then_sent(otpd_factory, mock, redis_server):
 
 # ---------------------------------------------------------------- check
 
+def test_check_warns_on_example_key(redis_server, mock):
+    rc, out, err = run("check", env=check_env(redis_server, mock, OTPD_HASH_KEY=DOC_KEY))
+    assert any("example key" in l for l in check_lines(out)["warn"]), out + err
+
+
 def test_check_good_credentials(redis_server, mock, tmp_path):
     rc, out, err = run("check", env=check_env(redis_server, mock))
     assert rc == 0, out + err
     lines = check_lines(out)
     assert any("otpd test account" in l and "status active" in l for l in lines["ok"])
     assert any(l.startswith("redis") for l in lines["ok"])
-    assert any("example key" in l for l in lines["warn"])  # HASH_KEY is the doc's vector
+    assert not any("example key" in l for l in lines.get("warn", []))
     req = [q for q in mock.requests("twilio")]
     assert [(q["method"], q["path"]) for q in req] == [("GET", "/2010-04-01/Accounts/%s.json" % SID)]
     assert TOKEN not in out + err

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, wait_for
+from conftest import HASH_KEY, ROOT, wait_for
 
 
 SID = "AC0123456789abcdef0123456789abcdef"
@@ -336,7 +336,7 @@ def test_valgrind_clean_with_real_https(tmp_path, redis_server, mock, client):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OTPD_", "TWILIO_", "MSG91_", "REDIS_", "ASAN", "UBSAN"))}
     env.update(twilio_env(mock))
-    env.update({"REDIS_URL": redis_server.url, "OTPD_HASH_KEY": "00" * 32,
+    env.update({"REDIS_URL": redis_server.url, "OTPD_HASH_KEY": HASH_KEY,
                 "OTPD_BLOCK_MS": "500"})
     log = tmp_path / "vg.log"
     err = open(tmp_path / "otpd.err", "wb")

@@ -110,12 +110,12 @@ def test_unknown_message_is_accepted_and_ignored(otpd_factory, mock, port):
 @pytest.mark.parametrize("fmt", ["v2", "v3", "new"])
 def test_msg91_reports(otpd_factory, mock, client, port, fmt):
     otpd_factory(msg91_env(mock, OTPD_METRICS_ADDR="127.0.0.1:%d" % port,
-                           MSG91_WEBHOOK_TOKEN="s3cret-path-token"))
+                           MSG91_WEBHOOK_TOKEN="s3cret-path-token-0123456789abcdef"))
     ok = client.send(IN_NUMBER)
     bad = client.send("+919812345679", purpose="p2")
     rid_ok = client.wait(ok, timeout=10)["provider_ref"]
     rid_bad = client.wait(bad, timeout=10)["provider_ref"]
-    target = "http://127.0.0.1:%d/webhooks/msg91/s3cret-path-token" % port
+    target = "http://127.0.0.1:%d/webhooks/msg91/s3cret-path-token-0123456789abcdef" % port
     r1 = mock.ctl("msg91/dlr", {"format": fmt, "request_id": rid_ok, "number": IN_NUMBER[1:],
                                 "status": 1, "target": target})
     r2 = mock.ctl("msg91/dlr", {"format": fmt, "request_id": rid_bad,
@@ -128,7 +128,7 @@ def test_msg91_reports(otpd_factory, mock, client, port, fmt):
 
 def test_msg91_wrong_token_changes_nothing(otpd_factory, mock, client, port):
     otpd_factory(msg91_env(mock, OTPD_METRICS_ADDR="127.0.0.1:%d" % port,
-                           MSG91_WEBHOOK_TOKEN="s3cret-path-token"))
+                           MSG91_WEBHOOK_TOKEN="s3cret-path-token-0123456789abcdef"))
     job = client.send(IN_NUMBER)
     rid = client.wait(job, timeout=10)["provider_ref"]
     res = mock.ctl("msg91/dlr", {"format": "v3", "request_id": rid, "number": IN_NUMBER[1:],

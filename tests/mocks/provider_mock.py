@@ -134,6 +134,7 @@ class State:
             "default": "ok",                    # str or {"twilio":..,"msg91":..}
             "default_delay_ms": 0,              # added to every provider answer
             "twilio_concurrency_limit": 0,      # >0: sends beyond N in flight get 429/20429
+            "close_connections": False,         # true: every provider answer closes its connection
         }
         cfg.update(self.base_config)
         return cfg
@@ -1218,7 +1219,13 @@ async def handle(request):
     st.max_concurrent = max(st.max_concurrent, st.in_flight)
     st.max_concurrent_by[prov] = max(st.max_concurrent_by[prov], st.in_flight_by[prov])
     try:
-        return await provider_dispatch(request)
+        resp = await provider_dispatch(request)
+        if st.config.get("close_connections") and isinstance(resp, web.StreamResponse):
+            # "Connection: close" and a close after the answer, as a provider
+            # behind a load balancer without keep-alive does: every request
+            # then needs a new TCP + TLS connection.
+            resp.force_close()
+        return resp
     finally:
         st.in_flight -= 1
         st.in_flight_by[prov] -= 1

@@ -252,6 +252,41 @@ def test_recording_and_keepalive(mock):
     assert stats["connections"] == 2 and stats["requests"] == 3
 
 
+def test_close_connections(mock):
+    """close_connections: every provider answer says Connection: close and the
+    mock closes the connection, so each send needs a new TLS connection."""
+    ctl(mock, "config", {"close_connections": True})
+    conn = http.client.HTTPSConnection("127.0.0.1", mock["port"], context=mock["ctx"],
+                                       timeout=10)
+    try:
+        st, hdrs, _ = twilio_send(mock, conn=conn)
+        assert st == 201 and hdrs["Connection"].lower() == "close"
+        assert twilio_send(mock, conn=conn)[0] == 201   # http.client reconnects
+    finally:
+        conn.close()
+    # The mock closes even when the client would keep the connection.
+    form = urllib.parse.urlencode({"To": "+14155550100", "From": "+15005550006", "Body": "x"})
+    raw = ("POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: %s\r\n"
+           "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n"
+           "Connection: keep-alive\r\n\r\n%s" % (MSG_PATH, basic(), len(form), form))
+    with socket.create_connection(("127.0.0.1", mock["port"]), timeout=5) as tcp:
+        with mock["ctx"].wrap_socket(tcp, server_hostname="127.0.0.1") as tls:
+            tls.sendall(raw.encode())
+            got = b""
+            while True:
+                chunk = tls.recv(65536)   # b"" at the mock's close; a timeout fails
+                if not chunk:
+                    break
+                got += chunk
+    assert got.startswith(b"HTTP/1.1 201")
+    reqs = ctl(mock, "requests")
+    assert len({r["conn_id"] for r in reqs}) == 3
+    assert ctl(mock, "stats")["connections"] == 3
+    # reset restores keep-alive
+    ctl(mock, "reset", {})
+    assert ctl(mock, "config")["close_connections"] is False
+
+
 def test_concurrent_slow(mock):
     ctl(mock, "rules", {"to": "*", "behaviour": "slow", "delay_ms": 500})
     t0 = time.monotonic()

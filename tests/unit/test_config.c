@@ -16,8 +16,10 @@
 
 #include "config.h"
 
-#define KEY_HEX  "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-#define KEY2_HEX "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
+#define KEY_HEX "fe1ab53ccdf61b29f349ed3b1df9a31956eff94b7ce788c1c5c9a71d9029a8e8"
+/* The documentation's test vector: public, so refused by config_finish(). */
+#define DOC_KEY_HEX "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+#define KEY2_HEX    "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
 
 static int
 setup(void **state)
@@ -67,7 +69,9 @@ test_defaults(void **state)
     assert_int_equal(cfg->block_ms, 5000);
     assert_string_equal(cfg->prefix, "otpd:");
     assert_string_equal(cfg->group, "otpd");
-    assert_string_equal(cfg->provider, "console");
+    assert_string_equal(cfg->provider, "");   /* auto: from the credentials set */
+    assert_int_equal(cfg->http_max_conns, 0); /* follow the request caps */
+    assert_int_equal(cfg->dead_maxlen, 10000);
     assert_string_equal(cfg->consumer, "");
     assert_string_equal(cfg->log_level, "info");
     assert_non_null(strstr(cfg->template, "{code}"));
@@ -119,8 +123,8 @@ test_parse_syntax(void **state)
     assert_string_equal(cfg->consumer, "web#1"); /* '#' without a space before is data */
     assert_string_equal(cfg->ca_file, "/etc/ssl/ca.pem");
     assert_string_equal(cfg->hash_key_hex, KEY_HEX);
-    assert_int_equal(cfg->hash_key[0], 0x00);
-    assert_int_equal(cfg->hash_key[31], 0x1f);
+    assert_int_equal(cfg->hash_key[0], 0xfe);
+    assert_int_equal(cfg->hash_key[31], 0xe8);
     assert_int_equal(cfg->verify_attempts, 3);
 }
 
@@ -376,6 +380,105 @@ test_finish_provider_checks(void **state)
     assert_int_equal(config_set(cfg, "OTPD_TEMPLATE", "no placeholder", err, sizeof(err)), 0);
     assert_int_equal(config_finish(cfg, err, sizeof(err)), -1);
     assert_err_has(err, "OTPD_TEMPLATE", "{code}", NULL);
+}
+
+/* Keys anyone can read, or with little variety, are refused. */
+static void
+test_finish_weak_keys(void **state)
+{
+    struct config *cfg = *state;
+    char err[512] = "";
+    const char *weak[] = {
+        DOC_KEY_HEX,
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "4141414141414141414141414141414141414141414141414141414141414141",
+        "deadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeef",
+    };
+
+    for (size_t i = 0; i < sizeof(weak) / sizeof(weak[0]); i++) {
+        assert_int_equal(config_set(cfg, "OTPD_HASH_KEY", weak[i], err, sizeof(err)), 0);
+        assert_int_equal(config_finish(cfg, err, sizeof(err)), -1);
+        assert_err_has(err, "OTPD_HASH_KEY", "--gen-key", NULL);
+    }
+    assert_int_equal(config_set(cfg, "OTPD_HASH_KEY", KEY_HEX, err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), 0);
+}
+
+/* With OTPD_PROVIDER unset, credentials decide; console only when none are set. */
+static void
+test_finish_provider_auto(void **state)
+{
+    struct config *cfg = *state;
+    char err[512] = "";
+
+    assert_int_equal(config_set(cfg, "OTPD_HASH_KEY", KEY_HEX, err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg->provider_default, "console");
+
+    /* The site guide's MSG91 lines alone (no DLT template): refused, never console. */
+    assert_int_equal(config_set(cfg, "MSG91_AUTH_KEY", "k", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), -1);
+    assert_err_has(err, "MSG91_TEMPLATE_ID", NULL);
+    assert_int_equal(config_set(cfg, "MSG91_TEMPLATE_ID", "t", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg->provider_default, "msg91");
+
+    /* Half the Twilio credentials: refused. */
+    assert_int_equal(config_set(cfg, "TWILIO_AUTH_TOKEN", "tok", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), -1);
+    assert_err_has(err, "TWILIO_ACCOUNT_SID", NULL);
+    /* The site guide's three Twilio lines: Twilio first. */
+    assert_int_equal(config_set(cfg, "TWILIO_ACCOUNT_SID", "AC0123", err, sizeof(err)), 0);
+    assert_int_equal(config_set(cfg, "TWILIO_PHONE_NUMBER", "+14155550100", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg->provider_default, "twilio");
+
+    /* An explicit choice wins, console included. */
+    assert_int_equal(config_set(cfg, "OTPD_PROVIDER", "console", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg->provider_default, "console");
+}
+
+static void
+count_warning(void *arg, const char *text)
+{
+    (void)text;
+    ++*(int *)arg;
+}
+
+static void
+test_finish_weak_settings(void **state)
+{
+    struct config *cfg = *state;
+    char err[512] = "";
+    int n = 0;
+
+    assert_int_equal(config_set(cfg, "OTPD_HASH_KEY", KEY_HEX, err, sizeof(err)), 0);
+    /* MSG91's path token is its only authentication: short ones are refused. */
+    assert_int_equal(config_set(cfg, "MSG91_WEBHOOK_TOKEN", "s3cret", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), -1);
+    assert_err_has(err, "MSG91_WEBHOOK_TOKEN", "32", NULL);
+    assert_int_equal(config_set(cfg, "MSG91_WEBHOOK_TOKEN", "0123456789abcdef0123456789abcdef", err,
+                                sizeof(err)),
+                     0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), 0);
+    /* console in use: one warning */
+    config_warnings(cfg, count_warning, &n);
+    assert_int_equal(n, 1);
+    /* a public metrics address, and callbacks that cannot arrive */
+    n = 0;
+    assert_int_equal(config_set(cfg, "OTPD_METRICS_ADDR", "0.0.0.0:9464", err, sizeof(err)), 0);
+    config_warnings(cfg, count_warning, &n);
+    assert_int_equal(n, 2);
+    n = 0;
+    assert_int_equal(config_set(cfg, "OTPD_METRICS_ADDR", "", err, sizeof(err)), 0);
+    assert_int_equal(
+        config_set(cfg, "TWILIO_STATUS_CALLBACK", "https://x.example/cb", err, sizeof(err)), 0);
+    config_warnings(cfg, count_warning, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(config_twilio_callbacks(cfg), 0);
+    assert_int_equal(config_set(cfg, "OTPD_METRICS_ADDR", "127.0.0.1:9464", err, sizeof(err)), 0);
+    assert_int_equal(config_twilio_callbacks(cfg), 1);
 }
 
 static void
@@ -658,6 +761,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_env_overrides_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_finish_needs_hash_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_finish_provider_checks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_finish_weak_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_finish_provider_auto, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_finish_weak_settings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_finish_consumer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_load_file_and_env, setup, teardown),
         cmocka_unit_test(test_redis_url_valid),

@@ -18,7 +18,8 @@
 
 #define NOW_MS INT64_C(1700000000000)
 
-static const struct job_defaults defs = {.ttl = 300, .digits = 6, .max_attempts = 5};
+static const struct job_defaults defs = {
+    .ttl = 300, .digits = 6, .max_attempts = 5, .max_skew_ms = 60000};
 
 /* Parse a NUL-terminated payload; the job is left for the caller to clear. */
 static int
@@ -64,7 +65,7 @@ test_minimal_defaults(void **state)
     job_clear(&job);
 
     /* Other defaults flow through unchanged. */
-    struct job_defaults d2 = {.ttl = 120, .digits = 8, .max_attempts = 3};
+    struct job_defaults d2 = {.ttl = 120, .digits = 8, .max_attempts = 3, .max_skew_ms = 60000};
     const char *p = "{\"to\":\"+14155552671\",\"v\":1}";
     assert_int_equal(job_parse(&job, p, strlen(p), &d2, 5000, err, sizeof(err)), 0);
     assert_int_equal(job.ttl, 120);
@@ -308,6 +309,26 @@ test_reject_strings(void **state)
     expect_reject("{\"to\":\"+14155552671\",\"created_ms\":\"1700000000000\"}",
                   "field created_ms: must be epoch milliseconds");
     expect_reject("{\"to\":\"+14155552671\",\"created_ms\":1700000000000.5}", "field created_ms");
+    /* A clock far ahead, or a forged creation time, would keep a code alive for ages. */
+    expect_reject("{\"to\":\"+14155552671\",\"created_ms\":1000000000000000}",
+                  "field created_ms: 998300000000 s ahead");
+    expect_reject("{\"to\":\"+14155552671\",\"created_ms\":1700000060001}",
+                  "field created_ms: 60 s ahead of this host's clock");
+}
+
+/* Within the skew tolerance, the lifetime counts from now: no code outlives its ttl. */
+static void
+test_created_ahead_within_skew(void **state)
+{
+    struct job job;
+    char err[REASON_MAX];
+
+    (void)state;
+    assert_int_equal(
+        parse(&job, "{\"to\":\"+14155552671\",\"created_ms\":1700000059000}", err, sizeof(err)), 0);
+    assert_true(job.created_ms == NOW_MS);
+    assert_true(job.expires_ms == NOW_MS + 300 * 1000);
+    job_clear(&job);
 }
 
 static void
@@ -450,14 +471,23 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_minimal_defaults),    cmocka_unit_test(test_all_fields),
-        cmocka_unit_test(test_bounds_accepted),     cmocka_unit_test(test_unknown_fields_ignored),
-        cmocka_unit_test(test_reject_envelope),     cmocka_unit_test(test_reject_payload_size),
-        cmocka_unit_test(test_length_bounds_parse), cmocka_unit_test(test_reject_to),
-        cmocka_unit_test(test_reject_version),      cmocka_unit_test(test_reject_numbers),
-        cmocka_unit_test(test_reject_strings),      cmocka_unit_test(test_reject_message),
-        cmocka_unit_test(test_reject_id),           cmocka_unit_test(test_id_kept_on_rejection),
-        cmocka_unit_test(test_phone_valid),         cmocka_unit_test(test_id_valid),
+        cmocka_unit_test(test_created_ahead_within_skew),
+        cmocka_unit_test(test_minimal_defaults),
+        cmocka_unit_test(test_all_fields),
+        cmocka_unit_test(test_bounds_accepted),
+        cmocka_unit_test(test_unknown_fields_ignored),
+        cmocka_unit_test(test_reject_envelope),
+        cmocka_unit_test(test_reject_payload_size),
+        cmocka_unit_test(test_length_bounds_parse),
+        cmocka_unit_test(test_reject_to),
+        cmocka_unit_test(test_reject_version),
+        cmocka_unit_test(test_reject_numbers),
+        cmocka_unit_test(test_reject_strings),
+        cmocka_unit_test(test_reject_message),
+        cmocka_unit_test(test_reject_id),
+        cmocka_unit_test(test_id_kept_on_rejection),
+        cmocka_unit_test(test_phone_valid),
+        cmocka_unit_test(test_id_valid),
         cmocka_unit_test(test_status_names),
     };
 

@@ -367,6 +367,60 @@ test_mask_phone_small_buffer(void **state)
     assert_string_equal(log_mask_phone("+14155552671", exact, sizeof(exact)), "+1415*****71");
 }
 
+/* Provider texts quote the recipient: every long digit run is masked in place. */
+static void
+test_mask_numbers_in_text(void **state)
+{
+    char a[] = "The 'To' number +14155552671 is not a valid phone number.";
+    char b[] = "verify 14155552671 and 919876543210, code 21211, year 2026";
+    char c[] = "+123456";
+
+    (void)state;
+    log_mask_numbers(a);
+    assert_string_equal(a, "The 'To' number +141******71 is not a valid phone number.");
+    log_mask_numbers(b);
+    assert_string_equal(b, "verify 141******71 and 919*******10, code 21211, year 2026");
+    log_mask_numbers(c);
+    assert_string_equal(c, "+123456"); /* six digits: not a number worth hiding */
+}
+
+/* A burst per period, then silence, then the count of what was held back. */
+static void
+test_log_limit(void **state)
+{
+    struct log_limiter l = {.period_ms = 1000, .burst = 2};
+    unsigned held = 99;
+    int allowed = 0;
+
+    (void)state;
+    for (int i = 0; i < 10; i++)
+        allowed += log_limit_allow(&l, "oom", 100, &held);
+    assert_int_equal(allowed, 2);
+    /* Another cause has its own budget, and alternating does not reset either. */
+    assert_int_equal(log_limit_allow(&l, "execabort", 150, &held), 1);
+    assert_int_equal(log_limit_allow(&l, "oom", 200, &held), 0);
+    assert_int_equal(log_limit_allow(&l, "execabort", 250, &held), 1);
+    assert_int_equal(log_limit_allow(&l, "execabort", 300, &held), 0);
+    /* The next period: allowed again, told how many were held back. */
+    assert_int_equal(log_limit_allow(&l, "oom", 1100, &held), 1);
+    assert_int_equal(held, 9);
+    /* Long causes are told apart by their first bytes, as stored. */
+    {
+        char long_key[300];
+        memset(long_key, 'x', sizeof(long_key) - 1);
+        long_key[sizeof(long_key) - 1] = '\0';
+        assert_int_equal(log_limit_allow(&l, long_key, 1200, &held), 1);
+        assert_int_equal(log_limit_allow(&l, long_key, 1201, &held), 1);
+        assert_int_equal(log_limit_allow(&l, long_key, 1202, &held), 0);
+    }
+    /* More causes than slots: the least recent is forgotten, nothing breaks. */
+    for (int i = 0; i < 3 * LOG_LIMIT_SLOTS; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "cause-%d", i);
+        assert_int_equal(log_limit_allow(&l, key, 2000 + (uint64_t)i, &held), 1);
+    }
+}
+
 int
 main(void)
 {
@@ -385,6 +439,8 @@ main(void)
         cmocka_unit_test(test_utf8_chars),
         cmocka_unit_test(test_mask_phone),
         cmocka_unit_test(test_mask_phone_small_buffer),
+        cmocka_unit_test(test_mask_numbers_in_text),
+        cmocka_unit_test(test_log_limit),
     };
 
     if (sodium_init() < 0) {

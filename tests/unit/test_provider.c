@@ -3,6 +3,7 @@
  * Flow), the transport failure classes and the backoff arithmetic.
  */
 #include <setjmp.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -353,16 +354,21 @@ test_transport(void **state)
 {
     (void)state;
     for (int sent = 0; sent <= 1; sent++) {
-        assert_int_equal(http_classify_transport(CURLE_COULDNT_CONNECT, sent), SEND_RETRY);
-        assert_int_equal(http_classify_transport(CURLE_COULDNT_RESOLVE_HOST, sent), SEND_RETRY);
-        assert_int_equal(http_classify_transport(CURLE_PEER_FAILED_VERIFICATION, sent),
+        assert_int_equal(http_classify_transport(CURLE_COULDNT_CONNECT, sent, 0), SEND_RETRY);
+        assert_int_equal(http_classify_transport(CURLE_COULDNT_RESOLVE_HOST, sent, 0), SEND_RETRY);
+        assert_int_equal(http_classify_transport(CURLE_PEER_FAILED_VERIFICATION, sent, 0),
                          SEND_FAIL_PROVIDER);
     }
-    assert_int_equal(http_classify_transport(CURLE_OPERATION_TIMEDOUT, 0), SEND_RETRY);
-    assert_int_equal(http_classify_transport(CURLE_OPERATION_TIMEDOUT, 1), SEND_AMBIGUOUS);
-    assert_int_equal(http_classify_transport(CURLE_RECV_ERROR, 1), SEND_AMBIGUOUS);
-    assert_int_equal(http_classify_transport(CURLE_GOT_NOTHING, 1), SEND_AMBIGUOUS);
-    assert_int_equal(http_classify_transport(CURLE_SEND_ERROR, 0), SEND_RETRY);
+    assert_int_equal(http_classify_transport(CURLE_OPERATION_TIMEDOUT, 0, 0), SEND_RETRY);
+    assert_int_equal(http_classify_transport(CURLE_OPERATION_TIMEDOUT, 1, 0), SEND_AMBIGUOUS);
+    assert_int_equal(http_classify_transport(CURLE_RECV_ERROR, 1, 0), SEND_AMBIGUOUS);
+    assert_int_equal(http_classify_transport(CURLE_GOT_NOTHING, 1, 0), SEND_AMBIGUOUS);
+    assert_int_equal(http_classify_transport(CURLE_SEND_ERROR, 0, 0), SEND_RETRY);
+    /* Out of descriptors: curl fails to read the CA file; not the provider's fault. */
+    assert_int_equal(http_classify_transport(CURLE_SSL_CACERT_BADFILE, 0, 0), SEND_LOCAL);
+    assert_int_equal(http_classify_transport(CURLE_COULDNT_CONNECT, 0, EMFILE), SEND_LOCAL);
+    assert_int_equal(http_classify_transport(CURLE_OUT_OF_MEMORY, 0, 0), SEND_LOCAL);
+    assert_int_equal(http_classify_transport(CURLE_COULDNT_CONNECT, 0, ECONNREFUSED), SEND_RETRY);
 }
 
 /* --- backoff ---------------------------------------------------------- */
