@@ -7,19 +7,24 @@ work directory, and stops all of it at the end (also on error or Ctrl-C):
 
   * redis-server (no persistence) on a free 127.0.0.1 port;
   * nginx as the Twilio mock (bench/nginx.conf.in): an instant HTTP/2 port,
-    an instant HTTP/1.1-only port, and an HTTP/2 port that answers after
-    200 ms (echo_sleep, libnginx-mod-http-echo);
+    an instant HTTP/1.1-only port, an HTTP/2 port that answers after
+    200 ms (echo_sleep, libnginx-mod-http-echo) and the "realistic provider":
+    HTTP/1.1 only, answering after 300 ms;
   * otpd (build/otpd, or $OTPD_BIN) with the twilio provider;
   * a Celery worker running bench/celery_baseline.py.
 
 It prints one table and writes the numbers to bench/results/.
 BENCH_SCALE=small makes every run shorter (see SCALES).
+BENCH_ONLY=realistic runs only the realistic-provider row (otpd with the
+settings an operator must give and nothing else, and the Celery baseline
+against the same port) and writes bench/results/latest-<scale>-realistic.json.
 Every wait is bounded; a run that does not finish in time is reported as such.
 """
 import json
 import os
 import platform
 import re
+import secrets
 import signal
 import socket
 import statistics
@@ -39,7 +44,8 @@ import testca  # noqa: E402
 
 PY = "/usr/bin/python3"
 OTPD = os.environ.get("OTPD_BIN") or os.path.join(ROOT, "build", "otpd")
-HASH_KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+# A fresh random key per run: otpd refuses the documentation's published test key.
+HASH_KEY = os.environ.get("BENCH_HASH_KEY") or secrets.token_hex(32)
 SID = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "bench-auth-token-0123456789abcdef"
 FROM = "+15005550006"
@@ -50,9 +56,9 @@ SCALES = {
     # throughput backlogs, callgrind jobs, in-flight levels, latency seconds,
     # baseline backlog, baseline latency seconds
     "full": dict(thr=[10000, 100000], cg=2000, inflight=[100, 2000, 5000], lat_s=20,
-                 base_n=10000, base_lat_s=20),
+                 base_n=10000, base_lat_s=20, real_n=6000),
     "small": dict(thr=[2000, 10000], cg=2000, inflight=[100, 2000, 5000], lat_s=5,
-                  base_n=2000, base_lat_s=5),
+                  base_n=2000, base_lat_s=5, real_n=3000),
 }
 SCALE = os.environ.get("BENCH_SCALE", "full")
 if SCALE not in SCALES:
@@ -62,6 +68,12 @@ LAT_RATE = 1000
 # The settings otpd runs with in the throughput and latency runs (written to the JSON).
 OTPD_TUNING = {"OTPD_MAX_INFLIGHT": "1000", "OTPD_BATCH": "200", "OTPD_HTTP_MAX_CONNS": "100"}
 BASELINE_CONFIGS = [("prefork", 2), ("prefork", 4), ("gevent", 64)]
+# The realistic provider's answer time (echo_sleep on the "real" port of bench/nginx.conf.in).
+REAL_LATENCY_S = 0.300
+REAL_TARGET = 0.80  # throughput ÷ (request cap ÷ latency)
+BENCH_ONLY = os.environ.get("BENCH_ONLY", "")
+if BENCH_ONLY not in ("", "realistic"):
+    sys.exit("BENCH_ONLY must be empty or realistic, not %r" % BENCH_ONLY)
 
 _procs = []
 
@@ -189,7 +201,9 @@ class Env:
         self.redis_url = "redis://127.0.0.1:%d/0" % self.redis_port
 
         self.h2_port, self.h1_port, self.slow_port = free_port(), free_port(), free_port()
+        self.real_port = free_port()
         ngdir = os.path.join(work, "nginx")
+        self.real_log = os.path.join(ngdir, "real-access.log")
         os.makedirs(ngdir)
         body = json.dumps({
             "account_sid": SID, "api_version": "2010-04-01",
@@ -212,7 +226,7 @@ class Env:
             conf = f.read()
         for k, v in {"DIR": ngdir, "CERT": self.ca["server_cert"], "KEY": self.ca["server_key"],
                      "H2_PORT": self.h2_port, "H1_PORT": self.h1_port,
-                     "SLOW_PORT": self.slow_port, "WORKERS": os.environ.get("BENCH_NGINX_WORKERS", "1"),
+                     "SLOW_PORT": self.slow_port, "REAL_PORT": self.real_port, "WORKERS": os.environ.get("BENCH_NGINX_WORKERS", "1"),
                      "BODY": body, "LIST": listing,
                      "ERRLEVEL": os.environ.get("BENCH_NGINX_LOG", "warn")}.items():
             conf = conf.replace("@%s@" % k, str(v))
@@ -221,7 +235,7 @@ class Env:
             f.write(conf)
         self.nginx = spawn(["nginx", "-c", conf_path, "-p", ngdir, "-e", os.path.join(ngdir, "nginx-error.log")],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for port in (self.h2_port, self.h1_port, self.slow_port):
+        for port in (self.h2_port, self.h1_port, self.slow_port, self.real_port):
             wait_for(lambda: self._listening(port) or self.nginx.poll() is not None, 10,
                      what="nginx on %d" % port)
             if self.nginx.poll() is not None:
@@ -239,7 +253,7 @@ class Env:
 
     def base(self, which):
         return "https://127.0.0.1:%d" % {"h2": self.h2_port, "h1": self.h1_port,
-                                          "slow": self.slow_port}[which]
+                                          "slow": self.slow_port, "real": self.real_port}[which]
 
     def check_mock(self):
         """One request to each port with curl: status, protocol and delay (3 tries:
@@ -253,7 +267,8 @@ class Env:
                 time.sleep(1)
 
     def _check_mock(self):
-        for which, proto, slow in (("h2", "2", False), ("h1", "1.1", False), ("slow", "2", True)):
+        for which, proto, delay in (("h2", "2", 0), ("h1", "1.1", 0), ("slow", "2", 0.2),
+                                    ("real", "1.1", REAL_LATENCY_S)):
             out = subprocess.run(
                 ["curl", "-sS", "--cacert", self.ca["ca_cert"], "-u", SID + ":" + TOKEN,
                  "-d", "To=%2B14155552671", "-o", "/dev/null",
@@ -262,7 +277,8 @@ class Env:
                 capture_output=True, text=True, timeout=10)
             code, ver, total, tls = out.stdout.split()
             wait = float(total) - float(tls)
-            ok = code == "201" and ver == proto and ((0.19 <= wait < 0.4) if slow else (wait < 0.1))
+            ok = code == "201" and ver == proto and (
+                (delay - 0.01 <= wait < delay + 0.2) if delay else (wait < 0.1))
             log("mock %s: HTTP/%s %s, %.1f ms after the handshake%s"
                 % (which, ver, code, wait * 1000, "" if ok else "  <-- UNEXPECTED"))
             if not ok:
@@ -270,6 +286,28 @@ class Env:
 
     def redis_cpu(self):
         return proc_stat(self.redis.pid)[0]
+
+    def real_log_offset(self):
+        try:
+            return os.path.getsize(self.real_log)
+        except OSError:
+            return 0
+
+    def real_log_requests(self, since, method="POST"):
+        """[(start s, end s, connection serial)] of the realistic port's requests logged
+        after byte offset since (nginx writes each line when the request ends)."""
+        out = []
+        try:
+            with open(self.real_log) as f:
+                f.seek(since)
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 5 and parts[3] == method:
+                        end, dur = float(parts[0]), float(parts[1])
+                        out.append((end - dur, end, parts[2]))
+        except OSError:
+            pass
+        return out
 
     def reset(self):
         self.r.flushall()
@@ -519,6 +557,159 @@ def bench_latency(env, which):
     return res
 
 
+# ---------------------------------------------------------------- realistic provider
+#
+# What an operator gets with nothing tuned: a provider that answers in 300 ms over
+# HTTP/1.1 (each open request needs its own connection), and otpd with only the
+# settings it cannot do without.  The bound is the request cap over the latency.
+
+
+def realistic_env(env, provider=None):
+    """Only what an operator must set.  The per-number limits stay at their defaults:
+    every job goes to a different number."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("OTPD_", "TWILIO_", "MSG91_", "REDIS_"))}
+    e.update({
+        "REDIS_URL": env.redis_url, "OTPD_HASH_KEY": HASH_KEY,
+        "TWILIO_ACCOUNT_SID": SID, "TWILIO_AUTH_TOKEN": TOKEN, "TWILIO_PHONE_NUMBER": FROM,
+        "TWILIO_API_BASE": env.base("real"), "OTPD_CA_FILE": env.ca["ca_cert"],
+    })
+    if provider:
+        e["OTPD_PROVIDER"] = provider
+    return e
+
+
+def check_config(envvars):
+    """otpd --check-config with these variables: {KEY: value} plus '#' comment lines."""
+    out = subprocess.run([OTPD, "--check-config"], env=envvars, capture_output=True, text=True,
+                         timeout=30)
+    if out.returncode != 0:
+        raise RuntimeError("otpd --check-config failed (%d):\n%s%s"
+                           % (out.returncode, out.stdout[-2000:], out.stderr[-2000:]))
+    cfg, notes = {}, []
+    for line in out.stdout.splitlines():
+        if line.startswith("#"):
+            notes.append(line.lstrip("# "))
+        elif "=" in line:
+            k, v = line.split("=", 1)
+            cfg[k] = v[1:-1] if len(v) >= 2 and v[0] == v[-1] == '"' else v
+    return cfg, notes
+
+
+def peak_concurrency(reqs):
+    """Most requests in progress at once, from (start, end, connection) intervals.
+    nginx stamps them with its cached clock, so on one keep-alive connection a request
+    can seem to start a millisecond before the previous one ended; HTTP/1.1 has one at
+    a time per connection, so each start is moved to at least the previous end."""
+    last, ev = {}, []
+    for a, b, c in sorted(reqs):
+        a = max(a, last.get(c, a))
+        last[c] = b
+        ev += [(a, 1), (b, -1)]
+    ev.sort()
+    cur = peak = 0
+    for _, d in ev:
+        cur += d
+        peak = max(peak, cur)
+    return peak
+
+
+def sent_times(env, n, prefix):
+    """sent_ms of jobs prefix-0 .. prefix-(n-1), sorted; and how many are not sent."""
+    out, missing = [], 0
+    for start in range(0, n, 5000):
+        pipe = env.r.pipeline(transaction=False)
+        for i in range(start, min(n, start + 5000)):
+            pipe.hmget("otpd:job:%s-%d" % (prefix, i), "status", "sent_ms")
+        for st, sm in pipe.execute():
+            if st == "sent" and sm:
+                out.append(int(sm))
+            else:
+                missing += 1
+    return sorted(out), missing
+
+
+def realistic_figures(env, n, prefix, log_from, cap):
+    """Throughput from first to last sent, the steady rate (10th to 90th percentile of
+    the sent times), the bound cap / latency, and what the mock saw."""
+    times, missing = sent_times(env, n, prefix)
+    reqs = env.real_log_requests(log_from)
+    span = (times[-1] - times[0]) / 1000.0 if len(times) > 1 else 0
+    i10, i90 = len(times) // 10, (len(times) * 9) // 10
+    steady = None
+    if len(times) >= 10 and times[i90] > times[i10]:
+        steady = (i90 - i10) / ((times[i90] - times[i10]) / 1000.0)
+    bound = cap / REAL_LATENCY_S if cap else None
+    thr = (len(times) - 1) / span if span else None
+    durs = sorted(b - a for a, b, _ in reqs)
+    return {"jobs": n, "not_sent": missing, "first_to_last_s": span, "otp_per_s": thr,
+            "otp_per_s_steady_p10_p90": steady,
+            "request_cap": cap, "latency_s": REAL_LATENCY_S, "bound_otp_per_s": bound,
+            "ratio_to_bound": thr / bound if thr and bound else None,
+            "mock_posts": len(reqs), "mock_peak_concurrent": peak_concurrency(reqs),
+            "mock_connections": len({c for _, _, c in reqs}),
+            "mock_request_s_p50": durs[len(durs) // 2] if durs else None,
+            "mock_request_s_max": durs[-1] if durs else None}
+
+
+def bench_realistic(env, n):
+    e = realistic_env(env)
+    cfg, notes = check_config(e)
+    cap = int(cfg["OTPD_TWILIO_MAX_INFLIGHT"])
+    res = {"settings": sorted(k for k in e if k.startswith(("OTPD_", "TWILIO_", "REDIS_"))),
+           "check_config": {k: cfg.get(k) for k in ("OTPD_PROVIDER", "OTPD_TWILIO_MAX_INFLIGHT",
+                                                    "OTPD_HTTP_MAX_CONNS", "OTPD_MAX_INFLIGHT",
+                                                    "OTPD_BATCH", "OTPD_LIMIT_INTERVAL_S",
+                                                    "OTPD_LIMIT_PER_HOUR", "OTPD_LIMIT_PER_DAY")},
+           "check_config_notes": notes}
+    # Does otpd send through Twilio with only its credentials set?  (Before the default
+    # provider followed the credentials it was console, which sends nothing.)  One job:
+    # the mock must see its POST.
+    env.reset()
+    backlog_otpd(env, 1, prefix="probe")
+    since = env.real_log_offset()
+    run = OtpdRun(env, "real-probe", e)
+    run.wait_sent(1, timeout=30)
+    run.finish()
+    time.sleep(0.1)
+    res["provider_forced"] = not env.real_log_requests(since)
+    if res["provider_forced"]:
+        log("realistic: otpd with only Twilio's credentials did not call the mock (default "
+            "provider %r); setting OTPD_PROVIDER=twilio" % cfg.get("OTPD_PROVIDER"))
+        e = realistic_env(env, "twilio")
+        res["settings"].append("OTPD_PROVIDER")
+    env.reset()
+    backlog_otpd(env, n)
+    since = env.real_log_offset()
+    run = OtpdRun(env, "real-%d" % n, e)
+    socks = [0]
+    last = [0.0]
+
+    def poll():
+        if time.monotonic() - last[0] >= 0.1:
+            last[0] = time.monotonic()
+            try:
+                fds = os.listdir("/proc/%d/fd" % run.proc.pid)
+                socks[0] = max(socks[0], sum(1 for fd in fds if os.readlink(
+                    "/proc/%d/fd/%s" % (run.proc.pid, fd)).startswith("socket:")))
+            except OSError:
+                pass
+    t_done = run.wait_sent(n, timeout=60 + n / 20, on_poll=poll)
+    s = run.sample()
+    run.finish()
+    time.sleep(0.1)
+    res.update(realistic_figures(env, n, "b", since, cap))
+    res.update(wall_s=t_done - run.t0, otp_per_s_from_start=n / (t_done - run.t0),
+               cpu_s=s["cpu_s"], vm_hwm_kb=s["vm_hwm_kb"], max_sockets_seen=socks[0],
+               retries=int(env.r.hget("otpd:stats", "jobs:retries") or 0))
+    log("realistic otpd n=%d: %.0f OTP/s first to last sent (steady %.0f), bound %d / %.3f s = "
+        "%.0f OTP/s, %.0f%% of it; mock: peak %d requests at once over %d connections; "
+        "HTTP_MAX_CONNS %s; provider forced: %s"
+        % (n, res["otp_per_s"], res["otp_per_s_steady_p10_p90"] or 0, cap, REAL_LATENCY_S,
+           res["bound_otp_per_s"], 100 * res["ratio_to_bound"], res["mock_peak_concurrent"],
+           res["mock_connections"], cfg.get("OTPD_HTTP_MAX_CONNS"), res["provider_forced"]))
+    return res
+
+
 def callgrind_total(path):
     with open(path) as f:
         for line in f:
@@ -578,11 +769,12 @@ def bench_callgrind(env, n):
 # ---------------------------------------------------------------- baseline
 
 
-def celery_env(env, pool, conc):
+def celery_env(env, pool, conc, which="h1"):
     e = dict(os.environ)
     e.update({"BENCH_BROKER": "redis://127.0.0.1:%d/1" % env.redis_port,
-              "BENCH_REDIS": env.redis_url, "BENCH_TWILIO": env.base("h1"),
+              "BENCH_REDIS": env.redis_url, "BENCH_TWILIO": env.base(which),
               "BENCH_CA": env.ca["ca_cert"], "BENCH_POOL": str(max(10, conc)),
+              "BENCH_HASH_KEY": HASH_KEY,
               "PYTHONPATH": BENCH, "PYTHONDONTWRITEBYTECODE": "1"})
     return e
 
@@ -594,13 +786,13 @@ def baseline_app(env):
     return celery_baseline
 
 
-def start_worker(env, pool, conc, name):
+def start_worker(env, pool, conc, name, which="h1"):
     errp = os.path.join(env.work, "celery-%s.err" % name)
     err = open(errp, "wb")
     t0 = time.monotonic()
     p = spawn([PY, "-m", "celery", "-A", "celery_baseline", "worker", "-P", pool, "-c", str(conc),
                "--loglevel=WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle",
-               "-n", "bench-%s@localhost" % name], env=celery_env(env, pool, conc), cwd=BENCH,
+               "-n", "bench-%s@localhost" % name], env=celery_env(env, pool, conc, which), cwd=BENCH,
               stdout=err, stderr=err)
     return p, t0, err, errp
 
@@ -720,6 +912,44 @@ def bench_baseline_latency(env, mod, pool, conc, which_secs):
     return res
 
 
+def bench_baseline_realistic(env, mod, n):
+    """The baseline against the realistic port, cold like otpd: n tasks queued, then
+    the worker starts.  Its best pool from BASELINE_CONFIGS is the one with the most
+    requests open at once (a worker's bound is concurrency / latency: 213 OTP/s for
+    gevent -c 64 at 300 ms, 13 for prefork -c 4), so only that one runs."""
+    pool, conc = max(BASELINE_CONFIGS, key=lambda pc: pc[1])
+    env.reset()
+    for i in range(n):
+        mod.send_otp.apply_async(("b-%d" % i, "+1415%07d" % i))
+    since = env.real_log_offset()
+    name = "real-%s%d" % (pool, conc)
+    p, t0, err, errp = start_worker(env, pool, conc, name, which="real")
+    deadline = time.monotonic() + 60 + n / 20
+    t_done = None
+    while time.monotonic() < deadline and p.poll() is None:
+        if sent_count(env) >= n:
+            t_done = time.monotonic()
+            break
+        time.sleep(0.05)
+    cpu = tree_cpu(p.pid)
+    stop_worker(p, err)
+    time.sleep(0.1)
+    if t_done is None:
+        with open(errp, errors="replace") as f:
+            tail = f.read()[-2000:]
+        log("realistic baseline %s: only %d of %d sent\n%s" % (name, sent_count(env), n, tail))
+        return {"pool": pool, "concurrency": conc, "jobs": n, "finished": False}
+    res = realistic_figures(env, n, "b", since, conc)
+    res.update(pool=pool, concurrency=conc, finished=True, wall_s=t_done - t0,
+               otp_per_s_from_start=n / (t_done - t0), cpu_s=cpu)
+    log("realistic baseline %s n=%d: %.0f OTP/s first to last sent (steady %.0f), bound %d / "
+        "%.3f s = %.0f OTP/s, %.0f%% of it; mock: peak %d requests at once over %d connections"
+        % (name, n, res["otp_per_s"], res["otp_per_s_steady_p10_p90"] or 0, conc, REAL_LATENCY_S,
+           res["bound_otp_per_s"], 100 * res["ratio_to_bound"], res["mock_peak_concurrent"],
+           res["mock_connections"]))
+    return res
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -760,6 +990,45 @@ def fmt(v, unit=""):
     if isinstance(v, float):
         v = ("%.0f" % v) if abs(v) >= 100 else ("%.1f" % v) if abs(v) >= 10 else ("%.2f" % v)
     return "%s%s" % (v, unit)
+
+
+def realistic_rows(RR):
+    """The realistic-provider row's table lines, from R["realistic"]."""
+    o, b = RR["otpd"], RR.get("baseline") or {}
+    if not b.get("finished"):
+        b = {}
+    lat_ms = "%.0f ms" % (REAL_LATENCY_S * 1000)
+    defaults = "defaults + OTPD_PROVIDER=twilio" if o.get("provider_forced") else "defaults"
+
+    def pct_(x):
+        return "%.0f%%" % (100 * x) if x is not None else "-"
+
+    def bound(x, what):
+        return "%s (%s ÷ %.1f s)" % (fmt(x["bound_otp_per_s"]), what, REAL_LATENCY_S) if x else "-"
+    ok = o.get("ratio_to_bound") is not None and o["ratio_to_bound"] >= REAL_TARGET
+    thr_ratio = ("%.1f×" % (o["otp_per_s"] / b["otp_per_s"])) if b and o.get("otp_per_s") else "-"
+    return [
+        ("realistic provider: HTTP/1.1, %s, %s: throughput, %d backlog (OTP/s)"
+         % (lat_ms, defaults, o["jobs"]), fmt(o["otp_per_s"]), fmt(b.get("otp_per_s")), thr_ratio, ""),
+        ("realistic provider: bound = request cap ÷ latency (OTP/s)",
+         bound(o, "cap %d" % o["request_cap"]),
+         bound(b, "%s -c %d" % (b["pool"], b["concurrency"])) if b else "-", "-", ""),
+        ("realistic provider: throughput ÷ bound", pct_(o.get("ratio_to_bound")),
+         pct_(b.get("ratio_to_bound")), "-", "≥ %.0f%%: %s" % (100 * REAL_TARGET, "met" if ok else "NOT met")),
+        ("realistic provider: peak requests at the mock / connections used",
+         "%d / %d" % (o["mock_peak_concurrent"], o["mock_connections"]),
+         ("%d / %d" % (b["mock_peak_concurrent"], b["mock_connections"])) if b else "-", "-", ""),
+    ]
+
+
+def render(rows):
+    head = ("figure", "otpd", "baseline", "ratio", "target")
+    w = [max(len(str(r[i])) for r in rows + [head]) for i in range(5)]
+    lines = ["| " + " | ".join(str(h).ljust(w[i]) for i, h in enumerate(head)) + " |",
+             "|" + "|".join("-" * (w[i] + 2) for i in range(5)) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(str(c).ljust(w[i]) for i, c in enumerate(r)) + " |")
+    return "\n".join(lines)
 
 
 def table(R):
@@ -830,13 +1099,45 @@ def table(R):
     if R["otpd"]["latency"]:
         rows.append(("offered rate achieved by the producer (OTP/s)",
                      fmt(R["otpd"]["latency"][0]["offered_per_s"]), fmt(bl.get("offered_per_s")), "-", ""))
-    head = ("figure", "otpd", "baseline", "ratio", "target")
-    w = [max(len(str(r[i])) for r in rows + [head]) for i in range(5)]
-    lines = ["| " + " | ".join(str(h).ljust(w[i]) for i, h in enumerate(head)) + " |",
-             "|" + "|".join("-" * (w[i] + 2) for i in range(5)) + "|"]
-    for r in rows:
-        lines.append("| " + " | ".join(str(c).ljust(w[i]) for i, c in enumerate(r)) + " |")
-    return "\n".join(lines)
+    if R.get("realistic"):
+        rows.extend(realistic_rows(R["realistic"]))
+    return render(rows)
+
+
+def write_results(R, suffix=""):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(BENCH, "results", "%s-%s%s.json" % (SCALE, stamp, suffix))
+    with open(path, "w") as f:
+        json.dump(R, f, indent=1, default=str)
+    with open(os.path.join(BENCH, "results", "latest-%s%s.json" % (SCALE, suffix)), "w") as f:
+        json.dump(R, f, indent=1, default=str)
+    return path
+
+
+def realistic_only(R, work):
+    """BENCH_ONLY=realistic: redis, the mock, the realistic row and its baseline."""
+    try:
+        env = Env(work)
+        R["realistic"] = {"otpd": bench_realistic(env, P["real_n"])}
+        mod = baseline_app(env)
+        R["realistic"]["baseline"] = bench_baseline_realistic(env, mod, P["real_n"])
+    finally:
+        cleanup()
+    R["elapsed_s"] = time.monotonic() - T_START
+    t = render(realistic_rows(R["realistic"]))
+    R["table"] = t
+    path = write_results(R, "-realistic")
+    o, b = R["realistic"]["otpd"], R["realistic"]["baseline"]
+    print("\nrealistic provider (HTTP/1.1, %.0f ms): otpd with the settings an operator must give "
+          "(%s) vs Celery %s -c %d + twilio-python, BENCH_SCALE=%s, %d cores, %.0f s\n"
+          % (REAL_LATENCY_S * 1000, ", ".join(o["settings"]), b["pool"], b["concurrency"], SCALE,
+             os.cpu_count(), R["elapsed_s"]))
+    print(t)
+    print("\notpd: OTPD_TWILIO_MAX_INFLIGHT=%s, OTPD_HTTP_MAX_CONNS=%s (from --check-config); "
+          "steady rate (10th to 90th percentile of sent times) %s OTP/s; at most %d sockets open"
+          % (o["check_config"]["OTPD_TWILIO_MAX_INFLIGHT"], o["check_config"]["OTPD_HTTP_MAX_CONNS"],
+             fmt(o["otp_per_s_steady_p10_p90"]), o["max_sockets_seen"]))
+    print("\nraw numbers: %s" % os.path.relpath(path, ROOT))
 
 
 def main():
@@ -852,6 +1153,13 @@ def main():
     # Run a private copy: a rebuild of build/otpd during the run must not mix binaries.
     subprocess.run(["cp", "-p", OTPD, os.path.join(work, "otpd")], check=True)
     OTPD = os.path.join(work, "otpd")
+    if BENCH_ONLY == "realistic":
+        del R["otpd"], R["baseline"], R["otpd_tuning"]
+        R["only"] = BENCH_ONLY
+        realistic_only(R, work)
+        if not os.environ.get("BENCH_KEEP"):
+            subprocess.run(["rm", "-rf", work])
+        return
     try:
         env = Env(work)
         R["otpd"]["startup_cpu_s"] = otpd_startup_cpu(env)
@@ -869,6 +1177,8 @@ def main():
         R["baseline"]["best"] = best
         R["baseline"]["latency"] = bench_baseline_latency(env, mod, best["pool"], best["concurrency"],
                                                           P["base_lat_s"])
+        R["realistic"] = {"otpd": bench_realistic(env, P["real_n"]),
+                          "baseline": bench_baseline_realistic(env, mod, P["real_n"])}
     finally:
         cleanup()
     R["elapsed_s"] = time.monotonic() - T_START
@@ -876,12 +1186,7 @@ def main():
         raise RuntimeError("the copy of otpd changed during the run")
     t = table(R)
     R["table"] = t
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(BENCH, "results", "%s-%s.json" % (SCALE, stamp))
-    with open(path, "w") as f:
-        json.dump(R, f, indent=1, default=str)
-    with open(os.path.join(BENCH, "results", "latest-%s.json" % SCALE), "w") as f:
-        json.dump(R, f, indent=1, default=str)
+    path = write_results(R)
     b = R["baseline"]["best"]
     print("\notpd vs Celery %s -c %d + twilio-python (best baseline by throughput), BENCH_SCALE=%s, "
           "%d cores, %.0f s\n" % (b["pool"], b["concurrency"], SCALE, os.cpu_count(), R["elapsed_s"]))
@@ -889,6 +1194,10 @@ def main():
     print("\nbaseline runs: " + "; ".join(
         "%s -c %d: %s OTP/s, %s µs CPU/OTP" % (x["pool"], x["concurrency"], fmt(x.get("otp_per_s")),
                                                 fmt(x.get("cpu_us_per_otp"))) for x in R["baseline"]["runs"]))
+    rb = R["realistic"]["baseline"]
+    print("realistic provider rows: the baseline is Celery %s -c %d (the most requests at once of "
+          "the configurations above); otpd runs with only %s" % (rb["pool"], rb["concurrency"],
+                                                            ", ".join(R["realistic"]["otpd"]["settings"])))
     if R["otpd"].get("callgrind"):
         print("\ncallgrind, otpd, top functions by own instructions (%d jobs):" % R["otpd"]["callgrind"]["jobs"])
         for t15 in R["otpd"]["callgrind"]["top15_self"]:

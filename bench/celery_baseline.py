@@ -19,6 +19,7 @@ Configured only through the environment (bench/bench.py sets it):
   BENCH_TWILIO     base URL of the mock (https://127.0.0.1:PORT)
   BENCH_CA         CA file the mock's certificate chains to
   BENCH_POOL       connections kept per process (gevent needs ~ concurrency)
+  BENCH_HASH_KEY   64 hex characters, the key otpd gets as OTPD_HASH_KEY
 """
 import hashlib
 import hmac
@@ -35,7 +36,8 @@ from twilio.rest import Client
 SID = "AC0123456789abcdef0123456789abcdef"
 TOKEN = "bench-auth-token-0123456789abcdef"
 FROM = "+15005550006"
-HASH_KEY = bytes.fromhex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+# bench.py passes its per-run random key (otpd refuses the documentation's test key)
+HASH_KEY = bytes.fromhex(os.environ.get("BENCH_HASH_KEY") or secrets.token_hex(32))
 TEMPLATE = "Your verification code is {code}. It expires in {minutes} minutes."
 
 app = Celery("otp_baseline", broker=os.environ.get("BENCH_BROKER", "redis://127.0.0.1:6379/1"))

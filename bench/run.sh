@@ -3,12 +3,15 @@
 #
 #   bench/run.sh                      full scale (~10-15 min on 2 cores)
 #   BENCH_SCALE=small bench/run.sh    quick run (~2-3 min)
+#   BENCH_ONLY=realistic BENCH_SCALE=small bench/run.sh
+#                                     only the "realistic provider" row (HTTP/1.1 mock
+#                                     answering in 300 ms, otpd with defaults), ~1 min
 #
 # Starts its own redis-server (no persistence), nginx as an HTTPS Twilio mock and
 # the workers, all on 127.0.0.1, and stops them at the end. Prints one table and
 # writes the numbers to bench/results/. Needs build/otpd (./dev build) and the
 # Debian packages listed in REQUIRED below; installs nothing itself.
-# Other knobs: OTPD_BIN=path, BENCH_CALLGRIND=0 (skip callgrind),
+# Other knobs: OTPD_BIN=path, BENCH_ONLY=realistic, BENCH_CALLGRIND=0 (skip callgrind),
 # BENCH_KEEP=1 (keep the work directory with every log), BENCH_NGINX_WORKERS=N.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,4 +36,7 @@ case "${BENCH_SCALE:=full}" in
 small) limit=600 ;; full) limit=2400 ;; *) echo "BENCH_SCALE must be full or small" >&2; exit 2 ;;
 esac
 export BENCH_SCALE
+case "${BENCH_ONLY:-}" in
+"" | realistic) ;; *) echo "BENCH_ONLY must be empty or realistic" >&2; exit 2 ;;
+esac
 exec timeout --signal=TERM --kill-after=30 "$limit" /usr/bin/python3 "$ROOT/bench/bench.py"
