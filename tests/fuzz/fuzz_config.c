@@ -60,7 +60,7 @@ check_config(const struct config *c)
     check_len(c->group, 1, 64);
     CHECK(name_ok(c->group));
     check_len(c->consumer, 0, 128);
-    check_len(c->provider, 1, 32);
+    check_len(c->provider, 0, 32); /* empty: chosen from the credentials */
     check_len(c->template, 1, 1920);
     check_len(c->metrics_addr, 0, 128);
     check_len(c->ca_file, 0, 4096);
