@@ -12,6 +12,7 @@
 
 #include "job.h"
 #include "otp.h"
+#include "protocol.h"
 
 int
 job_phone_valid(const char *s)
@@ -266,12 +267,12 @@ const char *
 job_status_name(enum job_status st)
 {
     static const char *names[] = {
-        [JOB_QUEUED] = "queued",       [JOB_SENDING] = "sending",
-        [JOB_RETRYING] = "retrying",   [JOB_SENT] = "sent",
-        [JOB_DELIVERED] = "delivered", [JOB_UNDELIVERED] = "undelivered",
-        [JOB_FAILED] = "failed",       [JOB_EXPIRED] = "expired",
-        [JOB_REJECTED] = "rejected",   [JOB_RATE_LIMITED] = "rate_limited",
-        [JOB_DUPLICATE] = "duplicate",
+        [JOB_QUEUED] = PROTO_STATUS_QUEUED,       [JOB_SENDING] = PROTO_STATUS_SENDING,
+        [JOB_RETRYING] = PROTO_STATUS_RETRYING,   [JOB_SENT] = PROTO_STATUS_SENT,
+        [JOB_DELIVERED] = PROTO_STATUS_DELIVERED, [JOB_UNDELIVERED] = PROTO_STATUS_UNDELIVERED,
+        [JOB_FAILED] = PROTO_STATUS_FAILED,       [JOB_EXPIRED] = PROTO_STATUS_EXPIRED,
+        [JOB_REJECTED] = PROTO_STATUS_REJECTED,   [JOB_RATE_LIMITED] = PROTO_STATUS_RATE_LIMITED,
+        [JOB_DUPLICATE] = PROTO_STATUS_DUPLICATE,
     };
     if ((unsigned)st < sizeof(names) / sizeof(names[0]) && names[st])
         return names[st];

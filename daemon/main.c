@@ -18,25 +18,25 @@
 #include <uv.h>
 
 #include "config.h"
-#include "dispatch.h"
+#include "delivery.h"
 #include "dlr.h"
 #include "httpd.h"
+#include "ledger.h"
 #include "log.h"
 #include "metrics.h"
 #include "monitor.h"
 #include "provider.h"
 #include "queue.h"
 #include "rconn.h"
-#include "store.h"
 
 struct otpd {
     uv_loop_t loop;
     struct config cfg;
     struct provider_set *providers;
     struct rconn *reader, *writer;
-    struct store *store;
+    struct ledger *ledger;
     struct queue *queue;
-    struct dispatch *dispatch;
+    struct deliveries *deliveries;
     struct monitor *monitor;
     struct httpd *httpd;
     struct dlr *dlr;
@@ -44,7 +44,7 @@ struct otpd {
     int stopping;
     int closing; /* parts still closing */
     int forced;
-    struct dispatch_stats totals;
+    struct delivery_stats totals;
     const char *path; /* configuration file, for reloads */
 };
 
@@ -100,7 +100,7 @@ on_writer_state(struct rconn *rc, int up, void *arg)
     struct otpd *o = arg;
 
     (void)rc;
-    dispatch_writer_state(o->dispatch, up);
+    delivery_writer_state(o->deliveries, up);
 }
 
 static void
@@ -120,8 +120,8 @@ on_http(void *arg, const struct httpd_request *req, struct httpd_response *resp)
         return;
     }
     httpd_get_stats(o->httpd, &http);
-    resp->body = metrics_render(o->dispatch, monitor_gauges(o->monitor), o->providers, &http,
-                                uv_now(&o->loop), &resp->len);
+    resp->body = metrics_render(&o->cfg, o->deliveries, monitor_gauges(o->monitor), o->providers,
+                                &http, uv_now(&o->loop), &resp->len);
     resp->status = resp->body ? 200 : 500;
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
@@ -144,9 +144,9 @@ on_part_closed(void *arg)
     if (--o->closing > 0)
         return;
     /* Last of the async parts: what remains are our own handles. */
-    o->totals = *dispatch_stats(o->dispatch);
-    dispatch_free(o->dispatch);
-    o->dispatch = NULL;
+    o->totals = *delivery_stats(o->deliveries);
+    delivery_free(o->deliveries);
+    o->deliveries = NULL;
     uv_close((uv_handle_t *)&o->sigterm, NULL);
     uv_close((uv_handle_t *)&o->sigint, NULL);
     uv_close((uv_handle_t *)&o->sighup, NULL);
@@ -167,7 +167,7 @@ on_drained(void *arg, int handed_back)
     rconn_close(o->reader, 1, on_part_closed, o);
     rconn_close(o->writer, handed_back > 0 || o->forced, on_part_closed, o);
     if (handed_back > 0)
-        dispatch_abandon(o->dispatch);
+        delivery_abandon(o->deliveries);
     provider_set_close(o->providers, on_part_closed, o);
 }
 
@@ -176,7 +176,7 @@ on_queue_stopped(void *arg)
 {
     struct otpd *o = arg;
 
-    dispatch_drain(o->dispatch, o->forced ? 0 : o->cfg.shutdown_timeout_ms, on_drained, o);
+    delivery_drain(o->deliveries, o->forced ? 0 : o->cfg.shutdown_timeout_ms, on_drained, o);
 }
 
 static void
@@ -189,7 +189,7 @@ otpd_shutdown(struct otpd *o)
     if (o->httpd)
         httpd_close(o->httpd, on_part_closed, o);
     log_notice("shutting down: %d job(s) in flight, waiting up to %d ms",
-               dispatch_inflight(o->dispatch), o->cfg.shutdown_timeout_ms);
+               delivery_inflight(o->deliveries), o->cfg.shutdown_timeout_ms);
     queue_stop(o->queue, on_queue_stopped, o);
 }
 
@@ -215,7 +215,7 @@ otpd_reload(struct otpd *o)
     config_free(&next);
     log_init(log_level_parse(o->cfg.log_level));
     provider_set_reload(o->providers, &o->cfg);
-    store_publish_limits(o->store);
+    ledger_publish_limits(o->ledger);
     log_notice("reload: configuration re-read from %s: %d change(s) applied",
                o->path ? o->path : "the environment", n);
 }
@@ -289,18 +289,20 @@ otpd_start(struct otpd *o)
     o->reader =
         rconn_new(&o->loop, &cfg->redis, "reader", cfg->block_ms + 5000, on_reader_state, o);
     o->writer = rconn_new(&o->loop, &cfg->redis, "writer", 10000, on_writer_state, o);
-    o->store = store_new(cfg, o->writer);
-    o->dispatch = dispatch_new(&o->loop, cfg, o->store, o->providers);
-    o->queue = queue_new(cfg, o->reader, o->writer, dispatch_batch, o->dispatch);
-    if (!o->reader || !o->writer || !o->store || !o->dispatch || !o->queue)
+    o->ledger = ledger_new(cfg, o->writer);
+    o->deliveries = delivery_new(&o->loop, cfg, o->ledger, o->providers);
+    o->queue = queue_new(&o->loop, cfg, o->reader, o->writer, delivery_batch, o->deliveries);
+    if (!o->reader || !o->writer || !o->ledger || !o->deliveries || !o->queue)
         fatalx("out of memory at start-up");
-    dispatch_set_queue(o->dispatch, o->queue);
-    if ((o->monitor = monitor_new(&o->loop, cfg, o->writer, o->dispatch, o->providers)) == NULL)
+    queue_set_ids(o->queue, delivery_stream_ids, o->deliveries);
+    delivery_set_queue(o->deliveries, o->queue);
+    if ((o->monitor =
+             monitor_new(&o->loop, cfg, o->writer, o->deliveries, o->ledger, o->providers)) == NULL)
         fatalx("out of memory at start-up");
     queue_on_ready(o->queue, on_queue_ready, o);
-    if ((o->dlr = dlr_new(&o->loop, cfg, o->store, o->providers)) == NULL)
+    if ((o->dlr = dlr_new(&o->loop, cfg, o->ledger, o->providers)) == NULL)
         fatalx("out of memory at start-up");
-    dispatch_set_dlr(o->dispatch, o->dlr);
+    delivery_set_dlr(o->deliveries, o->dlr);
 
     uv_signal_init(&o->loop, &o->sigterm);
     uv_signal_init(&o->loop, &o->sigint);
@@ -332,7 +334,7 @@ otpd_cleanup(struct otpd *o)
 {
     queue_free(o->queue);
     monitor_free(o->monitor);
-    store_free(o->store);
+    ledger_free(o->ledger);
     rconn_free(o->reader);
     rconn_free(o->writer);
     if (uv_loop_close(&o->loop) != 0)
@@ -379,7 +381,7 @@ main(int argc, char **argv)
             config_print_example(stdout);
             return 0;
         case 'L': /* the web app's client must run this very script */
-            fputs(store_limits_lua, stdout);
+            fputs(lua_limits, stdout);
             return 0;
         case 'V':
             printf("otpd %s\n", OTPD_VERSION);

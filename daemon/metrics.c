@@ -141,11 +141,11 @@ render_latency(struct page *pg)
 }
 
 char *
-metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
+metrics_render(const struct config *cfg, const struct deliveries *d, const struct monitor_gauges *g,
                struct provider_set *providers, const struct httpd_stats *http, uint64_t now,
                size_t *len)
 {
-    const struct dispatch_stats *s = dispatch_stats(d);
+    const struct delivery_stats *s = delivery_stats(d);
     struct page pg = {.cap = 8192};
     char desc[256];
 
@@ -171,7 +171,7 @@ metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
     family(&pg, "otpd_retries_total", "counter", "Send attempts scheduled again after a failure.");
     out(&pg, "otpd_retries_total %llu\n", (unsigned long long)s->retries);
     family(&pg, "otpd_inflight", "gauge", "Jobs claimed and not yet finished.");
-    out(&pg, "otpd_inflight %d\n", dispatch_inflight(d));
+    out(&pg, "otpd_inflight %d\n", delivery_inflight(d));
     family(&pg, "otpd_backlog", "gauge", "Entries waiting in the job stream (XLEN).");
     out(&pg, "otpd_backlog %lld\n", (long long)g->backlog);
     family(&pg, "otpd_pending", "gauge", "Entries claimed by the group and not acknowledged.");
@@ -180,7 +180,7 @@ metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
     out(&pg, "otpd_dead_letters %lld\n", (long long)g->dead_letters);
     family(&pg, "otpd_dead_letters_max", "gauge",
            "Length the dead-letter stream is trimmed to (OTPD_DEAD_MAXLEN).");
-    out(&pg, "otpd_dead_letters_max %d\n", dispatch_config(d)->dead_maxlen);
+    out(&pg, "otpd_dead_letters_max %d\n", cfg->dead_maxlen);
     family(&pg, "otpd_dead_letters_written_total", "counter",
            "Rejected entries this instance wrote to the dead-letter stream.");
     out(&pg, "otpd_dead_letters_written_total %llu\n", (unsigned long long)s->dead_letters);

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "monitor.h"
+#include "protocol.h"
 
 #define PROBE_MS 250
 
@@ -20,7 +21,8 @@ struct monitor {
     uv_loop_t *loop;
     const struct config *cfg;
     struct rconn *w;
-    struct dispatch *d;
+    struct deliveries *d;
+    struct ledger *ledger;
     struct provider_set *providers;
     uv_timer_t beat, probe, watchdog;
     int open_handles;
@@ -70,12 +72,12 @@ monitor_pending_reply(redisAsyncContext *ac, void *r, void *priv)
 static void
 monitor_notify_status(struct monitor *m)
 {
-    const struct dispatch_stats *s = dispatch_stats(m->d);
+    const struct delivery_stats *s = delivery_stats(m->d);
 
     sd_notifyf(0,
                "STATUS=%d in flight, backlog %lld, %llu sent, %llu failed, %llu expired, "
                "%llu rejected; redis %s",
-               dispatch_inflight(m->d), (long long)m->g.backlog, (unsigned long long)s->sent,
+               delivery_inflight(m->d), (long long)m->g.backlog, (unsigned long long)s->sent,
                (unsigned long long)s->failed, (unsigned long long)s->expired,
                (unsigned long long)s->rejected, rconn_is_up(m->w) ? "up" : "down");
 }
@@ -83,7 +85,7 @@ monitor_notify_status(struct monitor *m)
 static void
 monitor_beat(struct monitor *m)
 {
-    const struct dispatch_stats *s = dispatch_stats(m->d);
+    const struct delivery_stats *s = delivery_stats(m->d);
     char f[16][32], prov[256], period[16];
     int i = 0;
 
@@ -92,11 +94,13 @@ monitor_beat(struct monitor *m)
     monitor_notify_status(m);
     if (!rconn_is_up(m->w))
         return;
+    /* The web app's early check reads them: a FLUSHDB or an eviction heals here. */
+    ledger_publish_limits(m->ledger);
     provider_set_describe(m->providers, uv_now(m->loop), prov, sizeof(prov));
     snprintf(f[i++], 32, "%ld", (long)getpid());
     snprintf(f[i++], 32, "%lld", (long long)m->g.started_ms);
     snprintf(f[i++], 32, "%lld", (long long)otpd_now_ms());
-    snprintf(f[i++], 32, "%d", dispatch_inflight(m->d));
+    snprintf(f[i++], 32, "%d", delivery_inflight(m->d));
     snprintf(f[i++], 32, "%llu", (unsigned long long)s->claimed);
     snprintf(f[i++], 32, "%llu", (unsigned long long)s->sent);
     snprintf(f[i++], 32, "%llu", (unsigned long long)s->failed);
@@ -146,8 +150,8 @@ monitor_watchdog_cb(uv_timer_t *t)
 }
 
 struct monitor *
-monitor_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer, struct dispatch *d,
-            struct provider_set *providers)
+monitor_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer, struct deliveries *d,
+            struct ledger *ledger, struct provider_set *providers)
 {
     struct monitor *m = calloc(1, sizeof(*m));
 
@@ -157,10 +161,11 @@ monitor_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer, str
     m->cfg = cfg;
     m->w = writer;
     m->d = d;
+    m->ledger = ledger;
     m->providers = providers;
-    snprintf(m->key, sizeof(m->key), "%sinstance:%s", cfg->prefix, cfg->consumer);
-    snprintf(m->stream, sizeof(m->stream), "%sjobs", cfg->prefix);
-    snprintf(m->dead, sizeof(m->dead), "%sdead", cfg->prefix);
+    snprintf(m->key, sizeof(m->key), "%s" PROTO_KEY_INSTANCE, cfg->prefix, cfg->consumer);
+    snprintf(m->stream, sizeof(m->stream), "%s" PROTO_KEY_JOBS, cfg->prefix);
+    snprintf(m->dead, sizeof(m->dead), "%s" PROTO_KEY_DEAD, cfg->prefix);
     gethostname(m->host, sizeof(m->host) - 1);
     m->g.started_ms = otpd_now_ms();
     uv_timer_init(loop, &m->beat);

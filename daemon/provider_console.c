@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "provider.h"
+#include "provider_impl.h"
 
 struct provider_call {
     struct provider_call *next;

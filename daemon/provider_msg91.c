@@ -7,7 +7,10 @@
  *
  * MSG91 offers no way to look a message up, so an ambiguous attempt is
  * followed by a resend of the same code: at worst the user gets the same
- * code twice, never two different valid codes.
+ * code twice, never two different valid codes.  For the same reason its
+ * delivery reports come only to the webhook.  MSG91 does not sign them:
+ * the endpoint is /webhooks/msg91/<MSG91_WEBHOOK_TOKEN>, the token
+ * compared in constant time.
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -16,10 +19,13 @@
 #include <strings.h>
 
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 #include <sodium.h>
 
 #include "http.h"
+#include "httpd.h"
 #include "provider.h"
+#include "provider_impl.h"
 
 struct msg91 {
     struct provider base;
@@ -138,6 +144,181 @@ msg91_parse_flow(long http_status, const char *body, size_t len, struct send_res
     cJSON_Delete(root);
 }
 
+/* --- delivery reports (pure) ------------------------------------------ */
+
+/* MSG91 report codes: 1 delivered, 2 failed, 9 NDNC, 16/25 rejected, 17 blocked. */
+static enum job_status
+msg91_status(const cJSON *st, const char **why)
+{
+    int v = -1;
+
+    *why = "";
+    if (cJSON_IsNumber(st))
+        v = st->valueint;
+    else if (cJSON_IsString(st)) {
+        if (strcasecmp(st->valuestring, "delivered") == 0 ||
+            strcasecmp(st->valuestring, "DELIVRD") == 0)
+            return JOB_DELIVERED;
+        if (strcasecmp(st->valuestring, "failed") == 0 ||
+            strcasecmp(st->valuestring, "undelivered") == 0 ||
+            strcasecmp(st->valuestring, "rejected") == 0) {
+            *why = "the operator did not deliver the message";
+            return JOB_UNDELIVERED;
+        }
+        v = atoi(st->valuestring);
+    }
+    switch (v) {
+    case 1:
+        return JOB_DELIVERED;
+    case 2:
+        *why = "failed: the handset or operator did not accept the message";
+        return JOB_UNDELIVERED;
+    case 9:
+        *why = "NDNC/DND number: send OTPs through a transactional DLT template";
+        return JOB_UNDELIVERED;
+    case 16:
+    case 25:
+        *why = "rejected by the operator: check the DLT template and sender registration";
+        return JOB_UNDELIVERED;
+    case 17:
+        *why = "the number is blocked";
+        return JOB_UNDELIVERED;
+    default:
+        return RECEIPT_PENDING;
+    }
+}
+
+static const char *
+json_str(const cJSON *o, const char *a, const char *b)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(o, a);
+
+    if (!cJSON_IsString(it) && b)
+        it = cJSON_GetObjectItemCaseSensitive(o, b);
+    return cJSON_IsString(it) ? it->valuestring : NULL;
+}
+
+/* One report {requestId?, status, desc?, ...} -> a receipt; 0 if it records nothing. */
+static int
+msg91_receipt(const cJSON *rep, const char *rid, struct receipt *r)
+{
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(rep, "status");
+    const char *why, *desc;
+
+    memset(r, 0, sizeof(*r));
+    if (rid == NULL)
+        rid = json_str(rep, "requestId", "request_id");
+    if (rid == NULL || (r->status = msg91_status(s, &why)) == RECEIPT_PENDING)
+        return 0;
+    snprintf(r->ref, sizeof(r->ref), "%s", rid);
+    if (cJSON_IsNumber(s))
+        snprintf(r->error_code, sizeof(r->error_code), "dlr_%d", s->valueint);
+    else
+        snprintf(r->error_code, sizeof(r->error_code), "dlr_%.16s", s->valuestring);
+    snprintf(r->provider_status, sizeof(r->provider_status), "%s", r->error_code + 4);
+    if (r->status == JOB_DELIVERED)
+        return 1;
+    desc = json_str(rep, "desc", "failureReason");
+    if (desc && *desc)
+        snprintf(r->error, sizeof(r->error), "%s (MSG91: %.100s)", why, desc);
+    else
+        snprintf(r->error, sizeof(r->error), "%s", why);
+    return 1;
+}
+
+/* One report to cb; rid is the outer requestId (v2).  -1 if cb refused it. */
+static int
+msg91_report(const cJSON *rep, const char *rid, provider_receipt_cb *cb, void *arg)
+{
+    struct receipt r;
+
+    if (!msg91_receipt(rep, rid, &r))
+        return 0;
+    return cb(arg, &r) < 0 ? -1 : 0;
+}
+
+/* v2: an array of {requestId, report:[...]}; v3, "new": JSON object(s).  -1: cb refused one. */
+static int
+msg91_reports(const cJSON *root, provider_receipt_cb *cb, void *arg)
+{
+    const cJSON *report, *item;
+    const char *rid;
+    int rc = 0;
+
+    if (!cJSON_IsObject(root)) {
+        cJSON_ArrayForEach(item, root)
+        {
+            if (msg91_reports(item, cb, arg) < 0)
+                rc = -1;
+        }
+        return rc;
+    }
+    report = cJSON_GetObjectItemCaseSensitive(root, "report");
+    if (!cJSON_IsArray(report))
+        return msg91_report(root, NULL, cb, arg);
+    rid = json_str(root, "requestId", "request_id");
+    cJSON_ArrayForEach(item, report)
+    {
+        if (msg91_report(item, rid, cb, arg) < 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+/* The decoded value of form field name (curl_free it), or NULL. */
+static char *
+form_value(const char *body, size_t len, const char *name)
+{
+    size_t end = strnlen(body, len); /* not strndup: body need not hold a NUL */
+    char *copy = malloc(end + 1), *save = NULL, *pair, *out = NULL;
+
+    if (copy == NULL)
+        return NULL;
+    memcpy(copy, body, end);
+    copy[end] = '\0';
+    for (pair = strtok_r(copy, "&", &save); pair && out == NULL;
+         pair = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(pair, '='), *key;
+        if (eq == NULL)
+            continue;
+        *eq = '\0';
+        for (char *p = pair; *p; p++)
+            *p = *p == '+' ? ' ' : *p;
+        if ((key = curl_easy_unescape(NULL, pair, 0, NULL)) != NULL && strcmp(key, name) == 0) {
+            for (char *p = eq + 1; *p; p++)
+                *p = *p == '+' ? ' ' : *p;
+            out = curl_easy_unescape(NULL, eq + 1, 0, NULL);
+        }
+        curl_free(key);
+    }
+    free(copy);
+    return out;
+}
+
+int
+msg91_parse_reports(const char *content_type, const char *body, size_t len, provider_receipt_cb *cb,
+                    void *arg)
+{
+    cJSON *root = NULL;
+    char *data;
+    int rc;
+
+    if (body == NULL)
+        return 400;
+    if (content_type && strncasecmp(content_type, "application/x-www-form-urlencoded", 33) == 0) {
+        if ((data = form_value(body, len, "data")) != NULL)
+            root = cJSON_Parse(data);
+        curl_free(data);
+    } else {
+        root = cJSON_ParseWithLength(body, len);
+    }
+    if (root == NULL)
+        return 400;
+    rc = msg91_reports(root, cb, arg) < 0 ? 503 : 200;
+    cJSON_Delete(root);
+    return rc;
+}
+
 /* --- requests ---------------------------------------------------------- */
 
 static void
@@ -248,6 +429,46 @@ msg91_send(struct provider *p, const struct send_request *req, provider_done_cb 
 }
 
 static void
+msg91_respond(struct httpd_response *resp, int status, const char *text)
+{
+    resp->status = status;
+    resp->body = strdup(text);
+    resp->len = resp->body ? strlen(resp->body) : 0;
+}
+
+static void
+msg91_webhook(struct provider *p, const char *rest, const struct httpd_request *req,
+              struct httpd_response *resp, provider_receipt_cb *cb, void *arg)
+{
+    const char *want = ((struct msg91 *)p)->cfg->msg91_webhook_token;
+    const char *token = rest + (*rest == '/');
+    int status;
+
+    /* A wrong token looks like no endpoint at all. */
+    if (*want == '\0' || *rest != '/' || strlen(token) != strlen(want) ||
+        sodium_memcmp(token, want, strlen(want)) != 0) {
+        msg91_respond(resp, 404, "not found");
+        return;
+    }
+    if (strcmp(req->method, "POST") != 0) {
+        msg91_respond(resp, 405, "POST only");
+        return;
+    }
+    status =
+        msg91_parse_reports(httpd_header(req, "Content-Type"), req->body, req->body_len, cb, arg);
+    switch (status) {
+    case 400:
+        msg91_respond(resp, 400, "expected an MSG91 delivery report (JSON, or form field data)");
+        break;
+    case 503: /* a report could not be recorded: MSG91 retries on errors */
+        msg91_respond(resp, 503, "Redis unavailable; retry");
+        break;
+    default:
+        msg91_respond(resp, 200, "ok");
+    }
+}
+
+static void
 msg91_cancel(struct provider *p, struct provider_call *c)
 {
     if (c->http)
@@ -275,11 +496,27 @@ msg91_close(struct provider *p, provider_closed_cb *cb, void *arg)
     http_close(m->http, msg91_http_closed, m);
 }
 
+static int
+msg91_configured(const struct config *cfg)
+{
+    return *cfg->msg91_auth_key && *cfg->msg91_template_id;
+}
+
+static void
+msg91_caps(const struct config *cfg, int *rate, int *max_inflight)
+{
+    *rate = cfg->msg91_rate;
+    *max_inflight = cfg->msg91_max_inflight;
+}
+
 const struct provider_ops provider_msg91_ops = {
     .name = "msg91",
+    .configured = msg91_configured,
+    .caps = msg91_caps,
     .open = msg91_open,
     .send = msg91_send,
     .cancel = msg91_cancel,
     .close = msg91_close,
     .reload = msg91_reload,
+    .webhook = msg91_webhook,
 };

@@ -8,6 +8,14 @@
  * messages sent to the number since the first attempt and, if one carries
  * exactly our text (which holds the code), takes it as sent instead of
  * sending a second SMS.
+ *
+ * Delivery receipts come as status callbacks when TWILIO_STATUS_CALLBACK
+ * is set, else by fetching the Message.  Twilio signs each callback:
+ * base64(HMAC-SHA1(auth token, the URL it called + every POST parameter
+ * name and value, sorted by name)).  That URL is the public one we sent as
+ * StatusCallback, not whatever address the reverse proxy used to reach us;
+ * Twilio is known to sign with or without an explicit :443/:80, so both
+ * are tried.  A bad signature gets 403 and changes nothing.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,11 +23,18 @@
 #include <time.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <sodium.h>
 
 #include "http.h"
+#include "httpd.h"
 #include "log.h"
 #include "provider.h"
+#include "provider_impl.h"
+#include "twilio_errors.h"
+
+#define TWILIO_MAX_PARAMS 64 /* of a status callback; more are not signed over */
 
 struct twilio {
     struct provider base;
@@ -36,6 +51,7 @@ struct provider_call {
     provider_done_cb *cb;
     provider_poll_cb *poll_cb; /* a status lookup rather than a send */
     void *arg;
+    char ref[72];            /* the message a status lookup is about */
     struct send_request req; /* req.body and req.job stay valid until done */
     unsigned char body_hash[32];
 };
@@ -44,42 +60,25 @@ static int twilio_post(struct provider_call *c);
 
 /* --- response parsing (pure) ------------------------------------------ */
 
-struct twilio_hint {
-    int code;
-    enum send_outcome outcome;
-    const char *hint;
-};
-
-/* The troubleshooting list of the site's SMS guide, as answers. */
-static const struct twilio_hint twilio_hints[] = {
-    {20003, SEND_FAIL_PROVIDER,
-     "authentication failed: check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (no extra "
-     "spaces) against the Twilio console"},
-    {20005, SEND_FAIL_PROVIDER,
-     "the Twilio account is not active (suspended or closed): see the console's billing page"},
-    {20429, SEND_RETRY, "too many concurrent requests to Twilio; retried with backoff"},
-    {21211, SEND_FAIL_JOB,
-     "invalid 'To' number: ask the user to re-enter it in international format "
-     "(e.g. +14155552671)"},
-    {21408, SEND_FAIL_JOB,
-     "SMS to this country is not enabled: enable it in the Twilio console under Messaging > "
-     "Settings > Geo permissions"},
-    {21606, SEND_FAIL_PROVIDER,
-     "the 'From' number cannot send SMS: check TWILIO_PHONE_NUMBER (E.164, SMS-capable, "
-     "owned by this account)"},
-    {21608, SEND_FAIL_JOB,
-     "trial account: verify this number in the Twilio console (Phone Numbers > Verified "
-     "Caller IDs) or upgrade the account"},
-    {21610, SEND_FAIL_JOB,
-     "the recipient replied STOP to this sender: they must text START to receive codes again"},
-    {21612, SEND_FAIL_JOB,
-     "Twilio cannot route from this sender to this number: try another sender or a "
-     "Messaging Service"},
-    {21614, SEND_FAIL_JOB,
-     "'To' is not a mobile number (a landline?): ask the user for a mobile number"},
-    {21659, SEND_FAIL_PROVIDER,
-     "the 'From' number is not a Twilio number of this account: check TWILIO_PHONE_NUMBER"},
-};
+/*
+ * Twilio's error codes with their class and the guide's hint come from one
+ * table, python/otpd/data/twilio_errors.tsv, compiled in (twilio_errors.h)
+ * and read by otpctl too.
+ */
+static enum send_outcome
+twilio_class_outcome(enum twilio_error_class c)
+{
+    switch (c) {
+    case TWILIO_ERR_PROVIDER:
+        return SEND_FAIL_PROVIDER;
+    case TWILIO_ERR_RETRY:
+        return SEND_RETRY;
+    case TWILIO_ERR_JOB:
+    case TWILIO_ERR_CARRIER:
+        break;
+    }
+    return SEND_FAIL_JOB;
+}
 
 static int
 twilio_sid_valid(const char *s)
@@ -120,14 +119,14 @@ twilio_parse_error(long http_status, const cJSON *root, struct send_result *res)
         res->outcome = SEND_FAIL_PROVIDER;
     else
         res->outcome = SEND_FAIL_JOB;
-    for (size_t i = 0; i < sizeof(twilio_hints) / sizeof(twilio_hints[0]); i++) {
-        if (twilio_hints[i].code == c) {
-            if (http_status < 500 && http_status != 429)
-                res->outcome = twilio_hints[i].outcome;
-            snprintf(res->error, sizeof(res->error), "%s (Twilio: %.80s)", twilio_hints[i].hint,
-                     text);
-            return;
-        }
+    for (size_t i = 0; i < twilio_errors_count; i++) {
+        const struct twilio_error *e = &twilio_errors[i];
+        if (e->code != c || e->cls == TWILIO_ERR_CARRIER)
+            continue;
+        if (http_status < 500 && http_status != 429)
+            res->outcome = twilio_class_outcome(e->cls);
+        snprintf(res->error, sizeof(res->error), "%s (Twilio: %.80s)", e->hint, text);
+        return;
     }
     snprintf(res->error, sizeof(res->error), "Twilio HTTP %ld: %.200s", http_status,
              *text ? text : "no message");
@@ -171,6 +170,38 @@ twilio_parse_create(long http_status, const char *body, size_t len, struct send_
     cJSON_Delete(root);
 }
 
+/* --- delivery receipts (pure) ----------------------------------------- */
+
+const char *
+twilio_carrier_hint(const char *code)
+{
+    char buf[16];
+
+    for (size_t i = 0; i < twilio_errors_count; i++) {
+        if (twilio_errors[i].cls != TWILIO_ERR_CARRIER)
+            continue;
+        snprintf(buf, sizeof(buf), "%d", twilio_errors[i].code);
+        if (strcmp(code, buf) == 0)
+            return twilio_errors[i].hint;
+    }
+    return NULL;
+}
+
+/* Twilio's word for a message; queued, accepted, sending, ... record nothing. */
+static enum job_status
+twilio_status(const char *s)
+{
+    if (strcmp(s, "delivered") == 0 || strcmp(s, "read") == 0)
+        return JOB_DELIVERED;
+    if (strcmp(s, "undelivered") == 0)
+        return JOB_UNDELIVERED;
+    if (strcmp(s, "failed") == 0 || strcmp(s, "canceled") == 0)
+        return JOB_FAILED;
+    if (strcmp(s, "sent") == 0)
+        return JOB_SENT;
+    return RECEIPT_PENDING;
+}
+
 /* A Message resource (fetch): its status and, on failure, the carrier's code. */
 void
 twilio_parse_message(long http_status, const char *body, size_t len, struct poll_result *res)
@@ -179,22 +210,217 @@ twilio_parse_message(long http_status, const char *body, size_t len, struct poll
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(root, "error_code");
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(root, "error_message");
+    struct receipt *r = &res->receipt;
+    const char *hint;
 
     memset(res, 0, sizeof(*res));
-    if (http_status == 200 && cJSON_IsString(st)) {
-        res->ok = 1;
-        snprintf(res->status, sizeof(res->status), "%.23s", st->valuestring);
-        if (cJSON_IsNumber(code))
-            snprintf(res->error_code, sizeof(res->error_code), "%d", code->valueint);
-        else if (cJSON_IsString(code))
-            snprintf(res->error_code, sizeof(res->error_code), "%.23s", code->valuestring);
-        if (cJSON_IsString(msg))
-            snprintf(res->error, sizeof(res->error), "%.200s", msg->valuestring);
-    } else {
-        snprintf(res->error, sizeof(res->error), "Twilio answered HTTP %ld to a status lookup",
+    r->status = RECEIPT_PENDING;
+    if (http_status != 200 || !cJSON_IsString(st)) {
+        snprintf(r->error, sizeof(r->error), "Twilio answered HTTP %ld to a status lookup",
                  http_status);
+        goto out;
     }
+    res->ok = 1;
+    r->status = twilio_status(st->valuestring);
+    snprintf(r->provider_status, sizeof(r->provider_status), "%.23s", st->valuestring);
+    if (cJSON_IsNumber(code))
+        snprintf(r->error_code, sizeof(r->error_code), "%d", code->valueint);
+    else if (cJSON_IsString(code))
+        snprintf(r->error_code, sizeof(r->error_code), "%.23s", code->valuestring);
+    /* The carrier hint says what to do; Twilio's own text is the fallback. */
+    hint = r->error_code[0] ? twilio_carrier_hint(r->error_code) : NULL;
+    if (r->status != JOB_DELIVERED && hint)
+        snprintf(r->error, sizeof(r->error), "%s", hint);
+    else if (r->status != JOB_DELIVERED && cJSON_IsString(msg))
+        snprintf(r->error, sizeof(r->error), "%.200s", msg->valuestring);
+out:
     cJSON_Delete(root);
+}
+
+struct param_ref {
+    const char *name, *value;
+};
+
+static int
+param_cmp(const void *a, const void *b)
+{
+    const struct param_ref *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+
+    return c ? c : strcmp(x->value, y->value);
+}
+
+void
+twilio_signature(const char *token, const char *url, const char *const *names,
+                 const char *const *values, int nparams, char *out, size_t outlen)
+{
+    struct param_ref sorted[TWILIO_MAX_PARAMS] = {{NULL, NULL}};
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int maclen = 0;
+    size_t len = strlen(url);
+    char *data;
+    int n = nparams < TWILIO_MAX_PARAMS ? nparams : TWILIO_MAX_PARAMS;
+
+    for (int i = 0; i < n; i++) {
+        sorted[i].name = names[i];
+        sorted[i].value = values[i];
+        len += strlen(names[i]) + strlen(values[i]);
+    }
+    qsort(sorted, (size_t)n, sizeof(sorted[0]), param_cmp);
+    out[0] = '\0';
+    if ((data = malloc(len + 1)) == NULL)
+        return;
+    strcpy(data, url);
+    for (int i = 0; i < n; i++) {
+        strcat(data, sorted[i].name);
+        strcat(data, sorted[i].value);
+    }
+    HMAC(EVP_sha1(), token, (int)strlen(token), (const unsigned char *)data, len, mac, &maclen);
+    sodium_bin2base64(out, outlen, mac, maclen, sodium_base64_VARIANT_ORIGINAL);
+    free(data);
+}
+
+static void
+plus_to_space(char *s)
+{
+    for (; *s; s++)
+        if (*s == '+')
+            *s = ' ';
+}
+
+/* application/x-www-form-urlencoded -> names/values (decoded, curl_free them). */
+static int
+form_parse(const char *body, size_t len, char **names, char **values)
+{
+    size_t end = strnlen(body, len); /* not strndup: body need not hold a NUL */
+    char *copy = malloc(end + 1), *save = NULL, *pair;
+    int n = 0;
+
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, body, end);
+    copy[end] = '\0';
+    for (pair = strtok_r(copy, "&", &save); pair && n < TWILIO_MAX_PARAMS;
+         pair = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(pair, '=');
+        if (eq)
+            *eq = '\0';
+        plus_to_space(pair);
+        if (eq)
+            plus_to_space(eq + 1);
+        names[n] = curl_easy_unescape(NULL, pair, 0, NULL);
+        values[n] = curl_easy_unescape(NULL, eq ? eq + 1 : "", 0, NULL);
+        if (names[n] == NULL || values[n] == NULL) {
+            curl_free(names[n]);
+            curl_free(values[n]);
+            break;
+        }
+        n++;
+    }
+    free(copy);
+    return n;
+}
+
+static void
+form_free(char **names, char **values, int n)
+{
+    for (int i = 0; i < n; i++) {
+        curl_free(names[i]);
+        curl_free(values[i]);
+    }
+}
+
+static const char *
+form_get(char **names, char **values, int n, const char *name)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(names[i], name) == 0)
+            return values[i];
+    return NULL;
+}
+
+/* The configured URL, and the same with the default port added or removed. */
+static int
+url_variants(const char *url, char out[2][1024])
+{
+    CURLU *u = curl_url();
+    char *s = NULL, *port = NULL, *scheme = NULL;
+    int n = 0;
+
+    snprintf(out[n++], 1024, "%s", url);
+    if (u == NULL || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK)
+        goto done;
+    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+    if (curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK) {
+        curl_url_set(u, CURLUPART_PORT, NULL, 0); /* drop an explicit port */
+    } else if (scheme) {
+        curl_url_set(u, CURLUPART_PORT, strcmp(scheme, "https") == 0 ? "443" : "80", 0);
+    }
+    if (curl_url_get(u, CURLUPART_URL, &s, 0) == CURLUE_OK && strcmp(s, url) != 0)
+        snprintf(out[n++], 1024, "%s", s);
+done:
+    curl_free(s);
+    curl_free(port);
+    curl_free(scheme);
+    curl_url_cleanup(u);
+    return n;
+}
+
+static int
+twilio_signature_ok(const char *token, const char *url, const char *sig, char **names,
+                    char **values, int n)
+{
+    char urls[2][1024], want[64];
+    int nurls = url_variants(url, urls), ok = 0;
+
+    for (int i = 0; i < nurls && !ok; i++) {
+        twilio_signature(token, urls[i], (const char *const *)names, (const char *const *)values, n,
+                         want, sizeof(want));
+        ok = strlen(sig) == strlen(want) && sodium_memcmp(sig, want, strlen(want)) == 0;
+    }
+    return ok;
+}
+
+/* The signed parameters of a callback -> its receipt; 400 without sid or status. */
+static int
+twilio_callback_receipt(char **names, char **values, int n, struct receipt *r)
+{
+    const char *sid = form_get(names, values, n, "MessageSid");
+    const char *status = form_get(names, values, n, "MessageStatus");
+    const char *code = form_get(names, values, n, "ErrorCode");
+    const char *hint;
+
+    if (sid == NULL || status == NULL)
+        return 400;
+    r->status = twilio_status(status);
+    snprintf(r->ref, sizeof(r->ref), "%s", sid);
+    snprintf(r->provider_status, sizeof(r->provider_status), "%s", status);
+    if (code && *code) {
+        snprintf(r->error_code, sizeof(r->error_code), "%s", code);
+        hint = twilio_carrier_hint(code);
+        snprintf(r->error, sizeof(r->error), "%s",
+                 hint ? hint : "carrier error; see Twilio's error docs");
+    }
+    return 200;
+}
+
+int
+twilio_parse_callback(const char *token, const char *url, const char *signature, const char *body,
+                      size_t len, struct receipt *r)
+{
+    char *names[TWILIO_MAX_PARAMS], *values[TWILIO_MAX_PARAMS];
+    int n, rc;
+
+    memset(r, 0, sizeof(*r));
+    r->status = RECEIPT_PENDING;
+    if ((n = form_parse(body, len, names, values)) < 0)
+        return 503;
+    if (signature == NULL || !twilio_signature_ok(token, url, signature, names, values, n))
+        rc = 403;
+    else
+        rc = twilio_callback_receipt(names, values, n, r);
+    form_free(names, values, n);
+    return rc;
 }
 
 /* --- requests ---------------------------------------------------------- */
@@ -446,10 +672,13 @@ twilio_polled(void *arg, const struct http_response *r)
     c->http = NULL;
     if (r->result != CURLE_OK) {
         memset(&res, 0, sizeof(res));
-        snprintf(res.error, sizeof(res.error), "status lookup failed: %s", r->error);
+        res.receipt.status = RECEIPT_PENDING;
+        snprintf(res.receipt.error, sizeof(res.receipt.error), "status lookup failed: %s",
+                 r->error);
     } else {
         twilio_parse_message(r->status, r->body, r->len, &res);
     }
+    snprintf(res.receipt.ref, sizeof(res.receipt.ref), "%s", c->ref);
     c->poll_cb(c->arg, &res);
     free(c);
 }
@@ -473,11 +702,69 @@ twilio_poll(struct provider *p, const char *ref, provider_poll_cb *cb, void *arg
     c->tw = tw;
     c->poll_cb = cb;
     c->arg = arg;
+    snprintf(c->ref, sizeof(c->ref), "%s", ref);
     if ((c->http = twilio_get(tw, url, tw->cfg->http_timeout_ms, twilio_polled, c)) == NULL) {
         free(c);
         return NULL;
     }
     return c;
+}
+
+/* With a callback URL, Twilio reports every message to /webhooks/twilio. */
+static int
+twilio_pushes_receipts(const struct provider *p)
+{
+    return config_twilio_callbacks(((const struct twilio *)p)->cfg);
+}
+
+static void
+twilio_respond(struct httpd_response *resp, int status, const char *text)
+{
+    resp->status = status;
+    resp->body = strdup(text);
+    resp->len = resp->body ? strlen(resp->body) : 0;
+}
+
+static void
+twilio_webhook(struct provider *p, const char *rest, const struct httpd_request *req,
+               struct httpd_response *resp, provider_receipt_cb *cb, void *arg)
+{
+    const struct config *cfg = ((struct twilio *)p)->cfg;
+    const char *sig = httpd_header(req, "X-Twilio-Signature");
+    struct receipt r;
+
+    if (*rest != '\0') {
+        twilio_respond(resp, 404, "not found");
+        return;
+    }
+    if (*cfg->twilio_status_callback == '\0' || *cfg->twilio_auth_token == '\0') {
+        twilio_respond(resp, 404, "Twilio callbacks are not configured (TWILIO_STATUS_CALLBACK)");
+        return;
+    }
+    if (strcmp(req->method, "POST") != 0) {
+        twilio_respond(resp, 405, "POST only");
+        return;
+    }
+    switch (twilio_parse_callback(cfg->twilio_auth_token, cfg->twilio_status_callback, sig,
+                                  req->body ? req->body : "", req->body_len, &r)) {
+    case 503:
+        twilio_respond(resp, 503, "out of memory");
+        break;
+    case 403:
+        log_warnx("receipt: Twilio callback with %s signature refused (403)",
+                  sig ? "a wrong" : "no");
+        twilio_respond(resp, 403, "invalid signature");
+        break;
+    case 400:
+        twilio_respond(resp, 400, "MessageSid and MessageStatus are required");
+        break;
+    default:
+        /* Twilio retries a callback that got an error. */
+        if (r.status != RECEIPT_PENDING && cb(arg, &r) < 0)
+            twilio_respond(resp, 503, "Redis unavailable; retry");
+        else
+            twilio_respond(resp, 200, "");
+    }
 }
 
 static void
@@ -508,12 +795,29 @@ twilio_close(struct provider *p, provider_closed_cb *cb, void *arg)
     http_close(tw->http, twilio_http_closed, tw);
 }
 
+static int
+twilio_configured(const struct config *cfg)
+{
+    return *cfg->twilio_account_sid && *cfg->twilio_auth_token;
+}
+
+static void
+twilio_caps(const struct config *cfg, int *rate, int *max_inflight)
+{
+    *rate = cfg->twilio_rate;
+    *max_inflight = cfg->twilio_max_inflight;
+}
+
 const struct provider_ops provider_twilio_ops = {
     .name = "twilio",
+    .configured = twilio_configured,
+    .caps = twilio_caps,
     .open = twilio_open,
     .send = twilio_send,
     .cancel = twilio_cancel,
     .close = twilio_close,
     .reload = twilio_reload,
     .poll = twilio_poll,
+    .pushes_receipts = twilio_pushes_receipts,
+    .webhook = twilio_webhook,
 };

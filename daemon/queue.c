@@ -12,14 +12,19 @@
 #include <string.h>
 
 #include "log.h"
+#include "protocol.h"
 #include "queue.h"
 
-#define DEAD_PAYLOAD_MAX 4096
-
 struct queue {
+    uv_loop_t *loop;
     const struct config *cfg;
     struct rconn *reader, *writer;
-    char stream[128], dead[128];
+    char stream[128];
+    uv_timer_t tick; /* keeps our entries young and looks for orphans */
+    int tick_closed;
+    uint64_t last_refresh, last_reclaim;
+    queue_ids_fn *ids_fn;
+    void *ids_arg;
     int group_ready;
     int reading; /* an XGROUP or XREADGROUP is outstanding on the reader */
     int room;
@@ -35,11 +40,6 @@ struct queue {
     char last_error[128]; /* said once, not on every retry */
 };
 
-struct queue_op {
-    queue_done_cb *cb;
-    void *arg;
-};
-
 static void queue_read(struct queue *q);
 
 static int
@@ -51,23 +51,36 @@ queue_new_error(struct queue *q, const char *err)
     return 1;
 }
 
+static void queue_tick(uv_timer_t *t);
+
 struct queue *
-queue_new(const struct config *cfg, struct rconn *reader, struct rconn *writer, queue_batch_cb *cb,
-          void *arg)
+queue_new(uv_loop_t *loop, const struct config *cfg, struct rconn *reader, struct rconn *writer,
+          queue_batch_cb *cb, void *arg)
 {
     struct queue *q = calloc(1, sizeof(*q));
 
     if (q == NULL)
         return NULL;
+    q->loop = loop;
     q->cfg = cfg;
     q->reader = reader;
     q->writer = writer;
     q->batch_cb = cb;
     q->batch_arg = arg;
-    snprintf(q->stream, sizeof(q->stream), "%sjobs", cfg->prefix);
-    snprintf(q->dead, sizeof(q->dead), "%sdead", cfg->prefix);
+    snprintf(q->stream, sizeof(q->stream), "%s" PROTO_KEY_JOBS, cfg->prefix);
     strcpy(q->reclaim_cursor, "0-0");
+    uv_timer_init(loop, &q->tick);
+    q->tick.data = q;
+    /* Fast enough for short claim idle times in tests, cheap otherwise. */
+    uv_timer_start(&q->tick, queue_tick, 250, 250);
     return q;
+}
+
+void
+queue_set_ids(struct queue *q, queue_ids_fn *fn, void *arg)
+{
+    q->ids_fn = fn;
+    q->ids_arg = arg;
 }
 
 void
@@ -86,7 +99,7 @@ queue_free(struct queue *q)
 static void
 queue_check_stopped(struct queue *q)
 {
-    if (q->stopping && !q->reading && q->stopped_cb) {
+    if (q->stopping && !q->reading && q->tick_closed && q->stopped_cb) {
         queue_stopped_cb *cb = q->stopped_cb;
         q->stopped_cb = NULL;
         cb(q->stopped_arg);
@@ -267,6 +280,15 @@ queue_set_room(struct queue *q, int room)
 }
 
 static void
+queue_tick_closed(uv_handle_t *h)
+{
+    struct queue *q = h->data;
+
+    q->tick_closed = 1;
+    queue_check_stopped(q);
+}
+
+static void
 queue_unblock_reply(redisAsyncContext *ac, void *r, void *priv)
 {
     (void)ac;
@@ -282,6 +304,7 @@ queue_stop(struct queue *q, queue_stopped_cb *cb, void *arg)
     q->stopping = 1;
     q->stopped_cb = cb;
     q->stopped_arg = arg;
+    uv_close((uv_handle_t *)&q->tick, queue_tick_closed);
     /*
      * Wake the blocked XREADGROUP now rather than wait out BLOCK: it then
      * returns what it has (possibly nothing) and no further read is made.
@@ -292,110 +315,6 @@ queue_stop(struct queue *q, queue_stopped_cb *cb, void *arg)
         rconn_command(q->writer, queue_unblock_reply, NULL, NARGS(argv), argv, NULL);
     }
     queue_check_stopped(q);
-}
-
-static void
-queue_op_reply(redisAsyncContext *ac, void *r, void *priv)
-{
-    struct queue_op *op = priv;
-    redisReply *reply = r;
-    const char *err = NULL;
-
-    (void)ac;
-    if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-        err = rconn_reply_error(reply);
-    else if (reply->type != REDIS_REPLY_ARRAY)
-        err = "transaction aborted";
-    else
-        for (size_t i = 0; i < reply->elements && !err; i++)
-            if (reply->element[i]->type == REDIS_REPLY_ERROR)
-                err = reply->element[i]->str;
-    op->cb(op->arg, err ? -1 : 0, err);
-    free(op);
-}
-
-/* MULTI ... EXEC with the callback on EXEC; the queued replies are ignored. */
-static int
-queue_exec(struct queue *q, queue_done_cb *cb, void *arg)
-{
-    struct queue_op *op = malloc(sizeof(*op));
-    const char *exec[] = {"EXEC"};
-
-    if (op == NULL)
-        return -1;
-    op->cb = cb;
-    op->arg = arg;
-    if (rconn_command(q->writer, queue_op_reply, op, NARGS(exec), exec, NULL) < 0) {
-        free(op);
-        return -1;
-    }
-    return 0;
-}
-
-static int
-queue_multi(struct queue *q)
-{
-    const char *multi[] = {"MULTI"};
-    return rconn_command(q->writer, NULL, NULL, NARGS(multi), multi, NULL);
-}
-
-static int
-queue_ack_del(struct queue *q, const char *stream_id)
-{
-    const char *ack[] = {"XACK", q->stream, q->cfg->group, stream_id};
-    const char *del[] = {"XDEL", q->stream, stream_id};
-
-    if (rconn_command(q->writer, NULL, NULL, NARGS(ack), ack, NULL) < 0)
-        return -1;
-    return rconn_command(q->writer, NULL, NULL, NARGS(del), del, NULL);
-}
-
-int
-queue_ack(struct queue *q, const char *stream_id, queue_done_cb *cb, void *arg)
-{
-    if (!rconn_is_up(q->writer))
-        return -1;
-    /* All four are queued back to back, so nothing can interleave. */
-    queue_multi(q);
-    queue_ack_del(q, stream_id);
-    return queue_exec(q, cb, arg);
-}
-
-int
-queue_dead_letter(struct queue *q, const char *stream_id, const char *payload, size_t len,
-                  const char *reason, queue_done_cb *cb, void *arg)
-{
-    char at[24], maxlen[16];
-
-    if (!rconn_is_up(q->writer))
-        return -1;
-    snprintf(at, sizeof(at), "%lld", (long long)otpd_now_ms());
-    if (payload == NULL) {
-        payload = "";
-        len = 0;
-    }
-    /* Capped: a burst of bad jobs keeps the newest OTPD_DEAD_MAXLEN, not all of them. */
-    snprintf(maxlen, sizeof(maxlen), "%d", q->cfg->dead_maxlen);
-    const char *argv[] = {"XADD",  q->dead,  "MAXLEN", "~",         maxlen,    "*",     "job",
-                          payload, "reason", reason,   "stream_id", stream_id, "at_ms", at};
-    size_t argvlen[] = {4,
-                        strlen(q->dead),
-                        6,
-                        1,
-                        strlen(maxlen),
-                        1,
-                        3,
-                        len > DEAD_PAYLOAD_MAX ? DEAD_PAYLOAD_MAX : len,
-                        6,
-                        strlen(reason),
-                        9,
-                        strlen(stream_id),
-                        5,
-                        strlen(at)};
-    queue_multi(q);
-    rconn_command(q->writer, NULL, NULL, NARGS(argv), argv, argvlen);
-    queue_ack_del(q, stream_id);
-    return queue_exec(q, cb, arg);
 }
 
 /* --- crash recovery ---------------------------------------------------- */
@@ -453,7 +372,7 @@ queue_reclaim(struct queue *q)
  * for its retry.  JUSTID leaves the delivery counter alone.
  */
 void
-queue_refresh(struct queue *q, const char *const *ids, size_t n)
+queue_refresh(struct queue *q, const char **ids, size_t n)
 {
     const char *argv[6 + 256];
     size_t i = 0;
@@ -471,5 +390,43 @@ queue_refresh(struct queue *q, const char *const *ids, size_t n)
             argv[argc++] = ids[i];
         argv[argc++] = "JUSTID";
         rconn_command(q->writer, NULL, NULL, argc, argv, NULL);
+    }
+}
+
+/* Keep our pending entries young so no other instance takes them. */
+static void
+queue_refresh_ours(struct queue *q)
+{
+    const char *ids[1024];
+    size_t n;
+
+    if (q->ids_fn == NULL)
+        return;
+    /* In slices of what fits here; the rest waits for the next tick. */
+    n = q->ids_fn(q->ids_arg, ids, sizeof(ids) / sizeof(ids[0]));
+    if (n > 0)
+        queue_refresh(q, ids, n);
+}
+
+/* The reclaim schedule: refresh every third of the claim idle time, reclaim every half. */
+static void
+queue_tick(uv_timer_t *t)
+{
+    struct queue *q = t->data;
+    uint64_t now = uv_now(q->loop);
+    uint64_t refresh_every = (uint64_t)q->cfg->claim_idle_ms / 3;
+    uint64_t reclaim_every = (uint64_t)q->cfg->claim_idle_ms / 2;
+
+    if (q->stopping)
+        return;
+    if (reclaim_every > 5000)
+        reclaim_every = 5000;
+    if (now - q->last_refresh >= refresh_every) {
+        q->last_refresh = now;
+        queue_refresh_ours(q);
+    }
+    if (now - q->last_reclaim >= reclaim_every) {
+        q->last_reclaim = now;
+        queue_reclaim(q);
     }
 }

@@ -56,6 +56,7 @@ struct rconn_req {
 static void rconn_connect(struct rconn *rc);
 static void rconn_schedule(struct rconn *rc);
 static void rconn_finish_close(struct rconn *rc);
+static void rconn_drop(struct rconn *rc, const char *why);
 
 /* --- the libuv adapter: like hiredis's, but socket errors reach hiredis -- */
 
@@ -242,38 +243,39 @@ put_uint(char *p, size_t v)
  * a fifth of otpd's own CPU.  The format is four lines of the protocol:
  * "*argc\r\n" then "$len\r\n<bytes>\r\n" per argument.
  */
-static int
-rconn_format(struct rconn *rc, int argc, const char **argv, const size_t *argvlen)
+int
+rconn_format_command(char **buf, size_t *cap, size_t *len, int argc, const char **argv,
+                     const size_t *argvlen)
 {
-    size_t need = 16, len;
+    size_t need = 16, alen;
     char *p;
 
     for (int i = 0; i < argc; i++)
         need += (argvlen ? argvlen[i] : strlen(argv[i])) + 32;
-    if (need > rc->fmtcap) {
-        char *nb = realloc(rc->fmt, need);
+    if (need > *cap) {
+        char *nb = realloc(*buf, need);
         if (nb == NULL)
             return -1;
-        rc->fmt = nb;
-        rc->fmtcap = need;
+        *buf = nb;
+        *cap = need;
     }
-    p = rc->fmt;
+    p = *buf;
     *p++ = '*';
     p = put_uint(p, (size_t)argc);
     *p++ = '\r';
     *p++ = '\n';
     for (int i = 0; i < argc; i++) {
-        len = argvlen ? argvlen[i] : strlen(argv[i]);
+        alen = argvlen ? argvlen[i] : strlen(argv[i]);
         *p++ = '$';
-        p = put_uint(p, len);
+        p = put_uint(p, alen);
         *p++ = '\r';
         *p++ = '\n';
-        memcpy(p, argv[i], len);
-        p += len;
+        memcpy(p, argv[i], alen);
+        p += alen;
         *p++ = '\r';
         *p++ = '\n';
     }
-    rc->fmtlen = (size_t)(p - rc->fmt);
+    *len = (size_t)(p - *buf);
     return 0;
 }
 
@@ -288,7 +290,7 @@ rconn_send(struct rconn *rc, redisCallbackFn *cb, void *priv, int argc, const ch
     req->rc = rc;
     req->cb = cb;
     req->priv = priv;
-    if (rconn_format(rc, argc, argv, argvlen) < 0 ||
+    if (rconn_format_command(&rc->fmt, &rc->fmtcap, &rc->fmtlen, argc, argv, argvlen) < 0 ||
         redisAsyncFormattedCommand(rc->ac, rconn_reply, req, rc->fmt, rc->fmtlen) != REDIS_OK) {
         free(req);
         return -1;
@@ -305,7 +307,8 @@ rconn_setup_reply(redisAsyncContext *ac, void *r, void *priv)
     struct rconn *rc = priv;
     redisReply *reply = r;
 
-    if (reply == NULL || rc->state != RC_CONNECTING)
+    /* After a refusal the rest of the setup is moot: never "up" on the way out. */
+    if (reply == NULL || rc->state != RC_CONNECTING || (ac->c.flags & REDIS_DISCONNECTING))
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
         /* Wrong password or db: keep retrying, loudly, until it is fixed. */
@@ -425,8 +428,24 @@ rconn_watchdog_cb(uv_timer_t *t)
         log_warnx("redis %s: no reply for %llu ms; dropping the connection", rc->name,
                   (unsigned long long)idle);
         snprintf(rc->last_error, sizeof(rc->last_error), "timed out");
-        redisAsyncFree(rc->ac); /* runs every pending callback with NULL */
+        rconn_drop(rc, "timed out");
     }
+}
+
+/*
+ * Frees the context now, running every pending callback with NULL.
+ * hiredis 0.14 marks an async context connected only on its first I/O
+ * event and calls the disconnect callback only for one that got there, so
+ * for a connect still in progress rconn goes down (or closed) here.
+ */
+static void
+rconn_drop(struct rconn *rc, const char *why)
+{
+    int connected = (rc->ac->c.flags & REDIS_CONNECTED) != 0;
+
+    redisAsyncFree(rc->ac);
+    if (!connected)
+        rconn_set_down(rc, why);
 }
 
 struct rconn *
@@ -516,7 +535,7 @@ rconn_close(struct rconn *rc, int force, rconn_closed_cb *cb, void *arg)
     rc->closed_cb = cb;
     rc->closed_arg = arg;
     if (had_context && force)
-        redisAsyncFree(rc->ac);
+        rconn_drop(rc, "closed");
     else if (had_context)
         redisAsyncDisconnect(rc->ac);
     else

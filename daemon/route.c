@@ -2,8 +2,10 @@
  * route.c: calling codes and routing tables.
  *
  * ITU calling codes are prefix-free and only 1 and 7 are one digit long;
- * the two-digit ones are listed below and everything else is three
- * digits, so no full table of countries is needed.
+ * those and the two-digit ones are listed in calling_codes[] (from
+ * python/otpd/data/calling_codes.txt, which the Python client reads too)
+ * and everything else is three digits, so no full table of countries is
+ * needed.
  */
 #include <ctype.h>
 #include <stdarg.h>
@@ -14,20 +16,14 @@
 #include "otpd.h"
 #include "route.h"
 
-static const char *const two_digit_codes[] = {
-    "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46",
-    "47", "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63",
-    "64", "65", "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
-};
-
 static size_t
 cc_length(const char *digits)
 {
-    if (digits[0] == '1' || digits[0] == '7')
-        return 1;
-    for (size_t i = 0; i < sizeof(two_digit_codes) / sizeof(two_digit_codes[0]); i++)
-        if (strncmp(digits, two_digit_codes[i], 2) == 0)
-            return 2;
+    for (size_t i = 0; i < calling_codes_count; i++) {
+        size_t n = strlen(calling_codes[i]);
+        if (strncmp(digits, calling_codes[i], n) == 0)
+            return n;
+    }
     return 3;
 }
 

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dispatch.h"
+#include "delivery.h"
 #include "httpd.h"
 #include "monitor.h"
 #include "provider.h"
@@ -19,8 +19,8 @@ void metrics_observe_request(const char *provider, enum send_outcome outcome, do
 void metrics_observe_delivery(const char *provider, const char *cc, double seconds);
 
 /* The whole page; malloc'd, *len set.  http: the endpoint's own connection counts. */
-char *metrics_render(const struct dispatch *d, const struct monitor_gauges *g,
-                     struct provider_set *providers, const struct httpd_stats *http, uint64_t now,
-                     size_t *len);
+char *metrics_render(const struct config *cfg, const struct deliveries *d,
+                     const struct monitor_gauges *g, struct provider_set *providers,
+                     const struct httpd_stats *http, uint64_t now, size_t *len);
 
 #endif

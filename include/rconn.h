@@ -46,6 +46,17 @@ int rconn_command(struct rconn *rc, redisCallbackFn *cb, void *priv, int argc, c
 void rconn_close(struct rconn *rc, int force, rconn_closed_cb *cb, void *arg);
 void rconn_free(struct rconn *rc);
 
+/*
+ * The RESP text of one command (argvlen NULL: NUL-terminated arguments),
+ * byte for byte what hiredis's redisFormatCommandArgv() writes, into *buf:
+ * grown as needed, *cap its size, the caller frees it.  rconn formats every
+ * command with it into one reused buffer; it is public for
+ * tests/unit/test_rconn.c, which holds it to hiredis's bytes, and for
+ * bench/resp_format.c, which times it.  0, or -1 out of memory.
+ */
+int rconn_format_command(char **buf, size_t *cap, size_t *len, int argc, const char **argv,
+                         const size_t *argvlen);
+
 /* Text of an error reply or the connection's error, for logs. */
 const char *rconn_reply_error(const redisReply *reply);
 

@@ -34,6 +34,14 @@ struct country_limits {
     long deflt; /* "*" entry, or -1 */
 };
 
+/*
+ * The calling codes shorter than three digits, from
+ * python/otpd/data/calling_codes.txt (generated calling_codes.c): every
+ * other code has three digits.
+ */
+extern const char *const calling_codes[];
+extern const size_t calling_codes_count;
+
 /* The calling code of an E.164 number ("+919812345678" -> "91"); 0 or -1. */
 int route_country_code(const char *e164, char *out, size_t outlen);
 int route_parse(struct route_table *t, const char *spec, char *err, size_t errlen);

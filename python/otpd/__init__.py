@@ -1,7 +1,8 @@
 """Python client for otpd, the SMS one-time-code daemon.
 
 The web app enqueues jobs and verifies codes through Redis; see
-docs/protocol.md for the contract this package implements.
+docs/protocol.md for the contract this package implements.  Its key names
+and status words are in otpd.protocol.
 """
 from .client import (FINAL, OptedOut, OTPClient, RateLimited, SendRefused, VerifyResult,
                      country_code, mac, mask_phone)

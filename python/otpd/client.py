@@ -18,10 +18,11 @@ from typing import Optional
 
 import redis as _redis
 
-FINAL = frozenset({
-    "sent", "delivered", "undelivered", "failed",
-    "expired", "rejected", "rate_limited", "duplicate",
-})
+from . import protocol
+
+# What wait() stops on by default: the final statuses, and `duplicate`,
+# which only events carry, so that a follower of {p}events stops on it too.
+FINAL = protocol.FINAL | {protocol.DUPLICATE}
 PROVIDERS = frozenset({"twilio", "msg91", "console"})
 DEFAULT_TTL = 300
 DEFAULT_DIGITS = 6
@@ -35,98 +36,48 @@ _JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _CODE = re.compile(r"[0-9]{4,10}")
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 
+def _lua(name):
+    """A script of python/otpd/lua: the daemon compiles in the very same files."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "lua", name + ".lua"),
+              encoding="utf-8") as f:
+        return f.read()
+
+
 # KEYS[1] = OTP record, ARGV[1] = candidate MAC.  Returns {status,
 # attempts_left, job id}.  A locked record is kept until its TTL so that
 # further guesses keep answering "locked" rather than "expired".
-VERIFY_LUA = """
-local f = redis.call('HMGET', KEYS[1], 'mac', 'job', 'attempts', 'max_attempts', 'locked')
-local mac, job = f[1], f[2] or ''
-if not mac then
-  return {'expired', 0, job}
-end
-local attempts = tonumber(f[3]) or 0
-local max = tonumber(f[4]) or 5
-if f[5] == '1' or attempts >= max then
-  return {'locked', 0, job}
-end
-if mac == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return {'ok', max - attempts, job}
-end
-attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if attempts >= max then
-  redis.call('HSET', KEYS[1], 'locked', '1')
-  return {'locked', 0, job}
-end
-return {'mismatch', max - attempts, job}
-"""
+VERIFY_LUA = _lua("verify")
 
 
-# The daemon's send-limits script, word for word (otpd --print-limits-script;
-# a test keeps the two identical).  The client runs it in "check" mode so a
-# page can answer "wait 25 s" at once; the daemon runs "take" before sending.
-LIMITS_LUA = """local L = {ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]}
-if not ARGV[6] then
-  L = redis.call('HMGET', KEYS[1], 'interval_ms', 'per_hour', 'per_day',
-    'global_per_hour', 'country_budget:' .. ARGV[5], 'country_budget:*')
-end
-local now, job = tonumber(ARGV[2]), ARGV[3]
-local HOUR, DAY = 3600000, 86400000
-if redis.call('HEXISTS', KEYS[6], ARGV[4]) == 1 then return {1, 'opted_out', 0} end
-local interval = tonumber(L[1]) or 0
-if interval > 0 then
-  local last = redis.call('GET', KEYS[2])
-  if last and last ~= job then return {1, 'interval', redis.call('PTTL', KEYS[2])} end
-end
-local function full(key, span, keep, max)
-  if not max or max <= 0 then return nil end
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - keep)
-  if redis.call('ZSCORE', key, job) then return nil end
-  if redis.call('ZCOUNT', key, now - span + 1, '+inf') < max then return nil end
-  local first = redis.call('ZRANGEBYSCORE', key, now - span + 1, '+inf', 'WITHSCORES',
-    'LIMIT', 0, 1)
-  return tonumber(first[2]) + span - now
-end
-local budget = tonumber(L[5]) or tonumber(L[6]) or 0
-local checks = {
-  {KEYS[3], HOUR, DAY, tonumber(L[2]), 'per_hour'},
-  {KEYS[3], DAY, DAY, tonumber(L[3]), 'per_day'},
-  {KEYS[4], HOUR, HOUR, tonumber(L[4]), 'global_per_hour'},
-  {KEYS[5], HOUR, HOUR, budget, 'country_budget'}}
-for _, c in ipairs(checks) do
-  local wait = full(c[1], c[2], c[3], c[4])
-  if wait then
-    if c[5] == 'country_budget' and ARGV[1] == 'take' then
-      redis.call('SET', KEYS[7], now, 'PX', HOUR)
-    end
-    return {1, c[5], wait}
-  end
-end
-if ARGV[1] ~= 'take' then return {0} end
-if interval > 0 then redis.call('SET', KEYS[2], job, 'PX', interval) end
-redis.call('ZADD', KEYS[3], now, job)
-redis.call('PEXPIRE', KEYS[3], DAY)
-if (tonumber(L[4]) or 0) > 0 then redis.call('ZADD', KEYS[4], now, job) end
-if budget > 0 then
-  redis.call('ZADD', KEYS[5], now, job)
-  redis.call('PEXPIRE', KEYS[5], HOUR)
-end
-return {0}
-"""
+# The send limits, the same file the daemon runs inside begin.lua.  The
+# client runs it in "check" mode so a page can answer "wait 25 s" at once;
+# the daemon runs "take" before sending.
+LIMITS_LUA = _lua("limits")
 
-# ITU calling codes are prefix-free; only 1 and 7 have one digit, these
-# have two, all others three.
-_TWO_DIGIT_CC = frozenset(
-    "20 27 30 31 32 33 34 36 39 40 41 43 44 45 46 47 48 49 51 52 53 54 55 56 57 58 "
-    "60 61 62 63 64 65 66 81 82 84 86 90 91 92 93 94 95 98".split())
+def _calling_codes():
+    """The calling codes shorter than three digits, from data/calling_codes.txt:
+    the daemon compiles in the very same file."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "calling_codes.txt")
+    with open(path, encoding="utf-8") as f:
+        codes = frozenset(ln.strip() for ln in f if ln.strip() and not ln.startswith("#"))
+    bad = sorted(c for c in codes if not re.fullmatch(r"[1-9][0-9]?", c))
+    if bad:
+        raise RuntimeError("%s: not a one- or two-digit calling code: %s" % (path, ", ".join(bad)))
+    return codes
+
+
+# ITU calling codes are prefix-free; only 1 and 7 have one digit, the
+# file lists those and the two-digit ones, all others have three.
+_SHORT_CC = _calling_codes()
 
 
 def country_code(to):
     """The calling code of an E.164 number: '+919812345678' -> '91'."""
     d = to[1:] if to.startswith("+") else to
-    if d[:1] in ("1", "7"):
-        return d[:1]
-    return d[:2] if d[:2] in _TWO_DIGIT_CC else d[:3]
+    for n in (1, 2):
+        if d[:n] in _SHORT_CC:
+            return d[:n]
+    return d[:3]
 
 
 class SendRefused(Exception):
@@ -316,10 +267,10 @@ class OTPClient:
         # The queued record lets wait() tell "not picked up yet" from
         # "unknown id".  HSETNX, not HSET: re-sending an id that already ran
         # must not overwrite its real status with "queued".
-        skey = self.prefix + "job:" + id
+        skey = protocol.job_key(self.prefix, id)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(self.prefix + "jobs", {"job": payload})
-        for field, value in (("status", "queued"), ("to", mask_phone(to)),
+        pipe.xadd(self.prefix + protocol.JOBS, {"job": payload})
+        for field, value in (("status", protocol.QUEUED), ("to", mask_phone(to)),
                              ("purpose", purpose), ("created_ms", now), ("updated_ms", now)):
             pipe.hsetnx(skey, field, value)
         pipe.expire(skey, self.status_ttl)
@@ -328,10 +279,8 @@ class OTPClient:
 
     def _check_limits(self, to, purpose, job_id, now):
         """Raise RateLimited or OptedOut if the daemon would refuse this send."""
-        p, cc = self.prefix, country_code(to)
-        keys = [p + "limits", "%srl:last:%s:%s" % (p, purpose, to), p + "rl:num:" + to,
-                p + "rl:global", p + "rl:cc:" + cc, p + "optout",
-                p + "alert:country_budget:" + cc]
+        cc = country_code(to)
+        keys = protocol.limits_keys(self.prefix, purpose, to, cc)
         res = self._limits(keys=keys, args=["check", now, job_id, to, cc])
         if int(res[0]) == 0:
             return
@@ -342,7 +291,7 @@ class OTPClient:
 
     def status(self, job_id):
         """The job's status record as a dict of str, or {} if unknown or expired."""
-        raw = self.redis.hgetall(self.prefix + "job:" + job_id)
+        raw = self.redis.hgetall(protocol.job_key(self.prefix, job_id))
         return {_text(k): _text(v) for k, v in raw.items()}
 
     def wait(self, job_id, timeout=10.0, poll=0.05, final=FINAL):
@@ -375,6 +324,6 @@ class OTPClient:
         code = code.strip()
         if not _CODE.fullmatch(code):
             return VerifyResult("invalid")
-        key = "%sotp:%s:%s" % (self.prefix, purpose, to)
+        key = protocol.otp_key(self.prefix, purpose, to)
         status, left, job = self._verify(keys=[key], args=[_mac(self._key, purpose, to, code)])
         return VerifyResult(_text(status), int(left), _text(job) or None)

@@ -13,7 +13,7 @@ case $secs in '' | *[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-job config template twilio msg91 httpd}
+targets=${FUZZ_TARGETS:-job config template twilio msg91 twilio_receipt msg91_receipt httpd}
 
 command -v clang >/dev/null || { echo "run.sh: clang not found (apt install clang libclang-rt-14-dev)" >&2; exit 2; }
 mkdir -p "$build"

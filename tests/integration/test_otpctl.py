@@ -236,8 +236,8 @@ def test_send_permanent_failure_prints_the_hint(otpd_factory, mock, redis_server
     rc, out, err = run("send", NUMBER, "--timeout", "15", env=base_env(redis_server))
     assert rc == 1, out + err
     assert "failed" in out and "error_code 21608" in out
-    assert "hint: trial accounts can only send to verified numbers" in out
-    assert "phone-numbers/manage/verified" in out
+    assert "hint: trial account: verify this number in the Twilio console" in out
+    assert "Phone Numbers > Verified Caller IDs" in out
 
 
 def test_send_retry_is_shown_then_sent(otpd_factory, mock, redis_server):
@@ -282,7 +282,8 @@ def test_check_trial_and_inactive_accounts_warn(redis_server, mock):
     mock.ctl("config", {"twilio_account_type": "Trial", "twilio_account_status": "suspended"})
     rc, out, err = run("check", env=check_env(redis_server, mock))
     assert rc == 0, out + err
-    assert "trial accounts can only send to verified numbers: verify them in the console or upgrade" in out
+    assert ("trial account: verify this number in the Twilio console (Phone Numbers > Verified "
+            "Caller IDs) or upgrade the account") in out
     assert "status is suspended, not active" in out
 
 
@@ -291,8 +292,8 @@ def test_check_wrong_token(redis_server, mock):
     assert rc == 1
     lines = check_lines(out)
     assert any("401" in l for l in lines["FAIL"])
-    assert ("Wrong Account SID or Auth Token: double-check credentials in .env, no extra spaces, "
-            "verify in Twilio Console") in out
+    assert ("authentication failed: check TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (no extra "
+            "spaces) against the Twilio console") in out
     assert "wrong-token" not in out + err
 
 

@@ -7,6 +7,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 from .. import FINAL, OTPClient
+from .. import protocol as P
 from . import conf
 
 
@@ -112,7 +113,7 @@ def otp_status(job_id):
     st = get_client().status(job_id)
     status = st.get("status") or "unknown"
     retry_after = None
-    if status == "rate_limited":
+    if status == P.RATE_LIMITED:
         retry_after = _seconds(st.get("retry_after"))
         if retry_after is None and st.get("retry_after_ms"):
             ms = _seconds(st.get("retry_after_ms"))

@@ -1,0 +1,106 @@
+/*
+ * ledger.h: every write a job makes to Redis, and nothing else writes them.
+ *
+ * A job's life is two atomic steps, each one script and one round trip:
+ *
+ *   begin   claim the id, apply the limits and opt-outs, write the OTP
+ *           record (a newer code wins) and the "sending" status; or end
+ *           the job there (duplicate, already final, limited, superseded)
+ *           with its entry acknowledged;
+ *   finish  the final status, event, counters, receipt reference, opt-out
+ *           and burnt code, together with XACK and XDEL.
+ *
+ * So no crash can leave a final status without its acknowledgement or the
+ * reverse.  Between the two, "retrying" is noted (ledger_note()); a job
+ * otpd cannot parse is rejected in one step (ledger_reject()).  The
+ * scripts are the .lua files of python/otpd/lua, compiled in; the web app's client
+ * loads limits.lua and verify.lua from the same files.
+ */
+#ifndef OTPD_LEDGER_H
+#define OTPD_LEDGER_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "otpd.h"
+#include "rconn.h"
+
+struct ledger;
+struct ledger *ledger_new(const struct config *cfg, struct rconn *writer);
+void ledger_free(struct ledger *l);
+/* On every (re)connect: load the scripts and publish the limits. */
+void ledger_writer_up(struct ledger *l);
+/* The limits the web app's early check reads ({p}limits); see docs/protocol.md section 7. */
+void ledger_publish_limits(struct ledger *l);
+
+/* A job as the ledger writes it: the job, its stream entry, its calling code. */
+struct ledger_job {
+    const struct job *job;
+    const char *stream_id;
+    const char *cc;
+};
+
+enum ledger_verdict {
+    LEDGER_ERROR = -1,    /* Redis refused or went away: nothing changed, try again */
+    LEDGER_GO = 0,        /* begun: send the code */
+    LEDGER_DONE = 1,      /* already final (a reclaim whose ack was lost): acknowledged */
+    LEDGER_DUPLICATE = 2, /* the id belongs to another entry: acknowledged */
+    LEDGER_DENIED = 3,    /* ended by the limits, an opt-out or a newer code: acknowledged */
+};
+
+/* What begin decided; the strings live until the callback returns. */
+struct ledger_begun {
+    enum ledger_verdict verdict;
+    const char *status;     /* DONE/DUPLICATE: the id's status; DENIED: the job's */
+    const char *error_code; /* DENIED: per_hour, opted_out, superseded, ... */
+    const char *error;      /* DENIED: the reason, for humans */
+    long long retry_after_ms;
+    const char *err; /* LEDGER_ERROR: why */
+};
+typedef void ledger_begin_cb(void *arg, const struct ledger_begun *b);
+/* mac: the code's keyed hash.  -1 if not connected (the callback does not run). */
+int ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac,
+                 ledger_begin_cb *cb, void *arg);
+
+/* A job's end. */
+struct ledger_outcome {
+    enum job_status status;
+    const char *provider; /* "" before a provider was tried */
+    const char *provider_ref;
+    const char *provider_status;
+    const char *error_code;
+    const char *error;
+    int attempts;
+    int64_t sent_ms; /* 0 unless sent */
+    int burn_code;   /* the code can no longer be delivered: delete its record */
+    int opted_out;   /* remember the number as unsubscribed (STOP) */
+    int begun;       /* begin wrote the record: the number and times are there */
+};
+/* ok: 0 written and acknowledged, -1 refused (err says why; try again). */
+typedef void ledger_done_cb(void *arg, int ok, const char *err);
+int ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger_outcome *o,
+                  ledger_done_cb *cb, void *arg);
+/* "retrying": the status, event and counters, the entry left pending. */
+int ledger_note(struct ledger *l, const struct ledger_job *lj, const struct ledger_outcome *o,
+                ledger_done_cb *cb, void *arg);
+/*
+ * A job otpd cannot run: its status record (never another job's), the dead
+ * letter with the payload's first bytes and the reason, the acknowledgement.
+ */
+int ledger_reject(struct ledger *l, const struct ledger_job *lj, const char *payload, size_t len,
+                  const char *reason, ledger_done_cb *cb, void *arg);
+
+/*
+ * A delivery receipt for a provider's message.  verdict: 0 unknown ref,
+ * 1 no change (late or repeated), 2 applied, -1 error.
+ */
+typedef void ledger_receipt_cb(void *arg, int verdict, const char *job_id, long long sent_ms,
+                               const char *cc, const char *err);
+int ledger_receipt(struct ledger *l, const char *provider, const char *ref, enum job_status status,
+                   const char *provider_status, const char *error_code, const char *error,
+                   ledger_receipt_cb *cb, void *arg);
+
+/* The scripts, as compiled in (otpd --print-limits-script). */
+extern const char lua_limits[];
+
+#endif

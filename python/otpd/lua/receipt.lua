@@ -1,0 +1,32 @@
+-- receipt.lua: a delivery receipt.  See daemon/ledger.c and docs/protocol.md.
+--
+-- KEYS: 1 receipt reference, 2 events, 3 stats
+-- ARGV: 1 prefix, 2 status, 3 provider status, 4 error code, 5 error, 6 now_ms,
+--       7 provider, 8 events maxlen
+-- Statuses only move forward (sent < delivered/undelivered/failed) and the
+-- first final one wins, so late or repeated callbacks change nothing.
+-- Returns {0} (unknown ref), {1, id} (no change) or
+-- {2, id, sent_ms, calling code} (applied).
+local id = redis.call('GET', KEYS[1])
+if not id then return {0} end
+local jk = ARGV[1] .. 'job:' .. id
+local cur = redis.call('HGET', jk, 'status')
+if not cur then return {0} end
+local rank = {queued = 0, sending = 1, retrying = 1, sent = 2, delivered = 3,
+  undelivered = 3, failed = 3}
+if (rank[ARGV[2]] or 0) <= (rank[cur] or 0) then return {1, id} end
+redis.call('HSET', jk, 'status', ARGV[2], 'provider_status', ARGV[3], 'error_code',
+  ARGV[4], 'error', ARGV[5], 'updated_ms', ARGV[6])
+local sent = redis.call('HGET', jk, 'sent_ms') or ''
+local latency = ''
+if ARGV[2] == 'delivered' then
+  redis.call('HSET', jk, 'delivered_ms', ARGV[6])
+  if sent ~= '' then latency = tostring(tonumber(ARGV[6]) - tonumber(sent)) end
+end
+local cc = redis.call('HGET', jk, 'cc') or ''
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', id, 'status', ARGV[2],
+  'provider', ARGV[7], 'error_code', ARGV[4], 'ts_ms', ARGV[6], 'latency_ms', latency,
+  'cc', cc)
+redis.call('HINCRBY', KEYS[3], 'jobs:' .. ARGV[2], 1)
+redis.call('HINCRBY', KEYS[3], 'provider:' .. ARGV[7] .. ':' .. ARGV[2], 1)
+return {2, id, sent, cc}
