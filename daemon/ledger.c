@@ -29,9 +29,15 @@ enum { SCRIPT_BEGIN, SCRIPT_FINISH, SCRIPT_NOTE, SCRIPT_REJECT, SCRIPT_RECEIPT, 
 #define LEDGER_REJECT_TTL  3600 /* a burst of bad jobs must not fill Redis for a day */
 #define LEDGER_KEY_MAX     192
 
+#define LEDGER_PUBLISH_MS 10000 /* the published limits heal this often */
+
 struct ledger {
+    uv_loop_t *loop;
     const struct config *cfg;
     struct rconn *w;
+    uv_timer_t housekeeping;
+    void (*closed_cb)(void *arg);
+    void *closed_arg;
     char *begin_text; /* limits.lua as check_limits(), then begin.lua */
     char sha[NSCRIPTS][41];
     struct {
@@ -81,13 +87,16 @@ ledger_compose_begin(void)
     return s;
 }
 
+static void ledger_housekeeping(uv_timer_t *t);
+
 struct ledger *
-ledger_new(const struct config *cfg, struct rconn *writer)
+ledger_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer)
 {
     struct ledger *l = calloc(1, sizeof(*l));
 
     if (l == NULL)
         return NULL;
+    l->loop = loop;
     l->cfg = cfg;
     l->w = writer;
     if ((l->begin_text = ledger_compose_begin()) == NULL) {
@@ -104,7 +113,27 @@ ledger_new(const struct config *cfg, struct rconn *writer)
         }
         sodium_bin2hex(l->sha[i], sizeof(l->sha[i]), md, sizeof(md));
     }
+    uv_timer_init(loop, &l->housekeeping);
+    l->housekeeping.data = l;
+    uv_timer_start(&l->housekeeping, ledger_housekeeping, LEDGER_PUBLISH_MS, LEDGER_PUBLISH_MS);
     return l;
+}
+
+static void
+ledger_closed(uv_handle_t *h)
+{
+    struct ledger *l = h->data;
+
+    if (l->closed_cb)
+        l->closed_cb(l->closed_arg);
+}
+
+void
+ledger_close(struct ledger *l, void (*cb)(void *arg), void *arg)
+{
+    l->closed_cb = cb;
+    l->closed_arg = arg;
+    uv_close((uv_handle_t *)&l->housekeeping, ledger_closed);
 }
 
 void
@@ -636,4 +665,13 @@ ledger_publish_limits(struct ledger *l)
     rconn_command(l->w, NULL, NULL, NARGS(del), del, NULL);
     rconn_command(l->w, NULL, NULL, argc, argv, NULL);
     rconn_command(l->w, NULL, NULL, NARGS(exec), exec, NULL);
+}
+
+/* --- housekeeping ---------------------------------------------------------- */
+
+/* The published limits are written again every ten seconds: a FLUSHDB or an eviction heals. */
+static void
+ledger_housekeeping(uv_timer_t *t)
+{
+    ledger_publish_limits(t->data);
 }

@@ -164,6 +164,7 @@ on_drained(void *arg, int handed_back)
     /* Unfinished jobs' Redis callbacks run now, with NULL, before they go. */
     /* Receipts' lookups end before the providers they use. */
     dlr_close(o->dlr, on_part_closed, o);
+    ledger_close(o->ledger, on_part_closed, o);
     rconn_close(o->reader, 1, on_part_closed, o);
     rconn_close(o->writer, handed_back > 0 || o->forced, on_part_closed, o);
     if (handed_back > 0)
@@ -184,7 +185,7 @@ otpd_shutdown(struct otpd *o)
 {
     o->stopping = 1;
     /* monitor (and httpd) now; reader, writer and providers after the drain */
-    o->closing = o->httpd ? 6 : 5;
+    o->closing = o->httpd ? 7 : 6;
     monitor_stop(o->monitor, on_part_closed, o);
     if (o->httpd)
         httpd_close(o->httpd, on_part_closed, o);
@@ -289,15 +290,14 @@ otpd_start(struct otpd *o)
     o->reader =
         rconn_new(&o->loop, &cfg->redis, "reader", cfg->block_ms + 5000, on_reader_state, o);
     o->writer = rconn_new(&o->loop, &cfg->redis, "writer", 10000, on_writer_state, o);
-    o->ledger = ledger_new(cfg, o->writer);
+    o->ledger = ledger_new(&o->loop, cfg, o->writer);
     o->deliveries = delivery_new(&o->loop, cfg, o->ledger, o->providers);
     o->queue = queue_new(&o->loop, cfg, o->reader, o->writer, delivery_batch, o->deliveries);
     if (!o->reader || !o->writer || !o->ledger || !o->deliveries || !o->queue)
         fatalx("out of memory at start-up");
     queue_set_ids(o->queue, delivery_stream_ids, o->deliveries);
     delivery_set_queue(o->deliveries, o->queue);
-    if ((o->monitor =
-             monitor_new(&o->loop, cfg, o->writer, o->deliveries, o->ledger, o->providers)) == NULL)
+    if ((o->monitor = monitor_new(&o->loop, cfg, o->writer, o->deliveries, o->providers)) == NULL)
         fatalx("out of memory at start-up");
     queue_on_ready(o->queue, on_queue_ready, o);
     if ((o->dlr = dlr_new(&o->loop, cfg, o->ledger, o->providers)) == NULL)

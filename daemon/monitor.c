@@ -22,7 +22,6 @@ struct monitor {
     const struct config *cfg;
     struct rconn *w;
     struct deliveries *d;
-    struct ledger *ledger;
     struct provider_set *providers;
     uv_timer_t beat, probe, watchdog;
     int open_handles;
@@ -94,8 +93,6 @@ monitor_beat(struct monitor *m)
     monitor_notify_status(m);
     if (!rconn_is_up(m->w))
         return;
-    /* The web app's early check reads them: a FLUSHDB or an eviction heals here. */
-    ledger_publish_limits(m->ledger);
     provider_set_describe(m->providers, uv_now(m->loop), prov, sizeof(prov));
     snprintf(f[i++], 32, "%ld", (long)getpid());
     snprintf(f[i++], 32, "%lld", (long long)m->g.started_ms);
@@ -151,7 +148,7 @@ monitor_watchdog_cb(uv_timer_t *t)
 
 struct monitor *
 monitor_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer, struct deliveries *d,
-            struct ledger *ledger, struct provider_set *providers)
+            struct provider_set *providers)
 {
     struct monitor *m = calloc(1, sizeof(*m));
 
@@ -161,7 +158,6 @@ monitor_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer, str
     m->cfg = cfg;
     m->w = writer;
     m->d = d;
-    m->ledger = ledger;
     m->providers = providers;
     snprintf(m->key, sizeof(m->key), "%s" PROTO_KEY_INSTANCE, cfg->prefix, cfg->consumer);
     snprintf(m->stream, sizeof(m->stream), "%s" PROTO_KEY_JOBS, cfg->prefix);

@@ -21,12 +21,16 @@
 
 #include <stdint.h>
 
+#include <uv.h>
+
 #include "config.h"
 #include "otpd.h"
 #include "rconn.h"
 
 struct ledger;
-struct ledger *ledger_new(const struct config *cfg, struct rconn *writer);
+struct ledger *ledger_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer);
+/* Stops the timer that publishes the limits again every 10 s; then ledger_free(). */
+void ledger_close(struct ledger *l, void (*cb)(void *arg), void *arg);
 void ledger_free(struct ledger *l);
 /* On every (re)connect: load the scripts and publish the limits. */
 void ledger_writer_up(struct ledger *l);

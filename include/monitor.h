@@ -13,7 +13,6 @@
 
 #include "config.h"
 #include "delivery.h"
-#include "ledger.h"
 #include "provider.h"
 #include "rconn.h"
 
@@ -29,8 +28,7 @@ struct monitor;
 typedef void monitor_closed_cb(void *arg);
 
 struct monitor *monitor_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer,
-                            struct deliveries *d, struct ledger *ledger,
-                            struct provider_set *providers);
+                            struct deliveries *d, struct provider_set *providers);
 void monitor_start(struct monitor *m);
 /* Say READY=1 to systemd (once Redis is reachable and the group exists). */
 void monitor_ready(struct monitor *m);

@@ -223,6 +223,14 @@ def test_send_through_a_console_daemon(otpd_factory, redis_server):
     assert NUMBER not in out
 
 
+def test_send_to_an_opted_out_number_says_so(redis_server, r):
+    r.hset("otpd:optout", "+14155552671", "1")
+    rc, out, err = run("send", "+14155552671", env=base_env(redis_server))
+    assert rc == 1
+    assert "not sent" in out + err and "STOP" in out + err
+    assert "Traceback" not in err
+
+
 def test_send_without_a_daemon_times_out(redis_server):
     rc, out, err = run("send", NUMBER, "--timeout", "0.5", env=base_env(redis_server))
     assert rc == 1

@@ -7,7 +7,7 @@ echoed in text output; --json masks it.
 import time
 
 from .. import protocol as P
-from ..client import FINAL, OTPClient, mask_phone
+from ..client import FINAL, OTPClient, SendRefused, mask_phone
 from .common import Failure, UsageError, connect, emit_json, instance_pattern, mask_text, warn
 from .hints import hint_for
 
@@ -32,6 +32,9 @@ def cmd_send(cfg, args):
         job_id = client.send(args.to, args.purpose, **kw)
     except ValueError as e:
         raise UsageError(str(e)) from None
+    except SendRefused as e:
+        # Opted out or over a limit: the daemon would refuse it too; say so, no traceback.
+        raise Failure("not sent: %s" % e) from None
     t0 = time.monotonic()
     changes = []
 

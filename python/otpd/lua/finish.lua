@@ -1,6 +1,6 @@
 -- finish.lua: a job's end, in one step (the ledger's "finish"): its final
 -- status, event and counters, the receipt reference, the opt-out, the burnt
--- code, and the entry's acknowledgement, all or nothing.  See
+-- code, and the entry's acknowledgement and deletion, all or nothing.  See
 -- daemon/ledger.c and docs/protocol.md section 8.
 --
 -- KEYS: 1 job record, 2 OTP record, 3 events, 4 stats, 5 job stream,
