@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """otpd benchmark (issue #7): otpd against a Celery + twilio-python baseline.
 
-Run through bench/run.sh, which checks the tools and builds nothing.  This
-script starts everything it measures against, on loopback only, in a fresh
-work directory, and stops all of it at the end (also on error or Ctrl-C):
+Run through bench/run.sh, which checks the tools.  The only thing built here is
+the reference commit of the before/after comparison (below).  This script
+starts everything it measures against, on loopback only, in a fresh work
+directory, and stops all of it at the end (also on error or Ctrl-C):
 
   * redis-server (no persistence) on a free 127.0.0.1 port;
   * nginx as the Twilio mock (bench/nginx.conf.in): an instant HTTP/2 port,
@@ -18,6 +19,13 @@ BENCH_SCALE=small makes every run shorter (see SCALES).
 BENCH_ONLY=realistic runs only the realistic-provider row (otpd with the
 settings an operator must give and nothing else, and the Celery baseline
 against the same port) and writes bench/results/latest-<scale>-realistic.json.
+BENCH_ONLY=compare runs only the before/after comparison that ends every run:
+the current otpd against a build of REF_COMMIT (d7a84a1, or $BENCH_REF) made
+from this repository (git archive, cmake) into build-ref/<sha>/ and reused
+from there; Redis commands per OTP (MONITOR, commandstats), Redis and otpd CPU
+per OTP, callgrind and a perf profile of redis-server; it writes
+bench/results/latest-<scale>-compare.json.  Without the commit (a shallow
+clone) it says why and skips the comparison.
 Every wait is bounded; a run that does not finish in time is reported as such.
 """
 import json
@@ -25,12 +33,14 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -72,8 +82,8 @@ BASELINE_CONFIGS = [("prefork", 2), ("prefork", 4), ("gevent", 64)]
 REAL_LATENCY_S = 0.300
 REAL_TARGET = 0.80  # throughput ÷ (request cap ÷ latency)
 BENCH_ONLY = os.environ.get("BENCH_ONLY", "")
-if BENCH_ONLY not in ("", "realistic"):
-    sys.exit("BENCH_ONLY must be empty or realistic, not %r" % BENCH_ONLY)
+if BENCH_ONLY not in ("", "realistic", "compare"):
+    sys.exit("BENCH_ONLY must be empty, realistic or compare, not %r" % BENCH_ONLY)
 
 _procs = []
 
@@ -185,20 +195,8 @@ class Env:
     def __init__(self, work):
         self.work = work
         self.ca = testca.make_ca(os.path.join(work, "ca"))
-        self.redis_port = free_port()
-        self.redis = spawn(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--dir", work, "--daemonize", "no",
-                            "--logfile", os.path.join(work, "redis.log"), "--maxclients", "20000"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.r = redis.Redis(port=self.redis_port, decode_responses=True)
-
-        def up():
-            try:
-                return self.r.ping()
-            except redis.exceptions.ConnectionError:
-                return False
-        wait_for(up, 10, what="redis-server")
-        self.redis_url = "redis://127.0.0.1:%d/0" % self.redis_port
+        self.redis = None
+        self.start_redis()
 
         self.h2_port, self.h1_port, self.slow_port = free_port(), free_port(), free_port()
         self.real_port = free_port()
@@ -242,6 +240,26 @@ class Env:
                 with open(os.path.join(ngdir, "nginx-error.log")) as f:
                     raise RuntimeError("nginx exited:\n" + f.read()[-2000:])
         self.check_mock()
+
+    def start_redis(self):
+        """A fresh redis-server (no persistence) on a free loopback port; stops the
+        previous one.  Every run but the comparison's shares one and FLUSHALLs it."""
+        if self.redis is not None:
+            stop(self.redis)
+        self.redis_port = free_port()
+        self.redis = spawn(["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no", "--dir", self.work, "--daemonize", "no",
+                            "--logfile", os.path.join(self.work, "redis.log"), "--maxclients", "20000"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.r = redis.Redis(port=self.redis_port, decode_responses=True)
+
+        def up():
+            try:
+                return self.r.ping()
+            except redis.exceptions.ConnectionError:
+                return False
+        wait_for(up, 10, what="redis-server")
+        self.redis_url = "redis://127.0.0.1:%d/0" % self.redis_port
 
     @staticmethod
     def _listening(port):
@@ -352,13 +370,13 @@ def otpd_env(env, which="h2", **extra):
 
 
 class OtpdRun:
-    def __init__(self, env, name, envvars, wrapper=()):
+    def __init__(self, env, name, envvars, wrapper=(), binary=None):
         self.env = env
         self.err_path = os.path.join(env.work, "otpd-%s.err" % name)
         self.err = open(self.err_path, "wb")
         self.redis_cpu0 = env.redis_cpu()
         self.t0 = time.monotonic()
-        self.proc = spawn(list(wrapper) + [OTPD], env=envvars, stdout=subprocess.DEVNULL, stderr=self.err)
+        self.proc = spawn(list(wrapper) + [binary or OTPD], env=envvars, stdout=subprocess.DEVNULL, stderr=self.err)
 
     def stderr(self):
         with open(self.err_path, "rb") as f:
@@ -734,7 +752,10 @@ def annotate(profile, inclusive, save_as, most, keep):
     return top
 
 
-def bench_callgrind(env, n):
+def bench_callgrind(env, n, binary=None, tag=""):
+    """Instructions per OTP: otpd under callgrind with an n-job backlog, minus a run
+    that only starts and stops.  binary/tag: another build (the comparison), whose
+    files are named callgrind.otpd<tag>.* ."""
     out = os.path.join(BENCH, "results", "callgrind")
     os.makedirs(out, exist_ok=True)
     totals = {}
@@ -742,10 +763,11 @@ def bench_callgrind(env, n):
         env.reset()
         if jobs:
             backlog_otpd(env, jobs)
-        f = os.path.join(out, "callgrind.otpd.%d.out" % jobs)
-        run = OtpdRun(env, "cg-%d" % jobs, otpd_env(env, "h2", OTPD_HTTP_TIMEOUT_MS=60000,
-                                                     OTPD_SHUTDOWN_TIMEOUT_MS=60000),
-                      wrapper=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + f])
+        f = os.path.join(out, "callgrind.otpd%s.%d.out" % (tag, jobs))
+        run = OtpdRun(env, "cg%s-%d" % (tag, jobs), otpd_env(env, "h2", OTPD_HTTP_TIMEOUT_MS=60000,
+                                                            OTPD_SHUTDOWN_TIMEOUT_MS=60000),
+                      wrapper=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + f],
+                      binary=binary)
         run.wait_ready(timeout=120)
         if jobs:
             run.wait_sent(jobs, timeout=300, interval=0.2)
@@ -753,17 +775,601 @@ def bench_callgrind(env, n):
             time.sleep(1)
         run.finish(timeout=120)
         totals[jobs] = callgrind_total(f)
-    profile = os.path.join(out, "callgrind.otpd.%d.out" % n)
-    top = annotate(profile, False, os.path.join(out, "annotate.%d.txt" % n), 15,
+    profile = os.path.join(out, "callgrind.otpd%s.%d.out" % (tag, n))
+    top = annotate(profile, False, os.path.join(out, "annotate%s.%d.txt" % (tag, n)), 15,
                    lambda line: "PROGRAM TOTALS" not in line)
-    top_inc = annotate(profile, True, os.path.join(out, "annotate-inclusive.%d.txt" % n), 25,
+    top_inc = annotate(profile, True, os.path.join(out, "annotate-inclusive%s.%d.txt" % (tag, n)), 25,
                        lambda line: "/daemon/" in line)
     res = {"jobs": n, "ir_total": totals[n], "ir_startup_only": totals[0],
            "ir_per_otp": (totals[n] - totals[0]) / n, "top15_self": top,
            "top_otpd_inclusive": top_inc}
-    log("callgrind: %.0f instructions per OTP (%d jobs, startup-only run subtracted)"
-        % (res["ir_per_otp"], n))
+    log("callgrind%s: %.0f instructions per OTP (%d jobs, startup-only run subtracted)"
+        % (tag, res["ir_per_otp"], n))
     return res
+
+
+# ---------------------------------------------------------------- before/after: a reference commit
+#
+# The Redis write path of the current otpd against a build of REF_COMMIT made here from
+# `git archive` (BENCH_ONLY=compare, and the last part of every other run).  Each build
+# runs CMP_REPS + 1 times, alternately, each time on a freshly started redis-server with
+# the same settings, against the instant HTTP/2 mock, with the same otpd settings
+# (otpd_env: OTPD_PROVIDER=twilio, default send limits, a random hash key) and CMP_N
+# jobs to distinct numbers.  One run of each has MONITOR attached (top-level commands);
+# the others are the CPU runs (MONITOR itself costs Redis CPU).  Then callgrind.
+
+REF_COMMIT = os.environ.get("BENCH_REF", "d7a84a1")
+CMP_N = 1000          # jobs per run
+CMP_CG_N = 500        # jobs in the callgrind runs
+CMP_REPS = 3          # CPU runs per build; the table gives their medians
+CMP_POLL_S = 0.01     # the bench polls otpd:stats this often during a run
+CMP_CALIB_S = 1.0     # how long the bench's polling is measured alone
+CMP_TOPLEVEL_MAX = 5.0    # target: top-level commands per OTP, current build
+CMP_CPU_RATIO_MAX = 0.6   # target: Redis CPU and otpd CPU, current ÷ reference
+BENCH_CLIENT = "otpd-bench"
+CMP_PROFILE_N = 3000  # jobs in the perf profile run of redis-server (more samples)
+CMP_PROFILE_HZ = 5000
+MONITOR_LINE = re.compile(r'^\+(\d+\.\d+) \[\d+ ([^\]]+)\] "((?:[^"\\]|\\.)*)"')
+
+
+def git(*args, timeout=60):
+    return subprocess.run(["git", "-C", ROOT] + list(args), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def build_ref(commit):
+    """Build commit of the repository the bench runs in: git archive | tar into
+    build-ref/<full sha>/src, cmake into build-ref/<full sha>/build; a finished build
+    there is reused.  Returns (binary, info); binary is None and info["skipped"] says
+    why when there is no such commit (a shallow clone, say) or the build fails."""
+    info = {"commit": commit}
+    for tool in ("git", "cmake", "tar", "make"):
+        if not shutil.which(tool):
+            info["skipped"] = "%s is not installed" % tool
+            return None, info
+    if git("rev-parse", "--git-dir").returncode != 0:
+        info["skipped"] = "%s is not a git repository" % ROOT
+        return None, info
+    rv = git("rev-parse", "--verify", "--quiet", commit + "^{commit}")
+    if rv.returncode != 0:
+        shallow = git("rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+        info["skipped"] = "commit %s is not in the repository at %s%s" % (
+            commit, ROOT, " (a shallow clone: `git fetch --unshallow` brings the history)"
+            if shallow else "")
+        return None, info
+    sha = rv.stdout.strip()
+    base = os.path.join(ROOT, "build-ref", sha)
+    src, bld = os.path.join(base, "src"), os.path.join(base, "build")
+    binary, stamp = os.path.join(bld, "otpd"), os.path.join(base, "built")
+    buildlog = os.path.join(base, "build.log")
+    info.update(sha=sha, dir=os.path.relpath(base, ROOT), binary=binary, build_log=buildlog)
+    if os.path.exists(stamp) and os.access(binary, os.X_OK):
+        info["cached"] = True
+        log("reference %s: reusing %s" % (commit, os.path.relpath(binary, ROOT)))
+        return binary, info
+    log("reference %s: building %s (git archive, cmake RelWithDebInfo, -j2)"
+        % (commit, os.path.relpath(bld, ROOT)))
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(src)
+    t0 = time.monotonic()
+    with open(buildlog, "wb") as lf:
+        lf.write(b"$ git archive %s | tar -x -C %s\n" % (sha.encode(), src.encode()))
+        lf.flush()
+        arch = subprocess.Popen(["git", "-C", ROOT, "archive", sha], stdout=subprocess.PIPE, stderr=lf)
+        tar = subprocess.run(["tar", "-x", "-C", src], stdin=arch.stdout, stderr=lf, timeout=300)
+        arch.stdout.close()
+        ok = arch.wait(60) == 0 and tar.returncode == 0
+        for cmd in (["cmake", "-S", src, "-B", bld, "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+                     "-DOTPD_TESTS=OFF"],
+                    ["cmake", "--build", bld, "-j2"]):
+            if not ok:
+                break
+            lf.write(("$ " + " ".join(cmd) + "\n").encode())
+            lf.flush()
+            try:
+                ok = subprocess.run(cmd, stdout=lf, stderr=subprocess.STDOUT, timeout=900).returncode == 0
+            except subprocess.TimeoutExpired:
+                ok = False
+    if not ok or not os.access(binary, os.X_OK):
+        with open(buildlog, errors="replace") as f:
+            tail = f.read()[-1500:]
+        info["skipped"] = "building %s failed (log: %s):\n%s" % (commit, buildlog, tail)
+        return None, info
+    with open(stamp, "w") as f:
+        f.write("%s built %s\n" % (sha, time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+    info.update(cached=False, build_s=round(time.monotonic() - t0, 1))
+    log("reference %s: built in %.0f s" % (commit, info["build_s"]))
+    return binary, info
+
+
+def otpd_cpu(pid):
+    """(CPU-seconds from the threads' /proc/PID/task/*/schedstat, in ns; utime+stime
+    from /proc/PID/stat, in clock ticks; number of threads)."""
+    ns, n = 0, 0
+    try:
+        for t in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                ns += int(f.read().split()[0])
+                n += 1
+    except OSError:
+        pass
+    return ns / 1e9, proc_stat(pid)[0], n
+
+
+def redis_snapshot(c):
+    """One INFO cpu commandstats: (used_cpu_user + used_cpu_sys, {command: (calls, usec)})."""
+    i = c.execute_command("INFO", "cpu", "commandstats")
+    cmds = {k[len("cmdstat_"):]: (int(v["calls"]), int(v["usec"]))
+            for k, v in i.items() if k.startswith("cmdstat_")}
+    return float(i["used_cpu_user"]) + float(i["used_cpu_sys"]), cmds
+
+
+class Monitor:
+    """A MONITOR connection read by a thread into memory."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), 5)
+        self.sock.settimeout(None)
+        self.sock.sendall(b"MONITOR\r\n")
+        self.chunks = []
+        self.size = 0
+        self.th = threading.Thread(target=self._read, daemon=True)
+        self.th.start()
+        wait_for(lambda: self.size >= 5, 5, what="MONITOR to answer")
+
+    def _read(self):
+        while True:
+            try:
+                d = self.sock.recv(1 << 20)
+            except OSError:
+                return
+            if not d:
+                return
+            self.chunks.append(d)
+            self.size += len(d)
+
+    def lines(self):
+        return b"".join(self.chunks).decode("utf-8", "replace").split("\r\n")
+
+    def until(self, addr, cmd, timeout=10):
+        """[(addr or 'lua', COMMAND)] up to (not including) the first cmd from addr."""
+        def find():
+            out = []
+            for line in self.lines():
+                m = MONITOR_LINE.match(line)
+                if not m:
+                    continue
+                a, c = m.group(2), m.group(3).upper()
+                if a == addr and c == cmd:
+                    return out
+                out.append((a, c))
+            return None
+        wait_for(lambda: find() is not None, timeout, what="MONITOR to show the bench's %s" % cmd)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        return find()
+
+
+def compare_run(env, label, binary, n, rep, monitor=False, profile=None):
+    """One run of one build: a fresh redis-server, otpd started on an empty stream and
+    ready, then stopped (SIGSTOP) while the n jobs are XADDed and the bench's own cost
+    is measured; the counters are read, otpd continued (SIGCONT) and the run ends when
+    every job is sent and acknowledged (XPENDING empty).  monitor: MONITOR attached;
+    profile: a path, perf record samples redis-server into it."""
+    env.start_redis()
+    name = "cmp-%s-%d%s" % (label, rep, "-monitor" if monitor else "-perf" if profile else "")
+    run = OtpdRun(env, name, otpd_env(env, "h2"), binary=binary)
+    run.wait_ready()
+    time.sleep(0.3)  # its start-up writes (scripts, group, heartbeat) are done
+    pid = run.proc.pid
+    b = redis.Redis(port=env.redis_port, decode_responses=True, single_connection_client=True,
+                    client_name=BENCH_CLIENT)
+    addr = b.client_info()["addr"]
+    stats_key = "otpd:stats"
+    mon = None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        backlog_otpd(env, n)
+        # The bench's own load on Redis, alone: the same polling for CMP_CALIB_S with
+        # otpd stopped (idle cost of redis-server included).
+        c0, _ = redis_snapshot(b)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < CMP_CALIB_S:
+            b.hget(stats_key, "jobs:sent")
+            time.sleep(CMP_POLL_S)
+        c1, _ = redis_snapshot(b)
+        bench_rate = (c1 - c0) / (time.monotonic() - t0)
+        cpu0, cmds0 = redis_snapshot(b)
+        o0 = otpd_cpu(pid)
+        if monitor:
+            mon = Monitor(env.redis_port)
+        if profile:
+            perf = subprocess.Popen(["perf", "record", "-q", "-F", str(CMP_PROFILE_HZ), "-e", "cpu-clock",
+                                     "--call-graph", "dwarf,16384", "-p", str(env.redis.pid),
+                                     "-o", profile], stdout=subprocess.DEVNULL,
+                                    stderr=open(profile + ".err", "wb"))
+            time.sleep(1.0)  # attached (otpd is stopped: nothing is missed)
+        t_start = time.monotonic()
+        resume_ms = time.time() * 1000
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    polls = {"hget": 0, "xpending": 0}
+    deadline = time.monotonic() + 60
+    while True:
+        polls["hget"] += 1
+        if int(b.hget(stats_key, "jobs:sent") or 0) >= n:
+            polls["xpending"] += 1
+            if int(b.xpending("otpd:jobs", "otpd")["pending"]) == 0:
+                break
+        if run.proc.poll() is not None:
+            raise RuntimeError("otpd exited %s:\n%s" % (run.proc.returncode, run.stderr()[-3000:]))
+        if time.monotonic() > deadline:
+            raise TimeoutError("%s: otpd sent %s of %d jobs in 60 s"
+                               % (name, b.hget(stats_key, "jobs:sent"), n))
+        time.sleep(CMP_POLL_S)
+    t_end = time.monotonic()
+    o1 = otpd_cpu(pid)
+    cpu1, cmds1 = redis_snapshot(b)
+    if profile:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(120)
+    # The bench's own commands between the two snapshots: the first INFO (a command's
+    # calls are counted after it runs), its polls, and MONITOR.
+    own = {"info": 1, "hget": polls["hget"], "xpending": polls["xpending"],
+           "monitor": 1 if monitor else 0}
+    cmds = {}
+    for k in set(cmds0) | set(cmds1):
+        calls = cmds1.get(k, (0, 0))[0] - cmds0.get(k, (0, 0))[0]
+        usec = cmds1.get(k, (0, 0))[1] - cmds0.get(k, (0, 0))[1]
+        mine = own.get(k, 0)
+        if mine:
+            if mine > calls:
+                raise RuntimeError("%s: commandstats show %d %s calls, the bench made %d"
+                                   % (name, calls, k, mine))
+            usec = usec * (calls - mine) / calls  # shared with otpd: by calls
+            calls -= mine
+        if calls:
+            cmds[k] = {"calls": calls, "usec": usec}
+    window = t_end - t_start
+    redis_cpu = (cpu1 - cpu0) - bench_rate * window
+    res = {"build": label, "rep": rep, "monitor": monitor, "jobs": n, "window_s": window,
+           "redis_cpu_s_raw": cpu1 - cpu0, "bench_redis_cpu_s": bench_rate * window,
+           "redis_cpu_us_per_otp": redis_cpu / n * 1e6,
+           "otpd_cpu_us_per_otp": (o1[0] - o0[0]) / n * 1e6,
+           "otpd_cpu_ticks_us_per_otp": (o1[1] - o0[1]) / n * 1e6, "otpd_threads": o1[2],
+           "bench_commands": own, "commands": cmds,
+           "commands_per_otp": sum(v["calls"] for v in cmds.values()) / n,
+           "commandstats_usec_per_otp": sum(v["usec"] for v in cmds.values()) / n}
+    if mon:
+        seen = mon.until(addr, "INFO")
+        # MONITOR shows a transaction as MULTI, then at EXEC time its queued commands
+        # and EXEC, all from the client's address; a script's commands as "lua".
+        top, multi, lua, conns, in_tx = {}, {}, {}, set(), set()
+        for a, c in seen:
+            if a == "lua":
+                lua[c] = lua.get(c, 0) + 1
+            elif a != addr:
+                top[c] = top.get(c, 0) + 1
+                conns.add(a)
+                if c == "MULTI":
+                    in_tx.add(a)
+                elif c in ("EXEC", "DISCARD"):
+                    in_tx.discard(a)
+                elif a in in_tx:
+                    multi[c] = multi.get(c, 0) + 1
+        res.update(toplevel=top, in_multi=multi, in_scripts=lua, otpd_connections=len(conns),
+                   bench_commands_seen={c: sum(1 for a, x in seen if a == addr and x == c)
+                                        for c in {x for a, x in seen if a == addr}},
+                   toplevel_per_otp=sum(top.values()) / n, in_scripts_per_otp=sum(lua.values()) / n)
+        names = {c["addr"]: c.get("name", "") for c in b.client_list()}
+        res["otpd_connection_names"] = sorted(names.get(a, "?") for a in conns)
+        # MONITOR and commandstats must agree on the total.
+        res["monitor_total"] = sum(top.values()) + sum(lua.values())
+        res["commandstats_total"] = sum(v["calls"] for v in cmds.values())
+    times, missing = sent_times(env, n, "b")
+    span = (times[-1] - times[0]) / 1000.0 if len(times) > 1 else 0
+    i10, i90 = len(times) // 10, (len(times) * 9) // 10
+    steady = None
+    if len(times) >= 10 and times[i90] > times[i10]:
+        steady = (i90 - i10) / ((times[i90] - times[i10]) / 1000.0)
+    res.update(not_sent=missing, first_to_last_s=span,
+               otp_per_s=(len(times) - 1) / span if span else None,
+               otp_per_s_steady_p10_p90=steady,
+               first_sent_after_resume_ms=times[0] - resume_ms if times else None,
+               sent_ms_percentiles={q: times[min(len(times) - 1, q * len(times) // 100)] - times[0]
+                                    for q in (10, 50, 90, 99)} if times else None,
+               retries=int(env.r.hget("otpd:stats", "jobs:retries") or 0),
+               refused=n - len(times))
+    b.close()
+    run.finish()
+    log("compare %s run %d%s: Redis CPU %.1f µs/OTP (bench's %.1f ms removed), otpd CPU %.1f µs/OTP "
+        "(ticks: %.0f), %.1f commands/OTP%s, %s OTP/s, not sent %d"
+        % (label, rep, " (MONITOR)" if monitor else " (perf profile, %d jobs)" % n if profile else "",
+           res["redis_cpu_us_per_otp"],
+           res["bench_redis_cpu_s"] * 1e3, res["otpd_cpu_us_per_otp"],
+           res["otpd_cpu_ticks_us_per_otp"], res["commands_per_otp"],
+           (", top-level %.2f/OTP, in scripts %.2f/OTP, %d connections"
+            % (res["toplevel_per_otp"], res["in_scripts_per_otp"], res["otpd_connections"]))
+           if mon else "", fmt(res["otp_per_s"]), missing))
+    if mon and res["monitor_total"] != res["commandstats_total"]:
+        log("compare %s: MONITOR saw %d commands, commandstats counted %d"
+            % (label, res["monitor_total"], res["commandstats_total"]))
+    return res
+
+
+# redis-server's samples are sorted by the functions on their call stack (Debian's binary
+# is stripped but keeps its dynamic symbols, and the stacks unwind with DWARF):
+PROFILE_ACTIVITIES = [
+    ("scripts", "scripts: EVALSHA, wherever sent (evalGenericCommand)", 0),
+    ("script_call", "redis.call: the commands scripts run, with argument and reply conversion "
+                    "(scriptCall)", 1),
+    ("script_lua", "the scripts' own Lua code (lua_pcall, outside scriptCall)", 1),
+    ("script_setup", "script set-up: KEYS/ARGV tables, reply, Lua GC (rest of evalGenericCommand)", 1),
+    ("exec", "transactions: EXEC and the commands queued in MULTI, scripts excepted (execCommand)", 0),
+    ("direct", "other commands sent directly (call)", 0),
+    ("read", "reading and parsing requests (readQueryFromClient, outside call)", 0),
+    ("other", "writing replies, timers, waiting (everything else)", 0),
+    ("kernel", "across all of the above: in the kernel (system calls: network)", 0),
+    ("snprintf", "across all of the above: snprintf (Redis 7.0 formats each Lua number passed to "
+                 "redis.call with %.17g)", 0),
+    ("broken", "across all of the above: stacks that did not unwind to main", 0),
+]
+
+
+def perf_works():
+    """None, or why perf cannot profile here."""
+    if not shutil.which("perf"):
+        return "perf is not installed (Debian: linux-perf)"
+    try:
+        out = subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-o", "/dev/null", "true"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "perf does not run: %s" % e
+    return None if out.returncode == 0 else "perf record fails: %s" % out.stderr.strip()[-300:]
+
+
+def perf_profile(data):
+    """{activity: % of redis-server's samples} from perf script, and the sample count."""
+    out = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym,dso"], capture_output=True,
+                         text=True, timeout=600).stdout
+    counts = {k: 0 for k, _, _ in PROFILE_ACTIVITIES}
+    total = 0
+    for block in out.split("\n\n"):
+        frames = [ln.split(None, 1)[1] for ln in block.strip("\n").splitlines() if ln.strip()
+                  and len(ln.split(None, 1)) == 2]
+        if not frames:
+            continue
+        total += 1
+        names = set(f.rsplit(" (", 1)[0] for f in frames)
+        if frames[0].endswith("([kernel.kallsyms])"):
+            counts["kernel"] += 1
+        if "__vsnprintf_internal" in names:
+            counts["snprintf"] += 1
+        if "main" not in names:
+            counts["broken"] += 1
+        if "evalGenericCommand" in names:
+            counts["scripts"] += 1
+            counts["script_call" if "scriptCall" in names else
+                   "script_lua" if "lua_pcall" in names else "script_setup"] += 1
+        elif "execCommand" in names:
+            counts["exec"] += 1
+        elif "call" in names:
+            counts["direct"] += 1
+        elif "readQueryFromClient" in names:
+            counts["read"] += 1
+        else:
+            counts["other"] += 1
+    return {k: 100.0 * v / total if total else 0.0 for k, v in counts.items()}, total
+
+
+def compare_summary(runs, mon, cg, n):
+    """Medians of the CPU runs, the MONITOR run's counts, callgrind; and the breakdown."""
+    med = statistics.median
+    s = {}
+    for k in ("redis_cpu_us_per_otp", "otpd_cpu_us_per_otp", "otpd_cpu_ticks_us_per_otp",
+              "otp_per_s", "otp_per_s_steady_p10_p90", "commands_per_otp",
+              "commandstats_usec_per_otp"):
+        xs = [r[k] for r in runs if r.get(k) is not None]
+        s[k] = med(xs) if xs else None
+        s[k + "_runs"] = xs
+    s["toplevel_per_otp"] = mon["toplevel_per_otp"]
+    s["in_scripts_per_otp"] = mon["in_scripts_per_otp"]
+    s["otpd_connections"] = mon["otpd_connections"]
+    s["ceiling_otp_per_redis_core_s"] = 1e6 / s["redis_cpu_us_per_otp"] if s["redis_cpu_us_per_otp"] else None
+    s["ir_per_otp"] = cg["ir_per_otp"] if cg else None
+    s["not_sent"] = sum(r["not_sent"] for r in runs + [mon])
+    s["retries"] = sum(r["retries"] for r in runs + [mon])
+    names = set(mon["toplevel"]) | set(mon["in_scripts"])
+    for r in runs:
+        names |= set(r["commands"])
+    rows = {}
+    for c in names:
+        key = c.lower()
+        calls = [r["commands"].get(key, {}).get("calls", 0) / n for r in runs]
+        usec = [r["commands"].get(key, {}).get("usec", 0) / n for r in runs]
+        top = mon["toplevel"].get(c.upper(), 0) / n
+        tx = mon["in_multi"].get(c.upper(), 0) / n
+        lua = mon["in_scripts"].get(c.upper(), 0) / n
+        rows[key] = {"toplevel_per_otp": top, "in_multi_per_otp": tx, "in_scripts_per_otp": lua,
+                     "calls_per_otp": med(calls), "usec_per_otp": med(usec),
+                     # usec of the calls not run by EXEC or a script (their share of the
+                     # calls in the MONITOR run): EXEC's and EVALSHA's usec include those
+                     "outer_usec_per_otp": med(usec) * (top - tx) / (top + lua) if top + lua else 0.0}
+    s["breakdown"] = rows
+    s["in_multi_per_otp"] = sum(mon["in_multi"].values()) / n
+    s["outer_usec_per_otp"] = sum(v["outer_usec_per_otp"] for v in rows.values())
+    return s
+
+
+def bench_compare(env):
+    res = {"ref_commit": REF_COMMIT, "jobs": CMP_N, "reps": CMP_REPS, "callgrind_jobs": CMP_CG_N,
+           "poll_s": CMP_POLL_S, "settings": {k: v for k, v in otpd_env(env, "h2").items()
+                                              if k.startswith("OTPD_") and k != "OTPD_HASH_KEY"},
+           "targets": {"toplevel_per_otp_max": CMP_TOPLEVEL_MAX,
+                       "redis_cpu_ratio_max": CMP_CPU_RATIO_MAX,
+                       "otpd_cpu_ratio_max": CMP_CPU_RATIO_MAX}}
+    binary, info = build_ref(REF_COMMIT)
+    res["ref"] = info
+    if binary is None:
+        log("comparison with %s skipped: %s" % (REF_COMMIT, info["skipped"]))
+        res["skipped"] = info["skipped"]
+        return res
+    ref = os.path.join(env.work, "otpd-ref")
+    subprocess.run(["cp", "-p", binary, ref], check=True)
+    info["sha256"] = subprocess.run(["sha256sum", ref], capture_output=True, text=True).stdout.split(" ")[0]
+    info["version"] = subprocess.run([ref, "--version"], capture_output=True, text=True).stdout.strip()
+    builds = (("old", ref), ("new", OTPD))
+    runs = {"old": [], "new": []}
+    for rep in range(CMP_REPS):  # alternate, so a busy spell on the machine hits both
+        for label, b in builds:
+            runs[label].append(compare_run(env, label, b, CMP_N, rep))
+    mon = {label: compare_run(env, label, b, CMP_N, CMP_REPS, monitor=True) for label, b in builds}
+    prof = {}
+    why = perf_works() if os.environ.get("BENCH_PERF", "1") != "0" else "BENCH_PERF=0"
+    if why:
+        log("compare: no perf profile of redis-server: %s" % why)
+        res["profile_skipped"] = why
+    else:
+        for label, b in builds:
+            data = os.path.join(env.work, "perf-redis-%s.data" % label)
+            r = compare_run(env, label, b, CMP_PROFILE_N, CMP_REPS + 1, profile=data)
+            pct, nsamp = perf_profile(data)
+            prof[label] = {"jobs": CMP_PROFILE_N, "hz": CMP_PROFILE_HZ, "samples": nsamp,
+                           "pct": pct, "run": r}
+            log("compare %s: perf profile of redis-server, %d samples: scripts %.1f%%, EXEC %.1f%%, "
+                "kernel %.1f%%" % (label, nsamp, pct["scripts"], pct["exec"], pct["kernel"]))
+    res["profile"] = prof
+    cg = {"old": None, "new": None}
+    if os.environ.get("BENCH_CALLGRIND", "1") != "0":
+        env.start_redis()
+        for label, b in builds:
+            cg[label] = bench_callgrind(env, CMP_CG_N, binary=b, tag="-cmp-" + label)
+    res["runs"] = runs
+    res["monitor_runs"] = mon
+    res["callgrind"] = cg
+    res["old"] = compare_summary(runs["old"], mon["old"], cg["old"], CMP_N)
+    res["new"] = compare_summary(runs["new"], mon["new"], cg["new"], CMP_N)
+    return res
+
+
+def compare_rows(C):
+    """The comparison's table: figure, reference, current, current ÷ reference, target."""
+    o, w = C["old"], C["new"]
+
+    def ratio(k):
+        return ("%.2f×" % (w[k] / o[k])) if o.get(k) and w.get(k) is not None else "-"
+
+    def runs(x, k):
+        return " (%s)" % " / ".join(fmt(v) for v in x[k + "_runs"]) if len(x[k + "_runs"]) > 1 else ""
+
+    def met(ok):
+        return "met" if ok else "NOT met"
+    rr = w["redis_cpu_us_per_otp"] / o["redis_cpu_us_per_otp"]
+    orr = w["otpd_cpu_us_per_otp"] / o["otpd_cpu_us_per_otp"]
+    cg = C["callgrind_jobs"]
+    return [
+        ("top-level Redis commands sent by otpd per OTP (MONITOR)", fmt(o["toplevel_per_otp"]),
+         fmt(w["toplevel_per_otp"]), ratio("toplevel_per_otp"),
+         "≤ %.0f: %s" % (CMP_TOPLEVEL_MAX, met(w["toplevel_per_otp"] <= CMP_TOPLEVEL_MAX))),
+        ("commands run inside scripts per OTP (MONITOR)", fmt(o["in_scripts_per_otp"]),
+         fmt(w["in_scripts_per_otp"]), ratio("in_scripts_per_otp"), ""),
+        ("all Redis commands per OTP (commandstats)", fmt(o["commands_per_otp"]),
+         fmt(w["commands_per_otp"]), ratio("commands_per_otp"), ""),
+        ("Redis CPU per OTP (µs; runs)", fmt(o["redis_cpu_us_per_otp"]) + runs(o, "redis_cpu_us_per_otp"),
+         fmt(w["redis_cpu_us_per_otp"]) + runs(w, "redis_cpu_us_per_otp"), ratio("redis_cpu_us_per_otp"),
+         "≤ %.1f× old: %s" % (CMP_CPU_RATIO_MAX, met(rr <= CMP_CPU_RATIO_MAX))),
+        ("ceiling per Redis core = 1 / Redis CPU per OTP (OTP/s)",
+         fmt(o["ceiling_otp_per_redis_core_s"]), fmt(w["ceiling_otp_per_redis_core_s"]),
+         ratio("ceiling_otp_per_redis_core_s"), ""),
+        ("otpd CPU per OTP, start-up excluded (µs, schedstat; runs)",
+         fmt(o["otpd_cpu_us_per_otp"]) + runs(o, "otpd_cpu_us_per_otp"),
+         fmt(w["otpd_cpu_us_per_otp"]) + runs(w, "otpd_cpu_us_per_otp"), ratio("otpd_cpu_us_per_otp"),
+         "≤ %.1f× old: %s" % (CMP_CPU_RATIO_MAX, met(orr <= CMP_CPU_RATIO_MAX))),
+        ("otpd CPU per OTP from /proc/PID/stat (µs, 10 ms ticks)", fmt(o["otpd_cpu_ticks_us_per_otp"]),
+         fmt(w["otpd_cpu_ticks_us_per_otp"]), ratio("otpd_cpu_ticks_us_per_otp"), ""),
+        ("instructions per OTP, otpd (callgrind, %d jobs)" % cg, fmt(o["ir_per_otp"]),
+         fmt(w["ir_per_otp"]), ratio("ir_per_otp"), ""),
+        ("throughput, first to last sent (OTP/s; runs)", fmt(o["otp_per_s"]) + runs(o, "otp_per_s"),
+         fmt(w["otp_per_s"]) + runs(w, "otp_per_s"), ratio("otp_per_s"), ""),
+        ("steady rate, 10th to 90th percentile of sent times (OTP/s)",
+         fmt(o["otp_per_s_steady_p10_p90"]), fmt(w["otp_per_s_steady_p10_p90"]),
+         ratio("otp_per_s_steady_p10_p90"), ""),
+    ]
+
+
+def compare_breakdown(C):
+    """Per command: top-level and in-script calls per OTP (MONITOR run), all calls and
+    usec per OTP (commandstats, median of the CPU runs), for both builds."""
+    o, w = C["old"]["breakdown"], C["new"]["breakdown"]
+    keys = sorted(set(o) | set(w), key=lambda k: -max(o.get(k, {}).get("usec_per_otp", 0),
+                                                       w.get(k, {}).get("usec_per_otp", 0)))
+    z = {"toplevel_per_otp": 0, "in_multi_per_otp": 0, "in_scripts_per_otp": 0,
+         "calls_per_otp": 0, "usec_per_otp": 0}
+
+    def n2(v):
+        return "0" if not v else "%.3f" % v if v < 0.01 else "%.2f" % v
+
+    def cells(x):
+        return [n2(x["toplevel_per_otp"]) + (" (%s)" % n2(x["in_multi_per_otp"])
+                                             if x["in_multi_per_otp"] else ""),
+                n2(x["in_scripts_per_otp"]), "%.1f" % x["usec_per_otp"]]
+    rows = [[k.upper()] + cells(o.get(k, z)) + cells(w.get(k, z)) for k in keys]
+    rows.append(["all commands"] + cells({**z, **C["old"], "usec_per_otp": C["old"]["commandstats_usec_per_otp"]})
+                + cells({**z, **C["new"], "usec_per_otp": C["new"]["commandstats_usec_per_otp"]}))
+    rows.append(["outermost commands only (no double count)", "", "", "%.1f" % C["old"]["outer_usec_per_otp"],
+                 "", "", "%.1f" % C["new"]["outer_usec_per_otp"]])
+    rows.append(["Redis CPU (INFO cpu, for comparison)", "", "", "%.1f" % C["old"]["redis_cpu_us_per_otp"],
+                 "", "", "%.1f" % C["new"]["redis_cpu_us_per_otp"]])
+    r = C["ref"]["commit"]
+    head = ("command", "%s sent (in MULTI)" % r, "%s in scripts" % r, "%s usec" % r,
+            "current sent (in MULTI)", "current in scripts", "current usec")
+    return render(rows, head)
+
+
+def compare_report(C):
+    if C.get("skipped"):
+        return "comparison with %s skipped: %s" % (C["ref_commit"], C["skipped"])
+    r = C["ref"]
+    head = ("figure", "%s (old)" % r["commit"], "current (new)", "new ÷ old", "target")
+    lines = ["before/after: otpd at %s (%s, sha256 %s…%s) against the current build, %d jobs "
+             "per run, instant HTTP/2 mock, fresh redis-server per run; medians of %d CPU runs "
+             "per build" % (r["commit"], r["sha"][:12], r["sha256"][:8],
+                            ", built now" if not r.get("cached") else ", cached build",
+                            C["jobs"], C["reps"]),
+             "", render(compare_rows(C), head), "",
+             "per OTP, by command: calls otpd sent (of which queued in MULTI) and calls run "
+             "inside scripts, from the MONITOR run; usec from INFO commandstats, median of the "
+             "CPU runs: time inside the command by the wall clock (so it grows when redis-server "
+             "is preempted on a busy machine), EXEC's and EVALSHA's including the commands they "
+             "run:", "", compare_breakdown(C)]
+    o, w = C["old"], C["new"]
+    if C.get("profile"):
+        po, pw = C["profile"]["old"], C["profile"]["new"]
+        rows = []
+        for k, a, ind in PROFILE_ACTIVITIES:
+            x, y = po["pct"][k], pw["pct"][k]
+            rows.append(("  " * ind + a, "%.1f%%" % x, "%.1f" % (x / 100 * o["redis_cpu_us_per_otp"]),
+                         "%.1f%%" % y, "%.1f" % (y / 100 * w["redis_cpu_us_per_otp"])))
+        lines += ["", "redis-server's CPU by activity: perf record -e cpu-clock -F %d --call-graph dwarf "
+                  "on redis-server, one run of %d jobs per build (%s and %s samples); µs/OTP = share × "
+                  "the median Redis CPU per OTP above:" % (CMP_PROFILE_HZ, po["jobs"], po["samples"],
+                                                            pw["samples"]), "",
+                  render(rows, ("activity", "%s share" % r["commit"], "%s µs/OTP" % r["commit"],
+                                "current share", "current µs/OTP"))]
+    elif C.get("profile_skipped"):
+        lines += ["", "(no perf profile of redis-server: %s)" % C["profile_skipped"]]
+    lines.append("")
+    lines.append("ceiling per Redis core = 1 / Redis CPU per OTP: %s: 1 / %.1f µs = %s OTP/s; "
+                 "current: 1 / %.1f µs = %s OTP/s"
+                 % (r["commit"], o["redis_cpu_us_per_otp"], fmt(o["ceiling_otp_per_redis_core_s"]),
+                    w["redis_cpu_us_per_otp"], fmt(w["ceiling_otp_per_redis_core_s"])))
+    lines.append("otpd connections to Redis seen in the MONITOR runs: %d (old), %d (new); jobs not "
+                 "sent: %d (old), %d (new); retried sends: %d (old), %d (new)"
+                 % (o["otpd_connections"], w["otpd_connections"], o["not_sent"], w["not_sent"],
+                    o["retries"], w["retries"]))
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- baseline
@@ -1021,11 +1627,12 @@ def realistic_rows(RR):
     ]
 
 
-def render(rows):
-    head = ("figure", "otpd", "baseline", "ratio", "target")
-    w = [max(len(str(r[i])) for r in rows + [head]) for i in range(5)]
+def render(rows, head=("figure", "otpd", "baseline", "ratio", "target")):
+    rows = [tuple(r) for r in rows]
+    k = len(head)
+    w = [max(len(str(r[i])) for r in rows + [head]) for i in range(k)]
     lines = ["| " + " | ".join(str(h).ljust(w[i]) for i, h in enumerate(head)) + " |",
-             "|" + "|".join("-" * (w[i] + 2) for i in range(5)) + "|"]
+             "|" + "|".join("-" * (w[i] + 2) for i in range(k)) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(str(c).ljust(w[i]) for i, c in enumerate(r)) + " |")
     return "\n".join(lines)
@@ -1140,6 +1747,21 @@ def realistic_only(R, work):
     print("\nraw numbers: %s" % os.path.relpath(path, ROOT))
 
 
+def compare_only(R, work):
+    """BENCH_ONLY=compare: redis, the mock, and the before/after comparison."""
+    try:
+        env = Env(work)
+        R["compare"] = bench_compare(env)
+    finally:
+        cleanup()
+    R["elapsed_s"] = time.monotonic() - T_START
+    t = compare_report(R["compare"])
+    R["table"] = t
+    path = write_results(R, "-compare")
+    print("\n%s\n\n%d cores, %.0f s" % (t, os.cpu_count(), R["elapsed_s"]))
+    print("\nraw numbers: %s" % os.path.relpath(path, ROOT))
+
+
 def main():
     global OTPD
     if not os.access(OTPD, os.X_OK):
@@ -1153,10 +1775,12 @@ def main():
     # Run a private copy: a rebuild of build/otpd during the run must not mix binaries.
     subprocess.run(["cp", "-p", OTPD, os.path.join(work, "otpd")], check=True)
     OTPD = os.path.join(work, "otpd")
-    if BENCH_ONLY == "realistic":
-        del R["otpd"], R["baseline"], R["otpd_tuning"]
+    if BENCH_ONLY in ("realistic", "compare"):
+        del R["otpd"], R["baseline"]
+        if BENCH_ONLY == "realistic":
+            del R["otpd_tuning"]
         R["only"] = BENCH_ONLY
-        realistic_only(R, work)
+        (realistic_only if BENCH_ONLY == "realistic" else compare_only)(R, work)
         if not os.environ.get("BENCH_KEEP"):
             subprocess.run(["rm", "-rf", work])
         return
@@ -1179,6 +1803,8 @@ def main():
                                                           P["base_lat_s"])
         R["realistic"] = {"otpd": bench_realistic(env, P["real_n"]),
                           "baseline": bench_baseline_realistic(env, mod, P["real_n"])}
+        # Last: it starts a fresh redis-server for each of its runs.
+        R["compare"] = bench_compare(env)
     finally:
         cleanup()
     R["elapsed_s"] = time.monotonic() - T_START
@@ -1186,6 +1812,7 @@ def main():
         raise RuntimeError("the copy of otpd changed during the run")
     t = table(R)
     R["table"] = t
+    R["compare_table"] = compare_report(R["compare"])
     path = write_results(R)
     b = R["baseline"]["best"]
     print("\notpd vs Celery %s -c %d + twilio-python (best baseline by throughput), BENCH_SCALE=%s, "
@@ -1202,6 +1829,7 @@ def main():
         print("\ncallgrind, otpd, top functions by own instructions (%d jobs):" % R["otpd"]["callgrind"]["jobs"])
         for t15 in R["otpd"]["callgrind"]["top15_self"]:
             print("  %5.1f%%  %s" % (t15["pct"], t15["fn"]))
+    print("\n" + R["compare_table"])
     print("\nraw numbers: %s" % os.path.relpath(path, ROOT))
     if not os.environ.get("BENCH_KEEP"):
         subprocess.run(["rm", "-rf", work])
