@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import HASH_KEY, wait_for, otpd_binary
+from conftest import HASH_KEY, free_port, wait_for, otpd_binary
 
 NUMBER = "+14155552671"
 
@@ -213,6 +213,17 @@ def test_sigterm_drains_and_exits_zero(otpd_factory, client, r):
 
 def test_sigint_also_stops_cleanly(otpd):
     assert otpd.stop(signal.SIGINT) == 0
+
+
+def test_shutdown_leaves_no_handle_open(otpd_factory, client, r):
+    """Every part closes its handles: uv_loop_close() succeeds (main.c says so otherwise)."""
+    port = free_port()
+    otpd = otpd_factory({"OTPD_METRICS_ADDR": "127.0.0.1:%d" % port})
+    job = client.send("+14155550177")
+    assert client.wait(job)["status"] == "sent"
+    assert otpd.stop(signal.SIGTERM) == 0
+    assert "stopped:" in otpd.stderr
+    assert "handles still open" not in otpd.stderr
 
 
 def test_logs_never_hold_codes_secrets_or_numbers(otpd_factory, client, r):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, HASH_KEY, wait_for
+from conftest import ROOT, HASH_KEY, otpd_binary, wait_for
 from test_providers import (IN_NUMBER, NUMBER, msg91_env,  # noqa: F401
                             sends, twilio_env)
 
@@ -21,8 +21,8 @@ def both_env(mock, **extra):
 
 
 def test_client_runs_the_daemons_script():
-    p = subprocess.run([os.path.join(ROOT, "build", "otpd"), "--print-limits-script"],
-                       capture_output=True, text=True)
+    """Both read python/otpd/lua/limits.lua: the daemon compiled in, the client from its package."""
+    p = subprocess.run([otpd_binary(), "--print-limits-script"], capture_output=True, text=True)
     from otpd.client import LIMITS_LUA
     assert p.returncode == 0 and p.stdout == LIMITS_LUA
 

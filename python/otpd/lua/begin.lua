@@ -38,7 +38,7 @@ local function deny(status, code, text, retry_after)
   redis.call('HSET', job, unpack(f))
   redis.call('EXPIRE', job, ARGV[5])
   event(status, code)
-  redis.call('HINCRBY', stats, 'jobs:' .. status, 1)
+  redis.call('HINCRBY', stats, 'jobs:' .. status, '1')
   ack()
   return {'denied', status, code, text, retry_after or 0}
 end
@@ -48,7 +48,7 @@ local cur = redis.call('HMGET', job, 'stream_id', 'status')
 local owner, st = cur[1], cur[2] or ''
 if owner and owner ~= entry then
   event('duplicate', '')
-  redis.call('HINCRBY', stats, 'jobs:duplicate', 1)
+  redis.call('HINCRBY', stats, 'jobs:duplicate', '1')
   ack()
   return {'duplicate', st}
 end

@@ -45,9 +45,9 @@ if ARGV[20] ~= '' then redis.call('HSET', KEYS[7], ARGV[20], now) end
 if ARGV[21] == '1' and redis.call('HGET', otp, 'job') == id then redis.call('DEL', otp) end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'id', id, 'status', status,
   'provider', provider, 'error_code', ARGV[11], 'ts_ms', now)
-redis.call('HINCRBY', KEYS[4], 'jobs:' .. status, 1)
+redis.call('HINCRBY', KEYS[4], 'jobs:' .. status, '1')
 if provider ~= '' then
-  redis.call('HINCRBY', KEYS[4], 'provider:' .. provider .. ':' .. status, 1)
+  redis.call('HINCRBY', KEYS[4], 'provider:' .. provider .. ':' .. status, '1')
 end
 redis.call('XACK', stream, ARGV[2], ARGV[1])
 redis.call('XDEL', stream, ARGV[1])

@@ -67,19 +67,19 @@ local refused = number_full() or full(KEYS[4], global, 'global_per_hour') or
   full(KEYS[5], budget, 'country_budget')
 if refused then
   if refused[1] == 'country_budget' and ARGV[1] == 'take' then
-    redis.call('SET', KEYS[7], now, 'PX', HOUR)
+    redis.call('SET', KEYS[7], ARGV[2], 'PX', '3600000')
   end
   return {1, refused[1], refused[2]}
 end
 if ARGV[1] ~= 'take' then return {0} end
 if interval > 0 then redis.call('SET', KEYS[2], job, 'PX', interval) end
 if per_hour > 0 or per_day > 0 then
-  redis.call('ZADD', KEYS[3], now, job)
+  redis.call('ZADD', KEYS[3], ARGV[2], job)
   redis.call('PEXPIRE', KEYS[3], DAY)
 end
-if global > 0 then redis.call('ZADD', KEYS[4], now, job) end
+if global > 0 then redis.call('ZADD', KEYS[4], ARGV[2], job) end
 if budget > 0 then
-  redis.call('ZADD', KEYS[5], now, job)
+  redis.call('ZADD', KEYS[5], ARGV[2], job)
   redis.call('PEXPIRE', KEYS[5], HOUR)
 end
 return {0}

@@ -12,8 +12,8 @@ redis.call('HSET', KEYS[1], 'status', 'retrying', 'updated_ms', now, 'attempts',
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'id', id, 'status', 'retrying',
   'provider', provider, 'error_code', ARGV[6], 'ts_ms', now)
-redis.call('HINCRBY', KEYS[3], 'jobs:retries', 1)
+redis.call('HINCRBY', KEYS[3], 'jobs:retries', '1')
 if provider ~= '' then
-  redis.call('HINCRBY', KEYS[3], 'provider:' .. provider .. ':retries', 1)
+  redis.call('HINCRBY', KEYS[3], 'provider:' .. provider .. ':retries', '1')
 end
 return 1

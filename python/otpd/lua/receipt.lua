@@ -27,6 +27,6 @@ local cc = redis.call('HGET', jk, 'cc') or ''
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', id, 'status', ARGV[2],
   'provider', ARGV[7], 'error_code', ARGV[4], 'ts_ms', ARGV[6], 'latency_ms', latency,
   'cc', cc)
-redis.call('HINCRBY', KEYS[3], 'jobs:' .. ARGV[2], 1)
-redis.call('HINCRBY', KEYS[3], 'provider:' .. ARGV[7] .. ':' .. ARGV[2], 1)
+redis.call('HINCRBY', KEYS[3], 'jobs:' .. ARGV[2], '1')
+redis.call('HINCRBY', KEYS[3], 'provider:' .. ARGV[7] .. ':' .. ARGV[2], '1')
 return {2, id, sent, cc}

@@ -25,7 +25,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'job', ARGV[8], 'reason
   'stream_id', entry, 'at_ms', now)
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'id', ARGV[3], 'status', 'rejected',
   'provider', '', 'error_code', 'rejected', 'ts_ms', now)
-redis.call('HINCRBY', KEYS[4], 'jobs:rejected', 1)
+redis.call('HINCRBY', KEYS[4], 'jobs:rejected', '1')
 redis.call('XACK', KEYS[5], ARGV[2], entry)
 redis.call('XDEL', KEYS[5], entry)
 return wrote
