@@ -116,6 +116,8 @@ struct deliveries {
     int parked_any;                /* some state waits for Redis: say when it recovers */
     struct log_limiter park_log;   /* one line per cause a minute, however they alternate */
     struct log_limiter reject_log; /* a burst of bad jobs: a few lines, then a count */
+    delivery_observer_fn *observer;
+    void *observer_arg;
 };
 
 static void enter_state(struct dlv *dlv, enum dlv_state next);
@@ -606,6 +608,9 @@ static void
 enter_state(struct dlv *dlv, enum dlv_state next)
 {
     log_debug("job %s: %s -> %s", dlv->job.id, state_names[dlv->state], state_names[next]);
+    if (dlv->d->observer)
+        dlv->d->observer(dlv->d->observer_arg, dlv->job.id, state_names[dlv->state],
+                         state_names[next]);
     dlv->state = next;
     dlv->parked = 0;
     state_run(dlv);
@@ -725,6 +730,8 @@ delivery_batch(void *arg, const struct queue_entry *entries, size_t n)
         dlv->state = dlv_intake(dlv, &entries[i]);
         log_debug("job %s: entry %s taken, %s", dlv->job.id, dlv->stream_id,
                   state_names[dlv->state]);
+        if (d->observer)
+            d->observer(d->observer_arg, dlv->job.id, "", state_names[dlv->state]);
         state_run(dlv);
     }
     deliveries_update_room(d);
@@ -805,6 +812,13 @@ delivery_new(uv_loop_t *loop, const struct config *cfg, struct ledger *ledger,
     d->drain_timer.data = d;
     uv_timer_start(&d->tick, deliveries_tick, 250, 250);
     return d;
+}
+
+void
+delivery_set_observer(struct deliveries *d, delivery_observer_fn *fn, void *arg)
+{
+    d->observer = fn;
+    d->observer_arg = arg;
 }
 
 void

@@ -12,6 +12,7 @@
 
 #include "job.h"
 #include "otp.h"
+#include "provider.h"
 #include "protocol.h"
 
 int
@@ -165,8 +166,10 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
     if (get_str(root, "provider", &s, err, errlen) < 0)
         return -1;
     if (s != NULL) {
-        if (strcmp(s, "twilio") != 0 && strcmp(s, "msg91") != 0 && strcmp(s, "console") != 0) {
-            otpd_seterr(err, errlen, "field provider: must be twilio, msg91 or console");
+        if (!provider_registered(s)) {
+            char names[128];
+            otpd_seterr(err, errlen, "field provider: must be one of %s",
+                        provider_registered_names(names, sizeof(names)));
             return -1;
         }
         strcpy(job->provider, s);

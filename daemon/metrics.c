@@ -1,6 +1,7 @@
 /*
- * metrics.c: counters and a latency histogram in fixed arrays (three
- * providers, five outcomes), rendered in the Prometheus text format 0.0.4.
+ * metrics.c: counters and latency histograms in fixed arrays (up to eight
+ * providers, named as first seen; six outcomes), rendered in the Prometheus
+ * text format 0.0.4.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -13,8 +14,8 @@ static const double buckets[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 #define NBUCKETS  (sizeof(buckets) / sizeof(buckets[0]))
 #define NOUTCOMES 6
 
-static const char *const provider_names[] = {"twilio", "msg91", "console"};
-#define NPROVIDERS (sizeof(provider_names) / sizeof(provider_names[0]))
+/* Providers are named as they are first seen, so a new provider needs no change here. */
+#define NPROVIDERS 8
 
 struct histogram {
     uint64_t bucket[NBUCKETS];
@@ -22,21 +23,36 @@ struct histogram {
     double sum;
 };
 
+static char provider_names[NPROVIDERS][16];
+static size_t nproviders;
 static struct histogram latency[NPROVIDERS][NOUTCOMES];
+
+static int
+provider_slot(const char *provider)
+{
+    for (size_t p = 0; p < nproviders; p++)
+        if (strcmp(provider, provider_names[p]) == 0)
+            return (int)p;
+    if (nproviders == NPROVIDERS)
+        return -1; /* bounded label set */
+    snprintf(provider_names[nproviders], sizeof(provider_names[0]), "%s", provider);
+    return (int)nproviders++;
+}
 
 void
 metrics_observe_request(const char *provider, enum send_outcome outcome, double seconds)
 {
-    for (size_t p = 0; p < NPROVIDERS; p++) {
-        if (strcmp(provider, provider_names[p]) != 0 || (unsigned)outcome >= NOUTCOMES)
-            continue;
-        struct histogram *h = &latency[p][outcome];
-        for (size_t b = 0; b < NBUCKETS; b++)
-            if (seconds <= buckets[b])
-                h->bucket[b]++;
-        h->count++;
-        h->sum += seconds;
-    }
+    int p = provider_slot(provider);
+    struct histogram *h;
+
+    if (p < 0 || (unsigned)outcome >= NOUTCOMES)
+        return;
+    h = &latency[p][outcome];
+    for (size_t b = 0; b < NBUCKETS; b++)
+        if (seconds <= buckets[b])
+            h->bucket[b]++;
+    h->count++;
+    h->sum += seconds;
 }
 
 /* Delivery latency: a small table of (provider, calling code) histograms. */
@@ -114,7 +130,7 @@ render_latency(struct page *pg)
 {
     family(pg, "otpd_provider_request_duration_seconds", "histogram",
            "Provider send requests by provider and result, from request to answer.");
-    for (size_t p = 0; p < NPROVIDERS; p++) {
+    for (size_t p = 0; p < nproviders; p++) {
         for (int o = 0; o < NOUTCOMES; o++) {
             const struct histogram *h = &latency[p][o];
             const char *res = provider_outcome_name((enum send_outcome)o);

@@ -42,6 +42,27 @@ static const struct provider_ops *const provider_registry[] = {
 
 #define PROVIDER_NREG (sizeof(provider_registry) / sizeof(provider_registry[0]))
 
+int
+provider_registered(const char *name)
+{
+    for (size_t i = 0; i < PROVIDER_NREG; i++)
+        if (strcmp(provider_registry[i]->name, name) == 0)
+            return 1;
+    return 0;
+}
+
+const char *
+provider_registered_names(char *buf, size_t len)
+{
+    size_t off = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < PROVIDER_NREG && off < len; i++)
+        off += (size_t)snprintf(buf + off, len - off, "%s%s", i ? ", " : "",
+                                provider_registry[i]->name);
+    return buf;
+}
+
 /* Descriptors the providers' connections may take, for the start-up fd budget. */
 int
 provider_conns_needed(const struct config *cfg)

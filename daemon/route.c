@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "otpd.h"
+#include "provider.h"
 #include "route.h"
 
 static size_t
@@ -44,13 +45,6 @@ route_country_code(const char *e164, char *out, size_t outlen)
     memcpy(out, d, n);
     out[n] = '\0';
     return 0;
-}
-
-static int
-valid_provider(const char *name)
-{
-    return strcmp(name, "twilio") == 0 || strcmp(name, "msg91") == 0 ||
-           strcmp(name, "console") == 0;
 }
 
 static char *
@@ -125,8 +119,10 @@ route_parse(struct route_table *t, const char *spec, char *err, size_t errlen)
         snprintf(r->prefix, sizeof(r->prefix), "%s", prefix);
         for (prov = strtok_r(eq + 1, ",", &save2); prov; prov = strtok_r(NULL, ",", &save2)) {
             prov = trim(prov);
-            if (!valid_provider(prov)) {
-                otpd_seterr(err, errlen, "\"%s\": providers are twilio, msg91 or console", prov);
+            if (!provider_registered(prov)) {
+                char names[128];
+                otpd_seterr(err, errlen, "\"%s\": providers are %s", prov,
+                            provider_registered_names(names, sizeof(names)));
                 goto out;
             }
             if (r->n == ROUTE_PROVIDERS_MAX) {

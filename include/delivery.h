@@ -45,6 +45,14 @@ void delivery_writer_state(struct deliveries *d, int up);
 /* queue_ids_fn: the stream ids of the jobs still in flight (their entries stay ours). */
 size_t delivery_stream_ids(void *arg, const char **ids, size_t max);
 
+/*
+ * Optional: told every state change, after the debug log line (tests
+ * follow a job's path with it).  from == to == NULL never happens; a new
+ * entry's first state comes with from "".
+ */
+typedef void delivery_observer_fn(void *arg, const char *job_id, const char *from, const char *to);
+void delivery_set_observer(struct deliveries *d, delivery_observer_fn *fn, void *arg);
+
 int delivery_inflight(const struct deliveries *d);
 const struct delivery_stats *delivery_stats(const struct deliveries *d);
 

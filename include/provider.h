@@ -136,6 +136,10 @@ struct provider_ops {
 struct provider;
 
 const char *provider_outcome_name(enum send_outcome o);
+/* A provider of that name is built in (pure: the registry, not the open set). */
+int provider_registered(const char *name);
+/* "twilio, msg91, console": the built-in providers, for error messages. */
+const char *provider_registered_names(char *buf, size_t len);
 /* Descriptors the providers' connections may take (start-up fd budget). */
 int provider_conns_needed(const struct config *cfg);
 

@@ -295,7 +295,7 @@ test_reject_strings(void **state)
 {
     (void)state;
     expect_reject("{\"to\":\"+14155552671\",\"provider\":\"sns\"}",
-                  "field provider: must be twilio, msg91 or console");
+                  "field provider: must be one of twilio, msg91, console");
     expect_reject("{\"to\":\"+14155552671\",\"provider\":\"Twilio\"}", "field provider");
     expect_reject("{\"to\":\"+14155552671\",\"provider\":\"\"}", "field provider");
     expect_reject("{\"to\":\"+14155552671\",\"provider\":1}", "field provider: must be a string");
