@@ -995,10 +995,11 @@ test_retry_until_expired(void **state)
 }
 
 /*
- * The same failing job, with half a minute left: after two retries the
- * daemon shuts down.  The drain gives it 100 ms, it is still retrying, so
- * it is handed back: its entry stays pending for another instance, its
- * record says "retrying", and everything closes all the same.
+ * The same failing job with its whole lifetime ahead (OTPD_OTP_TTL, 300 s):
+ * after two retries the daemon shuts down.  The drain gives it 100 ms, it
+ * is still retrying, so it is handed back: its entry stays pending for
+ * another instance, its record says "retrying", and everything closes all
+ * the same.
  */
 static void
 test_retry_drained(void **state)
