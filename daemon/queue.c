@@ -343,6 +343,9 @@ queue_reclaim_reply(redisAsyncContext *ac, void *r, void *priv)
         return;
     if (reply->element[0]->type == REDIS_REPLY_STRING)
         snprintf(q->reclaim_cursor, sizeof(q->reclaim_cursor), "%s", reply->element[0]->str);
+    /* Stopping: what was taken stays pending for another instance to reclaim. */
+    if (q->stopping)
+        return;
     if (reply->element[1]->type == REDIS_REPLY_ARRAY && reply->element[1]->elements > 0) {
         log_notice("queue: reclaimed %zu job(s) idle over %d ms (their consumer stopped)",
                    reply->element[1]->elements, q->cfg->claim_idle_ms);
