@@ -39,7 +39,9 @@ struct rconn {
     int reply_deadline_ms;
     long long client_id;
     char last_error[128];
-    char *fmt; /* the command being formatted; reused */
+    char refusal[128]; /* the last setup refusal said, until the connection is up */
+    int refused;       /* this connection's setup was refused: the drop is no news */
+    char *fmt;         /* the command being formatted; reused */
     size_t fmtlen, fmtcap;
     rconn_state_cb *state_cb;
     void *state_arg;
@@ -181,8 +183,10 @@ rconn_set_down(struct rconn *rc, const char *why)
         return;
     }
     rc->state = RC_DOWN;
-    /* Say it once per outage, not once per retry. */
-    if (was_up || strcmp(rc->last_error, why) != 0)
+    /* Say it once per outage, not once per retry; a refused setup has said why already. */
+    if (rc->refused)
+        rc->refused = 0;
+    else if (was_up || strcmp(rc->last_error, why) != 0)
         log_warnx("redis %s: %s; reconnecting", rc->name, why);
     snprintf(rc->last_error, sizeof(rc->last_error), "%s", why);
     if (was_up && rc->state_cb)
@@ -311,9 +315,12 @@ rconn_setup_reply(redisAsyncContext *ac, void *r, void *priv)
     if (reply == NULL || rc->state != RC_CONNECTING || (ac->c.flags & REDIS_DISCONNECTING))
         return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        /* Wrong password or db: keep retrying, loudly, until it is fixed. */
-        log_err("redis %s: setup refused: %s", rc->name, reply->str);
+        /* Wrong password or db: retried until it is fixed; said once per distinct refusal. */
+        if (strncmp(rc->refusal, reply->str, sizeof(rc->refusal) - 1) != 0)
+            log_err("redis %s: setup refused: %s (retrying)", rc->name, reply->str);
+        snprintf(rc->refusal, sizeof(rc->refusal), "%s", reply->str);
         snprintf(rc->last_error, sizeof(rc->last_error), "%s", reply->str);
+        rc->refused = 1;
         redisAsyncDisconnect(ac);
         return;
     }
@@ -322,6 +329,7 @@ rconn_setup_reply(redisAsyncContext *ac, void *r, void *priv)
         rc->state = RC_UP;
         rc->backoff_ms = 0;
         rc->last_error[0] = '\0';
+        rc->refusal[0] = '\0';
         log_info("redis %s: connected (client id %lld)", rc->name, rc->client_id);
         if (rc->state_cb)
             rc->state_cb(rc, 1, rc->state_arg);

@@ -305,3 +305,22 @@ def test_callback_without_listener_polls_instead(otpd_factory, mock, client):
     job = client.send(NUMBER)
     st = client.wait(job, final={"delivered"}, timeout=15)
     assert st["status"] == "delivered", st  # d7a84a1: "sent" for ever
+
+
+def test_refused_redis_setup_said_once(otpd_factory, r, redis_server):
+    """A wrong or missing Redis password: one line per connection, not one per retry."""
+    r.config_set("requirepass", "s3cret-redis-password")
+    try:
+        d = otpd_factory(start=False)
+        d.start(wait_ready=False)
+        time.sleep(3.5)  # retries at 0.1, 0.2, 0.4, 0.8 and 1.6 s
+        refused = [l for l in d.stderr.splitlines() if "setup refused" in l]
+        dropped = [l for l in d.stderr.splitlines() if "reconnecting" in l]
+        print("3.5 s of NOAUTH: %d 'setup refused' lines, %d 'reconnecting' lines"
+              % (len(refused), len(dropped)))
+        assert 1 <= len(refused) <= 2, refused  # reader and writer
+        assert len(dropped) == 0, dropped
+    finally:
+        import redis as redis_py
+        redis_py.Redis(port=redis_server.port, password="s3cret-redis-password").config_set(
+            "requirepass", "")
