@@ -25,11 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
-#include <netinet/in.h>
-#include <arpa/inet.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +43,7 @@
 #include "provider.h"
 #include "queue.h"
 #include "rconn.h"
+#include "redis_server.h"
 
 #define HASH_KEY     "fe1ab53ccdf61b29f349ed3b1df9a31956eff94b7ce788c1c5c9a71d9029a8e8"
 #define MAX_STEPS    1024 /* transitions recorded per test */
@@ -54,7 +51,6 @@
 #define PATH_MAX_LEN 4096
 
 static const char *redis_bin; /* NULL: every test skips */
-static char tmpdir[64];
 
 /* One transition, as the observer heard it. */
 struct step {
@@ -82,113 +78,22 @@ struct fx {
     struct step steps[MAX_STEPS];
     int nsteps, dropped, dones;
     /* redis-server and the web app's connection to it */
-    pid_t redis;
-    char sock[128];
+    struct test_redis srv; /* its unix socket only */
     redisContext *plain;
 };
 
-/* --- redis-server, started and stopped by the test ---------------------- */
+/* --- redis-server (redis_server.c) ------------------------------------------ */
 
-static const char *
-find_redis_server(void)
-{
-    static char path[PATH_MAX];
-    const char *env = getenv("PATH");
-    const char *p = env ? env : "/usr/bin:/bin";
-
-    while (*p) {
-        size_t n = strcspn(p, ":");
-        snprintf(path, sizeof(path), "%.*s/redis-server", (int)n, p);
-        if (access(path, X_OK) == 0)
-            return path;
-        p += n;
-        if (*p == ':')
-            p++;
-    }
-    return NULL;
-}
-
-/* A port nobody listens on now (the kernel's pick, released at once). */
-static int
-free_port(void)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sin);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    close(fd);
-    return ntohs(sin.sin_port);
-}
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
-
-static redisContext *
-plain_connect(const struct fx *f)
-{
-    struct timeval tv = {0, 200000};
-
-    return redisConnectUnixWithTimeout(f->sock, tv);
-}
-
-static int
-redis_ready(const struct fx *f)
-{
-    redisContext *c = plain_connect(f);
-    redisReply *r = NULL;
-
-    if (c != NULL && c->err == 0)
-        r = redisCommand(c, "PING");
-    if (r != NULL)
-        freeReplyObject(r);
-    if (c != NULL)
-        redisFree(c);
-    return r != NULL;
-}
-
-/* No TCP listener: the unix socket alone, so no port can be taken by someone else. */
+/* Started with the web app's plain connection to it. */
 static void
 redis_start(struct fx *f)
 {
-    char logfile[128];
     struct timeval tv = {2, 0};
 
-    snprintf(logfile, sizeof(logfile), "%s/redis.log", tmpdir);
-    const char *argv[] = {
-        redis_bin,      "--port", "0",     "--unixsocket", f->sock,     "--save", "",
-        "--appendonly", "no",     "--dir", tmpdir,         "--logfile", logfile,  NULL};
-
-    f->redis = fork();
-    assert_true(f->redis >= 0);
-    if (f->redis == 0) {
-        /* A test that dies must not leave a server behind. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execv(redis_bin, (char *const *)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        int status;
-        if (redis_ready(f)) {
-            f->plain = redisConnectUnixWithTimeout(f->sock, tv);
-            assert_non_null(f->plain);
-            assert_int_equal(f->plain->err, 0);
-            return;
-        }
-        if (waitpid(f->redis, &status, WNOHANG) == f->redis) {
-            f->redis = 0;
-            fail_msg("redis-server exited at startup (status %d); see %s", status, logfile);
-        }
-        sleep_ms(10);
-    }
-    fail_msg("redis-server not ready after 5 s; see %s", logfile);
+    test_redis_start(&f->srv);
+    f->plain = redisConnectUnixWithTimeout(f->srv.sock, tv);
+    assert_non_null(f->plain);
+    assert_int_equal(f->plain->err, 0);
 }
 
 static void
@@ -198,11 +103,7 @@ redis_kill(struct fx *f)
         redisFree(f->plain);
         f->plain = NULL;
     }
-    if (f->redis <= 0)
-        return;
-    kill(f->redis, SIGKILL);
-    waitpid(f->redis, NULL, 0);
-    f->redis = 0;
+    test_redis_kill(&f->srv);
 }
 
 /* --- the web app's side: plain synchronous commands --------------------- */
@@ -537,7 +438,7 @@ fx_configure(struct fx *f, const char *const *settings)
         NULL,
     };
 
-    snprintf(url, sizeof(url), "unix://%s", f->sock);
+    snprintf(url, sizeof(url), "unix://%s", f->srv.sock);
     config_init(&f->cfg);
     for (int i = 0; base[i] != NULL; i += 2)
         if (config_set(&f->cfg, base[i], base[i + 1], err, sizeof(err)) < 0)
@@ -656,7 +557,7 @@ fx_setup(void **state)
     struct fx *f = calloc(1, sizeof(*f));
 
     assert_non_null(f);
-    snprintf(f->sock, sizeof(f->sock), "%s/redis.sock", tmpdir);
+    test_redis_init(&f->srv, 0);
     f->handed_back = -1;
     *state = f;
     return 0;
@@ -928,7 +829,7 @@ twilio_settings(const char **settings, char *base, size_t len, const char *shutd
         NULL,
     };
 
-    snprintf(base, len, "https://127.0.0.1:%d", free_port());
+    snprintf(base, len, "https://127.0.0.1:%d", test_free_port());
     memcpy(settings, s, sizeof(s));
 }
 
@@ -1038,20 +939,6 @@ test_retry_drained(void **state)
     assert_int_equal(int_cmd(f, "HEXISTS otpd:otp:login:+14155550107 mac"), 1);
 }
 
-static void
-remove_tmpdir(void)
-{
-    char path[128];
-
-    if (tmpdir[0] == '\0')
-        return;
-    snprintf(path, sizeof(path), "%s/redis.log", tmpdir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/redis.sock", tmpdir);
-    unlink(path);
-    rmdir(tmpdir);
-}
-
 int
 main(void)
 {
@@ -1064,7 +951,6 @@ main(void)
         cmocka_unit_test_setup_teardown(test_retry_until_expired, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_retry_drained, fx_setup, fx_teardown),
     };
-    const char *tmp = getenv("TMPDIR");
     int failed;
 
     /* As otpd's main: hiredis writes with write(2); libsodium and libcurl first. */
@@ -1073,19 +959,11 @@ main(void)
         fprintf(stderr, "test_delivery: libsodium or libcurl failed to initialise\n");
         return 1;
     }
-    redis_bin = find_redis_server();
+    redis_bin = test_redis_setup("dlv");
     if (redis_bin == NULL)
         print_message("test_delivery: redis-server not on PATH: every test skips\n");
-    /* Short: a unix socket's path must fit in sun_path. */
-    if (tmp == NULL || tmp[0] == '\0' || strlen(tmp) > 32)
-        tmp = "/tmp";
-    snprintf(tmpdir, sizeof(tmpdir), "%s/otpd-dlv.XXXXXX", tmp);
-    if (mkdtemp(tmpdir) == NULL) {
-        perror("test_delivery: mkdtemp");
-        return 1;
-    }
     failed = cmocka_run_group_tests(tests, NULL, NULL);
-    remove_tmpdir();
+    test_redis_cleanup();
     curl_global_cleanup();
     return failed;
 }

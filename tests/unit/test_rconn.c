@@ -13,7 +13,6 @@
  */
 #include <setjmp.h>
 #include <errno.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,9 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <poll.h>
@@ -37,11 +34,11 @@
 
 #include "config.h"
 #include "rconn.h"
+#include "redis_server.h"
 
 #define NO_REPLY (-1) /* a callback's "reply" was NULL (REDIS_REPLY_* are > 0) */
 
 static const char *redis_bin; /* NULL: the server tests skip */
-static char tmpdir[64];
 
 struct fx;
 
@@ -62,10 +59,7 @@ struct fx {
     int expired;
     struct redis_addr addr;
     struct rconn *rc;
-    pid_t redis;
-    int port;
-    char sock[128];
-    const char *const *redis_args; /* extra redis-server arguments */
+    struct test_redis srv; /* its port, socket and extra arguments */
     int ups, downs, closed, seq;
     uint64_t up_at, down_at;
     int down_seq;
@@ -74,136 +68,18 @@ struct fx {
     int accepts;
 };
 
-/* --- redis-server, started and stopped by the test ---------------------- */
-
-static const char *
-find_redis_server(void)
-{
-    static char path[PATH_MAX];
-    const char *env = getenv("PATH");
-    const char *p = env ? env : "/usr/bin:/bin";
-
-    while (*p) {
-        size_t n = strcspn(p, ":");
-        snprintf(path, sizeof(path), "%.*s/redis-server", (int)n, p);
-        if (access(path, X_OK) == 0)
-            return path;
-        p += n;
-        if (*p == ':')
-            p++;
-    }
-    return NULL;
-}
-
-/* A port nobody listens on now (the kernel's pick, released at once). */
-static int
-free_port(void)
-{
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(sin);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    assert_true(fd >= 0);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sin, &len), 0);
-    close(fd);
-    return ntohs(sin.sin_port);
-}
-
-static void
-sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-
-    nanosleep(&ts, NULL);
-}
+/* --- redis-server (redis_server.c) ----------------------------------------- */
 
 /* A blocking hiredis connection, as an operator's redis-cli would be. */
 static redisContext *
 plain_connect(const struct fx *f)
 {
     struct timeval tv = {1, 0};
-    redisContext *c = redisConnectWithTimeout("127.0.0.1", f->port, tv);
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", f->srv.port, tv);
 
     assert_non_null(c);
     assert_int_equal(c->err, 0);
     return c;
-}
-
-/* Any answer to PING (even NOAUTH) means the server is serving. */
-static int
-redis_ready(const struct fx *f)
-{
-    struct timeval tv = {0, 200000};
-    redisContext *c = redisConnectUnixWithTimeout(f->sock, tv);
-    redisReply *r = NULL;
-
-    if (c != NULL && c->err == 0)
-        r = redisCommand(c, "PING");
-    if (r != NULL)
-        freeReplyObject(r);
-    if (c != NULL)
-        redisFree(c);
-    return r != NULL;
-}
-
-static void
-redis_start(struct fx *f)
-{
-    char port[16], logfile[128];
-    const char *argv[40];
-    int argc = 0;
-
-    snprintf(port, sizeof(port), "%d", f->port);
-    snprintf(logfile, sizeof(logfile), "%s/redis.log", tmpdir);
-    argv[argc++] = redis_bin;
-    argv[argc++] = "--port";
-    argv[argc++] = port;
-    argv[argc++] = "--bind";
-    argv[argc++] = "127.0.0.1";
-    argv[argc++] = "--unixsocket";
-    argv[argc++] = f->sock;
-    argv[argc++] = "--save";
-    argv[argc++] = "";
-    argv[argc++] = "--appendonly";
-    argv[argc++] = "no";
-    argv[argc++] = "--dir";
-    argv[argc++] = tmpdir;
-    argv[argc++] = "--logfile";
-    argv[argc++] = logfile;
-    for (int i = 0; f->redis_args && f->redis_args[i] && argc < 38; i++)
-        argv[argc++] = f->redis_args[i];
-    argv[argc] = NULL;
-
-    f->redis = fork();
-    assert_true(f->redis >= 0);
-    if (f->redis == 0) {
-        /* A test that dies must not leave a server behind. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execv(redis_bin, (char *const *)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < 500; i++) {
-        int status;
-        if (redis_ready(f))
-            return;
-        if (waitpid(f->redis, &status, WNOHANG) == f->redis) {
-            f->redis = 0;
-            fail_msg("redis-server exited at startup (status %d); see %s", status, logfile);
-        }
-        sleep_ms(10);
-    }
-    fail_msg("redis-server not ready after 5 s; see %s", logfile);
-}
-
-static void
-redis_kill(struct fx *f)
-{
-    if (f->redis <= 0)
-        return;
-    kill(f->redis, SIGKILL);
-    waitpid(f->redis, NULL, 0);
-    f->redis = 0;
 }
 
 /* --- the loop ----------------------------------------------------------- */
@@ -310,10 +186,9 @@ fx_setup(void **state)
     assert_int_equal(uv_loop_init(&f->loop), 0);
     assert_int_equal(uv_timer_init(&f->loop, &f->deadline), 0);
     f->deadline.data = f;
-    f->port = free_port();
-    snprintf(f->sock, sizeof(f->sock), "%s/redis.sock", tmpdir);
+    test_redis_init(&f->srv, test_free_port());
     f->addr.host = "127.0.0.1";
-    f->addr.port = f->port;
+    f->addr.port = f->srv.port;
     *state = f;
     return 0;
 }
@@ -324,7 +199,7 @@ fx_teardown(void **state)
     struct fx *f = *state;
 
     /* A failed test may leave handles open: the loop is abandoned then. */
-    redis_kill(f);
+    test_redis_kill(&f->srv);
     free(f);
     return 0;
 }
@@ -534,7 +409,7 @@ test_connect_and_reply(void **state)
     const size_t binlen[] = {4, 5};
 
     NEED_REDIS();
-    redis_start(f);
+    test_redis_start(&f->srv);
     f->rc = rconn_new(&f->loop, &f->addr, "test", 1000, on_state, f);
     assert_non_null(f->rc);
     assert_string_equal(rconn_name(f->rc), "test");
@@ -598,7 +473,7 @@ listen_start(struct fx *f)
 {
     struct sockaddr_in sin;
 
-    assert_int_equal(uv_ip4_addr("127.0.0.1", f->port, &sin), 0);
+    assert_int_equal(uv_ip4_addr("127.0.0.1", f->srv.port, &sin), 0);
     assert_int_equal(uv_tcp_init(&f->loop, &f->listener), 0);
     f->listener.data = f;
     assert_int_equal(uv_tcp_bind(&f->listener, (const struct sockaddr *)&sin, 0), 0);
@@ -629,14 +504,14 @@ test_kill_and_reconnect(void **state)
     struct call blpop, ping, late, again;
 
     NEED_REDIS();
-    redis_start(f);
+    test_redis_start(&f->srv);
     fx_connect(f, 10000);
     assert_int_equal(cmd(f, &blpop, "BLPOP", "otpd:test:never", "0"), 0);
     assert_int_equal(cmd(f, &ping, "PING", NULL, NULL), 0); /* queued behind the BLPOP */
     RUN_FOR(f, 100);
     assert_int_equal(blpop.calls + ping.calls, 0);
 
-    redis_kill(f);
+    test_redis_kill(&f->srv);
     listen_start(f); /* before the loop runs again, so the first retry finds it */
     RUN_UNTIL(f, f->downs == 1 && blpop.calls && ping.calls, 2000);
     expect_reply(&blpop, NO_REPLY, NULL);
@@ -653,7 +528,7 @@ test_kill_and_reconnect(void **state)
     expect_interval("attempt 2", f->accept_at[0], f->accept_at[1], 200);
     expect_interval("attempt 3", f->accept_at[1], f->accept_at[2], 400);
 
-    redis_start(f); /* same port */
+    test_redis_start(&f->srv); /* same port */
     RUN_UNTIL(f, f->ups == 2, 3000);
     assert_int_equal(f->ups, 2);
     expect_interval("up again", f->accept_at[2], f->up_at, 800);
@@ -700,8 +575,8 @@ test_auth_select(void **state)
     redisReply *r;
 
     NEED_REDIS();
-    f->redis_args = with_password;
-    redis_start(f);
+    f->srv.args = with_password;
+    test_redis_start(&f->srv);
     c = plain_connect(f);
     r = redisCommand(c, "AUTH secret");
     assert_non_null(r);
@@ -725,7 +600,7 @@ test_auth_select(void **state)
     /* The unix socket, an ACL user, db 5. */
     f->ups = 0;
     f->addr.host = NULL;
-    f->addr.path = f->sock;
+    f->addr.path = f->srv.sock;
     f->addr.username = "otpd";
     f->addr.password = "userpw";
     f->addr.db = 5;
@@ -749,8 +624,8 @@ test_setup_refused(void **state)
     struct fx *f = *state;
 
     NEED_REDIS();
-    f->redis_args = with_password;
-    redis_start(f);
+    f->srv.args = with_password;
+    test_redis_start(&f->srv);
 
     f->addr.password = "wrong";
     f->rc = rconn_new(&f->loop, &f->addr, "test", 1000, on_state, f);
@@ -789,7 +664,7 @@ test_watchdog(void **state)
     uint64_t t0;
 
     NEED_REDIS();
-    redis_start(f);
+    test_redis_start(&f->srv);
     fx_connect(f, 200);
     c = plain_connect(f);
     r = redisCommand(c, "CLIENT PAUSE 1000");
@@ -830,7 +705,7 @@ test_close_graceful(void **state)
     struct call blpop, ping, late;
 
     NEED_REDIS();
-    redis_start(f);
+    test_redis_start(&f->srv);
     fx_connect(f, 2000);
     assert_int_equal(cmd(f, &blpop, "BLPOP", "otpd:test:never", "0.2"), 0);
     assert_int_equal(cmd(f, &ping, "PING", NULL, NULL), 0);
@@ -858,7 +733,7 @@ test_close_forced(void **state)
     struct call blpop, ping;
 
     NEED_REDIS();
-    redis_start(f);
+    test_redis_start(&f->srv);
     fx_connect(f, 2000);
     assert_int_equal(cmd(f, &blpop, "BLPOP", "otpd:test:never", "0"), 0);
     assert_int_equal(cmd(f, &ping, "PING", NULL, NULL), 0);
@@ -904,7 +779,7 @@ test_close_while_connecting(void **state)
     struct fx *f = *state;
 
     NEED_REDIS();
-    redis_start(f);
+    test_redis_start(&f->srv);
     f->rc = rconn_new(&f->loop, &f->addr, "test", 1000, on_state, f);
     rconn_start(f->rc);
     close_and_free(f); /* graceful: the setup replies come, then it closes */
@@ -928,7 +803,7 @@ static int
 jam_port(const struct fx *f, int *fds, int max)
 {
     struct sockaddr_in sin = {.sin_family = AF_INET,
-                              .sin_port = htons((uint16_t)f->port),
+                              .sin_port = htons((uint16_t)f->srv.port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int one = 1, n = 0;
 
@@ -947,7 +822,7 @@ jam_port(const struct fx *f, int *fds, int max)
         if (poll(&p, 1, 100) == 0)
             return n; /* this one hangs: the queue is full */
     }
-    fail_msg("could not fill the listen queue of port %d", f->port);
+    fail_msg("could not fill the listen queue of port %d", f->srv.port);
     return n;
 }
 
@@ -975,20 +850,6 @@ test_close_while_connect_hangs(void **state)
     fx_finish(f);
 }
 
-static void
-remove_tmpdir(void)
-{
-    char path[128];
-
-    if (tmpdir[0] == '\0')
-        return;
-    snprintf(path, sizeof(path), "%s/redis.log", tmpdir);
-    unlink(path);
-    snprintf(path, sizeof(path), "%s/redis.sock", tmpdir);
-    unlink(path);
-    rmdir(tmpdir);
-}
-
 int
 main(void)
 {
@@ -1006,22 +867,13 @@ main(void)
         cmocka_unit_test_setup_teardown(test_close_while_connecting, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(test_close_while_connect_hangs, fx_setup, fx_teardown),
     };
-    const char *tmp = getenv("TMPDIR");
     int failed;
 
     signal(SIGPIPE, SIG_IGN); /* as otpd's main: hiredis writes with write(2) */
-    redis_bin = find_redis_server();
+    redis_bin = test_redis_setup("rconn");
     if (redis_bin == NULL)
         print_message("test_rconn: redis-server not on PATH: the connection tests skip\n");
-    /* Short: a unix socket's path must fit in sun_path. */
-    if (tmp == NULL || tmp[0] == '\0' || strlen(tmp) > 32)
-        tmp = "/tmp";
-    snprintf(tmpdir, sizeof(tmpdir), "%s/otpd-rconn.XXXXXX", tmp);
-    if (mkdtemp(tmpdir) == NULL) {
-        perror("test_rconn: mkdtemp");
-        return 1;
-    }
     failed = cmocka_run_group_tests(tests, NULL, NULL);
-    remove_tmpdir();
+    test_redis_cleanup();
     return failed;
 }
