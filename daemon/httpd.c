@@ -23,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <curl/curl.h>
 #include <http_parser.h>
 
 #include "httpd.h"
@@ -392,6 +393,73 @@ httpd_header(const struct httpd_request *req, const char *name)
         if (strcasecmp(req->header_names[i], name) == 0)
             return req->header_values[i];
     return NULL;
+}
+
+void
+httpd_respond(struct httpd_response *resp, int status, const char *text)
+{
+    resp->status = status;
+    resp->body = strdup(text);
+    resp->len = resp->body ? strlen(resp->body) : 0;
+}
+
+static void
+plus_to_space(char *s)
+{
+    for (; *s; s++)
+        if (*s == '+')
+            *s = ' ';
+}
+
+int
+httpd_form_parse(struct httpd_form *f, const char *body, size_t len)
+{
+    size_t end = strnlen(body, len); /* not strndup: body need not hold a NUL */
+    char *copy = malloc(end + 1), *save = NULL, *pair;
+
+    f->n = 0;
+    if (copy == NULL)
+        return -1;
+    memcpy(copy, body, end);
+    copy[end] = '\0';
+    for (pair = strtok_r(copy, "&", &save); pair && f->n < HTTPD_FORM_MAX;
+         pair = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(pair, '=');
+        if (eq)
+            *eq = '\0';
+        plus_to_space(pair);
+        if (eq)
+            plus_to_space(eq + 1);
+        f->names[f->n] = curl_easy_unescape(NULL, pair, 0, NULL);
+        f->values[f->n] = curl_easy_unescape(NULL, eq ? eq + 1 : "", 0, NULL);
+        if (f->names[f->n] == NULL || f->values[f->n] == NULL) {
+            curl_free(f->names[f->n]);
+            curl_free(f->values[f->n]);
+            break;
+        }
+        f->n++;
+    }
+    free(copy);
+    return 0;
+}
+
+const char *
+httpd_form_get(const struct httpd_form *f, const char *name)
+{
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->names[i], name) == 0)
+            return f->values[i];
+    return NULL;
+}
+
+void
+httpd_form_free(struct httpd_form *f)
+{
+    for (int i = 0; i < f->n; i++) {
+        curl_free(f->names[i]);
+        curl_free(f->values[i]);
+    }
+    f->n = 0;
 }
 
 /* --- connections ----------------------------------------------------------- */

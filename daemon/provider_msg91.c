@@ -265,50 +265,23 @@ msg91_reports(const cJSON *root, provider_receipt_cb *cb, void *arg)
     return rc;
 }
 
-/* The decoded value of form field name (curl_free it), or NULL. */
-static char *
-form_value(const char *body, size_t len, const char *name)
-{
-    size_t end = strnlen(body, len); /* not strndup: body need not hold a NUL */
-    char *copy = malloc(end + 1), *save = NULL, *pair, *out = NULL;
-
-    if (copy == NULL)
-        return NULL;
-    memcpy(copy, body, end);
-    copy[end] = '\0';
-    for (pair = strtok_r(copy, "&", &save); pair && out == NULL;
-         pair = strtok_r(NULL, "&", &save)) {
-        char *eq = strchr(pair, '='), *key;
-        if (eq == NULL)
-            continue;
-        *eq = '\0';
-        for (char *p = pair; *p; p++)
-            *p = *p == '+' ? ' ' : *p;
-        if ((key = curl_easy_unescape(NULL, pair, 0, NULL)) != NULL && strcmp(key, name) == 0) {
-            for (char *p = eq + 1; *p; p++)
-                *p = *p == '+' ? ' ' : *p;
-            out = curl_easy_unescape(NULL, eq + 1, 0, NULL);
-        }
-        curl_free(key);
-    }
-    free(copy);
-    return out;
-}
-
 int
 msg91_parse_reports(const char *content_type, const char *body, size_t len, provider_receipt_cb *cb,
                     void *arg)
 {
     cJSON *root = NULL;
-    char *data;
+    struct httpd_form form;
+    const char *data;
     int rc;
 
     if (body == NULL)
         return 400;
     if (content_type && strncasecmp(content_type, "application/x-www-form-urlencoded", 33) == 0) {
-        if ((data = form_value(body, len, "data")) != NULL)
+        if (httpd_form_parse(&form, body, len) < 0)
+            return 400;
+        if ((data = httpd_form_get(&form, "data")) != NULL)
             root = cJSON_Parse(data);
-        curl_free(data);
+        httpd_form_free(&form);
     } else {
         root = cJSON_ParseWithLength(body, len);
     }
@@ -429,14 +402,6 @@ msg91_send(struct provider *p, const struct send_request *req, provider_done_cb 
 }
 
 static void
-msg91_respond(struct httpd_response *resp, int status, const char *text)
-{
-    resp->status = status;
-    resp->body = strdup(text);
-    resp->len = resp->body ? strlen(resp->body) : 0;
-}
-
-static void
 msg91_webhook(struct provider *p, const char *rest, const struct httpd_request *req,
               struct httpd_response *resp, provider_receipt_cb *cb, void *arg)
 {
@@ -447,24 +412,24 @@ msg91_webhook(struct provider *p, const char *rest, const struct httpd_request *
     /* A wrong token looks like no endpoint at all. */
     if (*want == '\0' || *rest != '/' || strlen(token) != strlen(want) ||
         sodium_memcmp(token, want, strlen(want)) != 0) {
-        msg91_respond(resp, 404, "not found");
+        httpd_respond(resp, 404, "not found");
         return;
     }
     if (strcmp(req->method, "POST") != 0) {
-        msg91_respond(resp, 405, "POST only");
+        httpd_respond(resp, 405, "POST only");
         return;
     }
     status =
         msg91_parse_reports(httpd_header(req, "Content-Type"), req->body, req->body_len, cb, arg);
     switch (status) {
     case 400:
-        msg91_respond(resp, 400, "expected an MSG91 delivery report (JSON, or form field data)");
+        httpd_respond(resp, 400, "expected an MSG91 delivery report (JSON, or form field data)");
         break;
     case 503: /* a report could not be recorded: MSG91 retries on errors */
-        msg91_respond(resp, 503, "Redis unavailable; retry");
+        httpd_respond(resp, 503, "Redis unavailable; retry");
         break;
     default:
-        msg91_respond(resp, 200, "ok");
+        httpd_respond(resp, 200, "ok");
     }
 }
 

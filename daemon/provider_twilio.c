@@ -280,65 +280,6 @@ twilio_signature(const char *token, const char *url, const char *const *names,
     free(data);
 }
 
-static void
-plus_to_space(char *s)
-{
-    for (; *s; s++)
-        if (*s == '+')
-            *s = ' ';
-}
-
-/* application/x-www-form-urlencoded -> names/values (decoded, curl_free them). */
-static int
-form_parse(const char *body, size_t len, char **names, char **values)
-{
-    size_t end = strnlen(body, len); /* not strndup: body need not hold a NUL */
-    char *copy = malloc(end + 1), *save = NULL, *pair;
-    int n = 0;
-
-    if (copy == NULL)
-        return -1;
-    memcpy(copy, body, end);
-    copy[end] = '\0';
-    for (pair = strtok_r(copy, "&", &save); pair && n < TWILIO_MAX_PARAMS;
-         pair = strtok_r(NULL, "&", &save)) {
-        char *eq = strchr(pair, '=');
-        if (eq)
-            *eq = '\0';
-        plus_to_space(pair);
-        if (eq)
-            plus_to_space(eq + 1);
-        names[n] = curl_easy_unescape(NULL, pair, 0, NULL);
-        values[n] = curl_easy_unescape(NULL, eq ? eq + 1 : "", 0, NULL);
-        if (names[n] == NULL || values[n] == NULL) {
-            curl_free(names[n]);
-            curl_free(values[n]);
-            break;
-        }
-        n++;
-    }
-    free(copy);
-    return n;
-}
-
-static void
-form_free(char **names, char **values, int n)
-{
-    for (int i = 0; i < n; i++) {
-        curl_free(names[i]);
-        curl_free(values[i]);
-    }
-}
-
-static const char *
-form_get(char **names, char **values, int n, const char *name)
-{
-    for (int i = 0; i < n; i++)
-        if (strcmp(names[i], name) == 0)
-            return values[i];
-    return NULL;
-}
-
 /* The configured URL, and the same with the default port added or removed. */
 static int
 url_variants(const char *url, char out[2][1024])
@@ -367,15 +308,15 @@ done:
 }
 
 static int
-twilio_signature_ok(const char *token, const char *url, const char *sig, char **names,
-                    char **values, int n)
+twilio_signature_ok(const char *token, const char *url, const char *sig,
+                    const struct httpd_form *form)
 {
     char urls[2][1024], want[64];
     int nurls = url_variants(url, urls), ok = 0;
 
     for (int i = 0; i < nurls && !ok; i++) {
-        twilio_signature(token, urls[i], (const char *const *)names, (const char *const *)values, n,
-                         want, sizeof(want));
+        twilio_signature(token, urls[i], (const char *const *)form->names,
+                         (const char *const *)form->values, form->n, want, sizeof(want));
         ok = strlen(sig) == strlen(want) && sodium_memcmp(sig, want, strlen(want)) == 0;
     }
     return ok;
@@ -383,11 +324,11 @@ twilio_signature_ok(const char *token, const char *url, const char *sig, char **
 
 /* The signed parameters of a callback -> its receipt; 400 without sid or status. */
 static int
-twilio_callback_receipt(char **names, char **values, int n, struct receipt *r)
+twilio_callback_receipt(const struct httpd_form *form, struct receipt *r)
 {
-    const char *sid = form_get(names, values, n, "MessageSid");
-    const char *status = form_get(names, values, n, "MessageStatus");
-    const char *code = form_get(names, values, n, "ErrorCode");
+    const char *sid = httpd_form_get(form, "MessageSid");
+    const char *status = httpd_form_get(form, "MessageStatus");
+    const char *code = httpd_form_get(form, "ErrorCode");
     const char *hint;
 
     if (sid == NULL || status == NULL)
@@ -408,18 +349,18 @@ int
 twilio_parse_callback(const char *token, const char *url, const char *signature, const char *body,
                       size_t len, struct receipt *r)
 {
-    char *names[TWILIO_MAX_PARAMS], *values[TWILIO_MAX_PARAMS];
-    int n, rc;
+    struct httpd_form form;
+    int rc;
 
     memset(r, 0, sizeof(*r));
     r->status = RECEIPT_PENDING;
-    if ((n = form_parse(body, len, names, values)) < 0)
+    if (httpd_form_parse(&form, body, len) < 0)
         return 503;
-    if (signature == NULL || !twilio_signature_ok(token, url, signature, names, values, n))
+    if (signature == NULL || !twilio_signature_ok(token, url, signature, &form))
         rc = 403;
     else
-        rc = twilio_callback_receipt(names, values, n, r);
-    form_free(names, values, n);
+        rc = twilio_callback_receipt(&form, r);
+    httpd_form_free(&form);
     return rc;
 }
 
@@ -718,14 +659,6 @@ twilio_pushes_receipts(const struct provider *p)
 }
 
 static void
-twilio_respond(struct httpd_response *resp, int status, const char *text)
-{
-    resp->status = status;
-    resp->body = strdup(text);
-    resp->len = resp->body ? strlen(resp->body) : 0;
-}
-
-static void
 twilio_webhook(struct provider *p, const char *rest, const struct httpd_request *req,
                struct httpd_response *resp, provider_receipt_cb *cb, void *arg)
 {
@@ -734,36 +667,36 @@ twilio_webhook(struct provider *p, const char *rest, const struct httpd_request 
     struct receipt r;
 
     if (*rest != '\0') {
-        twilio_respond(resp, 404, "not found");
+        httpd_respond(resp, 404, "not found");
         return;
     }
     if (*cfg->twilio_status_callback == '\0' || *cfg->twilio_auth_token == '\0') {
-        twilio_respond(resp, 404, "Twilio callbacks are not configured (TWILIO_STATUS_CALLBACK)");
+        httpd_respond(resp, 404, "Twilio callbacks are not configured (TWILIO_STATUS_CALLBACK)");
         return;
     }
     if (strcmp(req->method, "POST") != 0) {
-        twilio_respond(resp, 405, "POST only");
+        httpd_respond(resp, 405, "POST only");
         return;
     }
     switch (twilio_parse_callback(cfg->twilio_auth_token, cfg->twilio_status_callback, sig,
                                   req->body ? req->body : "", req->body_len, &r)) {
     case 503:
-        twilio_respond(resp, 503, "out of memory");
+        httpd_respond(resp, 503, "out of memory");
         break;
     case 403:
         log_warnx("receipt: Twilio callback with %s signature refused (403)",
                   sig ? "a wrong" : "no");
-        twilio_respond(resp, 403, "invalid signature");
+        httpd_respond(resp, 403, "invalid signature");
         break;
     case 400:
-        twilio_respond(resp, 400, "MessageSid and MessageStatus are required");
+        httpd_respond(resp, 400, "MessageSid and MessageStatus are required");
         break;
     default:
         /* Twilio retries a callback that got an error. */
         if (r.status != RECEIPT_PENDING && cb(arg, &r) < 0)
-            twilio_respond(resp, 503, "Redis unavailable; retry");
+            httpd_respond(resp, 503, "Redis unavailable; retry");
         else
-            twilio_respond(resp, 200, "");
+            httpd_respond(resp, 200, "");
     }
 }
 

@@ -36,6 +36,26 @@ struct httpd_response {
     size_t len;
 };
 
+/* A response with a short text body (copied). */
+void httpd_respond(struct httpd_response *resp, int status, const char *text);
+
+/*
+ * An application/x-www-form-urlencoded body, decoded ("+" is a space):
+ * the first HTTPD_FORM_MAX pairs, in order; a name without "=" has the
+ * value "".  body need not hold a NUL.
+ */
+#define HTTPD_FORM_MAX 64
+struct httpd_form {
+    int n;
+    char *names[HTTPD_FORM_MAX];
+    char *values[HTTPD_FORM_MAX];
+};
+/* 0, or -1 out of memory (nothing to free then). */
+int httpd_form_parse(struct httpd_form *f, const char *body, size_t len);
+/* The first value of name, or NULL. */
+const char *httpd_form_get(const struct httpd_form *f, const char *name);
+void httpd_form_free(struct httpd_form *f);
+
 typedef void httpd_handler(void *arg, const struct httpd_request *req, struct httpd_response *resp);
 
 struct httpd;
