@@ -1,11 +1,12 @@
 /*
- * queue.c: claims jobs from the stream through the consumer group and
- * finishes them (ack + delete, or dead letter).
+ * queue.c: claims jobs from the stream through the consumer group, keeps
+ * our pending entries young and takes over a dead instance's.  A job's
+ * acknowledgement is part of its last write, which the ledger makes.
  *
  * The reader connection is used for nothing but XREADGROUP ... BLOCK, since
  * a blocked connection answers nothing else; everything that writes goes
  * through the writer.  Reads continue while earlier jobs are in flight, as
- * long as the dispatcher reports room.
+ * long as the deliveries report room.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /*
  * metrics.h: Prometheus text exposition of what the daemon counts.
  * Provider request latencies are observed here as they happen; the rest
- * is read from the dispatcher, the monitor and the providers at scrape time.
+ * is read from the deliveries, the monitor and the providers at scrape time.
  */
 #ifndef OTPD_METRICS_H
 #define OTPD_METRICS_H

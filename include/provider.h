@@ -1,6 +1,6 @@
 /*
- * provider.h: the one interface every SMS provider implements.  The
- * dispatcher hands a rendered message to send() and hears back once,
+ * provider.h: the one interface every SMS provider implements.  A
+ * delivery hands a rendered message to send() and hears back once,
  * through the done callback, never from inside send() itself.  Delivery
  * receipts come back through the same provider: its webhook op reads the
  * provider's callbacks, its poll op looks a message up, and both answer in
