@@ -180,6 +180,16 @@ def tree(pid):
     return out
 
 
+def open_sockets(pid):
+    """Sockets a process holds now (0 if it is gone)."""
+    try:
+        fds = os.listdir("/proc/%d/fd" % pid)
+        return sum(1 for fd in fds
+                   if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:"))
+    except OSError:
+        return 0
+
+
 def tree_cpu(pid):
     return sum((proc_stat(p) or (0, 0))[0] for p in tree(pid))
 
@@ -496,12 +506,7 @@ def bench_memory(env, inflight):
     def poll():
         if time.monotonic() - last[0] >= 0.1:
             last[0] = time.monotonic()
-            try:
-                fds = os.listdir("/proc/%d/fd" % run.proc.pid)
-                socks[0] = max(socks[0], sum(1 for fd in fds if os.readlink(
-                    "/proc/%d/fd/%s" % (run.proc.pid, fd)).startswith("socket:")))
-            except OSError:
-                pass
+            socks[0] = max(socks[0], open_sockets(run.proc.pid))
             try:
                 peak[0] = max(peak[0], int(env.r.xpending("otpd:jobs", "otpd")["pending"]))
             except redis.exceptions.ResponseError:
@@ -705,12 +710,7 @@ def bench_realistic(env, n):
     def poll():
         if time.monotonic() - last[0] >= 0.1:
             last[0] = time.monotonic()
-            try:
-                fds = os.listdir("/proc/%d/fd" % run.proc.pid)
-                socks[0] = max(socks[0], sum(1 for fd in fds if os.readlink(
-                    "/proc/%d/fd/%s" % (run.proc.pid, fd)).startswith("socket:")))
-            except OSError:
-                pass
+            socks[0] = max(socks[0], open_sockets(run.proc.pid))
     t_done = run.wait_sent(n, timeout=60 + n / 20, on_poll=poll)
     s = run.sample()
     run.finish()
