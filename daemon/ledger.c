@@ -36,6 +36,14 @@ struct ledger {
     const struct config *cfg;
     struct rconn *w;
     uv_timer_t housekeeping;
+    /*
+     * The configuration's numbers as the scripts take them, formatted once
+     * per load or reload (ledger_reload()), not once per job.
+     */
+    struct {
+        char status_ttl[16], events_maxlen[16], dead_maxlen[16], reject_ttl[16];
+        char interval_ms[24], per_hour[24], per_day[24], global_per_hour[24];
+    } text;
     void (*closed_cb)(void *arg);
     void *closed_arg;
     char *begin_text; /* limits.lua as check_limits(), then begin.lua */
@@ -89,6 +97,31 @@ ledger_compose_begin(void)
 
 static void ledger_housekeeping(uv_timer_t *t);
 
+static void
+ledger_format_config(struct ledger *l)
+{
+    const struct config *c = l->cfg;
+    int reject_ttl = c->status_ttl < LEDGER_REJECT_TTL ? c->status_ttl : LEDGER_REJECT_TTL;
+
+    snprintf(l->text.status_ttl, sizeof(l->text.status_ttl), "%d", c->status_ttl);
+    snprintf(l->text.events_maxlen, sizeof(l->text.events_maxlen), "%d", c->events_maxlen);
+    snprintf(l->text.dead_maxlen, sizeof(l->text.dead_maxlen), "%d", c->dead_maxlen);
+    snprintf(l->text.reject_ttl, sizeof(l->text.reject_ttl), "%d", reject_ttl);
+    snprintf(l->text.interval_ms, sizeof(l->text.interval_ms), "%lld",
+             (long long)c->limit_interval_s * 1000);
+    snprintf(l->text.per_hour, sizeof(l->text.per_hour), "%d", c->limit_per_hour);
+    snprintf(l->text.per_day, sizeof(l->text.per_day), "%d", c->limit_per_day);
+    snprintf(l->text.global_per_hour, sizeof(l->text.global_per_hour), "%d",
+             c->limit_global_per_hour);
+}
+
+void
+ledger_reload(struct ledger *l)
+{
+    ledger_format_config(l);
+    ledger_publish_limits(l);
+}
+
 struct ledger *
 ledger_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer)
 {
@@ -98,6 +131,7 @@ ledger_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer)
         return NULL;
     l->loop = loop;
     l->cfg = cfg;
+    ledger_format_config(l);
     l->w = writer;
     if ((l->begin_text = ledger_compose_begin()) == NULL) {
         free(l);
@@ -322,27 +356,20 @@ ledger_begin_reply(redisAsyncContext *ac, void *r, void *priv)
     free(op);
 }
 
-/* This daemon's limits as limits.lua's ARGV 6-11; a budget of "" is none. */
+/*
+ * limits.lua's ARGV 10-11 for this calling code: its budget (the "*" one
+ * if it has none of its own) and the "*" budget; "" is none.
+ */
 static void
-ledger_limit_values(const struct config *c, const char *cc, char lim[6][24])
+ledger_budgets(const struct config *c, const char *cc, char budget[2][24])
 {
-    long budget = -1;
+    long own = route_country_value(&c->budgets, cc);
 
-    for (int i = 0; i < c->budgets.n; i++)
-        if (strcmp(c->budgets.cc[i], cc) == 0)
-            budget = c->budgets.value[i];
-    snprintf(lim[0], sizeof(lim[0]), "%lld", (long long)c->limit_interval_s * 1000);
-    snprintf(lim[1], sizeof(lim[1]), "%d", c->limit_per_hour);
-    snprintf(lim[2], sizeof(lim[2]), "%d", c->limit_per_day);
-    snprintf(lim[3], sizeof(lim[3]), "%d", c->limit_global_per_hour);
-    if (budget >= 0)
-        snprintf(lim[4], sizeof(lim[4]), "%ld", budget);
-    else
-        lim[4][0] = '\0';
+    budget[0][0] = budget[1][0] = '\0';
+    if (own >= 0)
+        snprintf(budget[0], sizeof(budget[0]), "%ld", own);
     if (c->budgets.deflt >= 0)
-        snprintf(lim[5], sizeof(lim[5]), "%ld", c->budgets.deflt);
-    else
-        lim[5][0] = '\0';
+        snprintf(budget[1], sizeof(budget[1]), "%ld", c->budgets.deflt);
 }
 
 static void
@@ -382,7 +409,7 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, led
              void *arg)
 {
     const struct job *job = lj->job;
-    char k[12][LEDGER_KEY_MAX], a[21][40], masked[LOG_MASK_MAX], lim[6][24];
+    char k[12][LEDGER_KEY_MAX], a[21][40], masked[LOG_MASK_MAX], budget[2][24];
     const char *keys[12], *args[21];
     int64_t now = otpd_now_ms(), left = job->expires_ms - now;
     struct ledger_begin_ctx *c = calloc(1, sizeof(*c));
@@ -402,11 +429,9 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, led
     ledger_limit_keys(l, job, lj->cc, k + 5);
     for (int i = 0; i < 12; i++)
         keys[i] = k[i];
-    ledger_limit_values(l->cfg, lj->cc, lim);
+    ledger_budgets(l->cfg, lj->cc, budget);
     log_mask_phone(job->to, masked, sizeof(masked));
     snprintf(a[3], sizeof(a[3]), "%lld", (long long)now);
-    snprintf(a[4], sizeof(a[4]), "%d", l->cfg->status_ttl);
-    snprintf(a[5], sizeof(a[5]), "%d", l->cfg->events_maxlen);
     snprintf(a[7], sizeof(a[7]), "%lld", (long long)job->created_ms);
     snprintf(a[8], sizeof(a[8]), "%lld", (long long)job->expires_ms);
     snprintf(a[9], sizeof(a[9]), "%d", job->max_attempts);
@@ -416,13 +441,19 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, led
     args[2] = job->id;
     for (int i = 3; i < 11; i++)
         args[i] = a[i];
+    args[4] = l->text.status_ttl;
+    args[5] = l->text.events_maxlen;
     args[6] = mac;
     args[11] = masked;
     args[12] = job->purpose;
     args[13] = lj->cc;
     args[14] = job->to;
-    for (int i = 0; i < 6; i++)
-        args[15 + i] = lim[i];
+    args[15] = l->text.interval_ms;
+    args[16] = l->text.per_hour;
+    args[17] = l->text.per_day;
+    args[18] = l->text.global_per_hour;
+    args[19] = budget[0];
+    args[20] = budget[1];
     if (ledger_eval(op, ledger_begin_reply, 12, keys, 21, args, NULL) < 0) {
         free(c);
         return -1;
@@ -465,7 +496,7 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
     const struct job *job = lj->job;
     const char *provider = o->provider ? o->provider : "";
     const char *ref = o->provider_ref ? o->provider_ref : "";
-    char k[7][LEDGER_KEY_MAX], now[24], ttl[16], maxlen[16], attempts[12], sent[24];
+    char k[7][LEDGER_KEY_MAX], now[24], attempts[12], sent[24];
     char created[24], expires[24], masked[LOG_MASK_MAX];
     const char *keys[7], *args[21];
     struct ledger_op *op = ledger_done_op(l, SCRIPT_FINISH, cb, arg);
@@ -478,8 +509,6 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
     for (int i = 0; i < 7; i++)
         keys[i] = k[i];
     snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
-    snprintf(ttl, sizeof(ttl), "%d", l->cfg->status_ttl);
-    snprintf(maxlen, sizeof(maxlen), "%d", l->cfg->events_maxlen);
     snprintf(attempts, sizeof(attempts), "%d", o->attempts);
     snprintf(sent, sizeof(sent), "%lld", (long long)o->sent_ms);
     snprintf(created, sizeof(created), "%lld", (long long)job->created_ms);
@@ -489,8 +518,8 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
                        l->cfg->group,
                        job->id,
                        now,
-                       ttl,
-                       maxlen,
+                       l->text.status_ttl,
+                       l->text.events_maxlen,
                        job_status_name(o->status),
                        provider,
                        ref,
@@ -514,21 +543,19 @@ int
 ledger_note(struct ledger *l, const struct ledger_job *lj, const struct ledger_outcome *o,
             ledger_done_cb *cb, void *arg)
 {
-    char k[5][LEDGER_KEY_MAX], now[24], ttl[16], maxlen[16], attempts[12];
+    char k[5][LEDGER_KEY_MAX], now[24], attempts[12];
     struct ledger_op *op = ledger_done_op(l, SCRIPT_NOTE, cb, arg);
 
     if (op == NULL)
         return -1;
     ledger_keys(l, lj->job, k);
     snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
-    snprintf(ttl, sizeof(ttl), "%d", l->cfg->status_ttl);
-    snprintf(maxlen, sizeof(maxlen), "%d", l->cfg->events_maxlen);
     snprintf(attempts, sizeof(attempts), "%d", o->attempts);
     const char *keys[] = {k[0], k[2], k[3]};
     const char *args[] = {lj->job->id,
                           now,
-                          ttl,
-                          maxlen,
+                          l->text.status_ttl,
+                          l->text.events_maxlen,
                           o->provider ? o->provider : "",
                           o->error_code ? o->error_code : "",
                           o->error ? o->error : "",
@@ -540,8 +567,7 @@ int
 ledger_reject(struct ledger *l, const struct ledger_job *lj, const char *payload, size_t len,
               const char *reason, ledger_done_cb *cb, void *arg)
 {
-    char k[5][LEDGER_KEY_MAX], dead[LEDGER_KEY_MAX], now[24], ttl[16], maxlen[16], deadmax[16];
-    int keep = l->cfg->status_ttl < LEDGER_REJECT_TTL ? l->cfg->status_ttl : LEDGER_REJECT_TTL;
+    char k[5][LEDGER_KEY_MAX], dead[LEDGER_KEY_MAX], now[24];
     struct ledger_op *op = ledger_done_op(l, SCRIPT_REJECT, cb, arg);
 
     if (op == NULL)
@@ -549,9 +575,6 @@ ledger_reject(struct ledger *l, const struct ledger_job *lj, const char *payload
     ledger_keys(l, lj->job, k);
     key(dead, l->cfg, PROTO_KEY_DEAD);
     snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
-    snprintf(ttl, sizeof(ttl), "%d", keep);
-    snprintf(maxlen, sizeof(maxlen), "%d", l->cfg->events_maxlen);
-    snprintf(deadmax, sizeof(deadmax), "%d", l->cfg->dead_maxlen);
     if (payload == NULL) {
         payload = "";
         len = 0;
@@ -559,8 +582,9 @@ ledger_reject(struct ledger *l, const struct ledger_job *lj, const char *payload
     if (reason == NULL)
         reason = "";
     const char *keys[] = {k[0], dead, k[2], k[3], k[4]};
-    const char *args[] = {lj->stream_id, l->cfg->group, lj->job->id, now,   ttl,
-                          maxlen,        deadmax,       payload,     reason};
+    const char *args[] = {
+        lj->stream_id,         l->cfg->group,       lj->job->id, now,   l->text.reject_ttl,
+        l->text.events_maxlen, l->text.dead_maxlen, payload,     reason};
     /* The payload may hold any bytes: its length, cut, goes as is. */
     size_t lens[NARGS(args)];
     for (int i = 0; i < NARGS(args); i++)
@@ -598,7 +622,6 @@ ledger_receipt(struct ledger *l, const char *provider, const char *ref, enum job
                ledger_receipt_cb *cb, void *arg)
 {
     char refkey[LEDGER_KEY_MAX], events[LEDGER_KEY_MAX], stats[LEDGER_KEY_MAX], now[24];
-    char maxlen[16];
     struct ledger_op *op = ledger_op_new(l, SCRIPT_RECEIPT, arg);
 
     if (op == NULL)
@@ -608,11 +631,10 @@ ledger_receipt(struct ledger *l, const char *provider, const char *ref, enum job
     key(events, l->cfg, PROTO_KEY_EVENTS);
     key(stats, l->cfg, PROTO_KEY_STATS);
     snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
-    snprintf(maxlen, sizeof(maxlen), "%d", l->cfg->events_maxlen);
     const char *keys[] = {refkey, events, stats};
     const char *args[] = {
-        l->cfg->prefix, job_status_name(status), provider_status, error_code, error, now, provider,
-        maxlen};
+        l->cfg->prefix, job_status_name(status), provider_status, error_code, error, now,
+        provider,       l->text.events_maxlen};
     return ledger_eval(op, ledger_receipt_reply, NARGS(keys), keys, NARGS(args), args, NULL);
 }
 
@@ -627,27 +649,23 @@ void
 ledger_publish_limits(struct ledger *l)
 {
     const struct config *c = l->cfg;
-    char k[LEDGER_KEY_MAX], v[4][24], fields[ROUTE_MAX + 1][40], vals[ROUTE_MAX + 1][24];
+    char k[LEDGER_KEY_MAX], fields[ROUTE_MAX + 1][40], vals[ROUTE_MAX + 1][24];
     const char *argv[10 + 2 * (ROUTE_MAX + 1)];
     int argc = 0, n = 0;
 
     if (!rconn_is_up(l->w))
         return;
     key(k, c, PROTO_KEY_LIMITS);
-    snprintf(v[0], sizeof(v[0]), "%lld", (long long)c->limit_interval_s * 1000);
-    snprintf(v[1], sizeof(v[1]), "%d", c->limit_per_hour);
-    snprintf(v[2], sizeof(v[2]), "%d", c->limit_per_day);
-    snprintf(v[3], sizeof(v[3]), "%d", c->limit_global_per_hour);
     argv[argc++] = "HSET";
     argv[argc++] = k;
     argv[argc++] = "interval_ms";
-    argv[argc++] = v[0];
+    argv[argc++] = l->text.interval_ms;
     argv[argc++] = "per_hour";
-    argv[argc++] = v[1];
+    argv[argc++] = l->text.per_hour;
     argv[argc++] = "per_day";
-    argv[argc++] = v[2];
+    argv[argc++] = l->text.per_day;
     argv[argc++] = "global_per_hour";
-    argv[argc++] = v[3];
+    argv[argc++] = l->text.global_per_hour;
     for (int i = 0; i < c->budgets.n; i++, n++) {
         snprintf(fields[n], sizeof(fields[n]), "country_budget:%s", c->budgets.cc[i]);
         snprintf(vals[n], sizeof(vals[n]), "%ld", c->budgets.value[i]);

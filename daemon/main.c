@@ -216,7 +216,7 @@ otpd_reload(struct otpd *o)
     config_free(&next);
     log_init(log_level_parse(o->cfg.log_level));
     provider_set_reload(o->providers, &o->cfg);
-    ledger_publish_limits(o->ledger);
+    ledger_reload(o->ledger);
     log_notice("reload: configuration re-read from %s: %d change(s) applied",
                o->path ? o->path : "the environment", n);
 }

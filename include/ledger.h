@@ -36,6 +36,8 @@ void ledger_free(struct ledger *l);
 void ledger_writer_up(struct ledger *l);
 /* The limits the web app's early check reads ({p}limits); see docs/protocol.md section 7. */
 void ledger_publish_limits(struct ledger *l);
+/* The configuration was reloaded (SIGHUP): take its numbers, publish the limits. */
+void ledger_reload(struct ledger *l);
 
 /* A job as the ledger writes it: the job, its stream entry, its calling code. */
 struct ledger_job {

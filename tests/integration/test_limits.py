@@ -1,6 +1,7 @@
 """Routing, failover, provider rate caps, send limits and SMS-pumping defence (issue 8)."""
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -237,3 +238,25 @@ def test_limits_hold_across_instances(otpd_factory, client, r, redis_server):
     assert sts.count("sent") == 5 and sts.count("rate_limited") == 35
     consumers = r.xinfo_consumers("otpd:jobs", "otpd")
     assert len([c for c in consumers]) == 3
+
+
+def test_sighup_changes_the_limits_at_once(tmp_path, otpd_factory, r):
+    """A reload's limits apply to the next job, and the published copy follows."""
+    conf = tmp_path / "otpd.env"
+    conf.write_text("OTPD_LIMIT_PER_HOUR=1\n")
+    otpd = otpd_factory(args=["-c", str(conf)], start=False)
+    del otpd.env["OTPD_LIMIT_PER_HOUR"]  # the file decides, as on a real host
+    otpd.start()
+
+    def send(jid):
+        r.xadd("otpd:jobs", {"job": json.dumps({"id": jid, "to": "+14155550188"})})
+        wait_for(lambda: r.hget("otpd:job:" + jid, "status") in ("sent", "rate_limited"), 10)
+        return r.hget("otpd:job:" + jid, "status")
+
+    assert send("h1") == "sent"
+    assert send("h2") == "rate_limited"
+    conf.write_text("OTPD_LIMIT_PER_HOUR=3\n")
+    otpd.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload: OTPD_LIMIT_PER_HOUR updated" in otpd.stderr, 5)
+    assert send("h3") == "sent"
+    assert r.hget("otpd:limits", "per_hour") == "3"
