@@ -586,14 +586,14 @@ config_key_weak(const struct config *cfg, char *why, size_t whylen)
     return 0;
 }
 
-static int
-twilio_configured(const struct config *cfg)
+int
+config_twilio_configured(const struct config *cfg)
 {
     return *cfg->twilio_account_sid && *cfg->twilio_auth_token;
 }
 
-static int
-msg91_configured(const struct config *cfg)
+int
+config_msg91_configured(const struct config *cfg)
 {
     return *cfg->msg91_auth_key && *cfg->msg91_template_id;
 }
@@ -608,25 +608,25 @@ config_check_credentials(const struct config *cfg, char *err, size_t errlen)
     int tw_any = *cfg->twilio_account_sid || *cfg->twilio_auth_token;
     int explicit_tw = strcmp(cfg->provider, "twilio") == 0;
 
-    if ((tw_any || explicit_tw) && !twilio_configured(cfg)) {
+    if ((tw_any || explicit_tw) && !config_twilio_configured(cfg)) {
         otpd_seterr(err, errlen,
                     "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN: both are required to send "
                     "through Twilio");
         return -1;
     }
-    if (twilio_configured(cfg) && !*cfg->twilio_phone_number &&
+    if (config_twilio_configured(cfg) && !*cfg->twilio_phone_number &&
         !*cfg->twilio_messaging_service_sid) {
         otpd_seterr(err, errlen,
                     "TWILIO_PHONE_NUMBER: required with Twilio credentials (or set "
                     "TWILIO_MESSAGING_SERVICE_SID)");
         return -1;
     }
-    if (strcmp(cfg->provider, "msg91") == 0 && !msg91_configured(cfg)) {
+    if (strcmp(cfg->provider, "msg91") == 0 && !config_msg91_configured(cfg)) {
         otpd_seterr(err, errlen,
                     "MSG91_AUTH_KEY and MSG91_TEMPLATE_ID: required when OTPD_PROVIDER=msg91");
         return -1;
     }
-    if (*cfg->msg91_auth_key && !*cfg->msg91_template_id && !twilio_configured(cfg) &&
+    if (*cfg->msg91_auth_key && !*cfg->msg91_template_id && !config_twilio_configured(cfg) &&
         strcmp(cfg->provider, "console") != 0) {
         otpd_seterr(err, errlen,
                     "MSG91_TEMPLATE_ID: MSG91_AUTH_KEY is set but otpd sends through MSG91's "
@@ -641,9 +641,9 @@ static int
 config_pick_provider(struct config *cfg, char *err, size_t errlen)
 {
     if (*cfg->provider == '\0') {
-        cfg->provider_default = twilio_configured(cfg)  ? "twilio"
-                                : msg91_configured(cfg) ? "msg91"
-                                                        : "console";
+        cfg->provider_default = config_twilio_configured(cfg)  ? "twilio"
+                                : config_msg91_configured(cfg) ? "msg91"
+                                                               : "console";
         return 0;
     }
     if (strcmp(cfg->provider, "console") == 0)

@@ -461,12 +461,6 @@ msg91_close(struct provider *p, provider_closed_cb *cb, void *arg)
     http_close(m->http, msg91_http_closed, m);
 }
 
-static int
-msg91_configured(const struct config *cfg)
-{
-    return *cfg->msg91_auth_key && *cfg->msg91_template_id;
-}
-
 static void
 msg91_caps(const struct config *cfg, int *rate, int *max_inflight)
 {
@@ -476,7 +470,7 @@ msg91_caps(const struct config *cfg, int *rate, int *max_inflight)
 
 const struct provider_ops provider_msg91_ops = {
     .name = "msg91",
-    .configured = msg91_configured,
+    .configured = config_msg91_configured,
     .caps = msg91_caps,
     .open = msg91_open,
     .send = msg91_send,

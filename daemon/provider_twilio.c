@@ -728,12 +728,6 @@ twilio_close(struct provider *p, provider_closed_cb *cb, void *arg)
     http_close(tw->http, twilio_http_closed, tw);
 }
 
-static int
-twilio_configured(const struct config *cfg)
-{
-    return *cfg->twilio_account_sid && *cfg->twilio_auth_token;
-}
-
 static void
 twilio_caps(const struct config *cfg, int *rate, int *max_inflight)
 {
@@ -743,7 +737,7 @@ twilio_caps(const struct config *cfg, int *rate, int *max_inflight)
 
 const struct provider_ops provider_twilio_ops = {
     .name = "twilio",
-    .configured = twilio_configured,
+    .configured = config_twilio_configured,
     .caps = twilio_caps,
     .open = twilio_open,
     .send = twilio_send,

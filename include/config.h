@@ -108,6 +108,9 @@ void config_print(const struct config *cfg, FILE *out);
 typedef void config_warn_fn(void *arg, const char *text);
 /* Settings that are valid but probably not meant (console provider, public metrics, ...). */
 void config_warnings(const struct config *cfg, config_warn_fn *warn, void *arg);
+/* The provider's credentials are set (the set opens it; OTPD_PROVIDER may default to it). */
+int config_twilio_configured(const struct config *cfg);
+int config_msg91_configured(const struct config *cfg);
 /* Twilio posts status callbacks and otpd listens for them (else otpd polls). */
 int config_twilio_callbacks(const struct config *cfg);
 /* SIGHUP: apply what can change live; returns how many keys changed. */
