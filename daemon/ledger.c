@@ -58,6 +58,7 @@ struct ledger {
 struct ledger_op {
     struct ledger *l;
     int script;
+    char cc[4]; /* begin: the job's calling code, for the country-budget alert */
     ledger_begin_cb *begin_cb;
     ledger_done_cb *done_cb;
     ledger_receipt_cb *receipt_cb;
@@ -352,6 +353,9 @@ ledger_begin_reply(redisAsyncContext *ac, void *r, void *priv)
     } else {
         b.err = "unexpected verdict from begin.lua";
     }
+    /* The alert is the limits' business; the delivery sees the verdict only. */
+    if (b.verdict == LEDGER_DENIED && strcmp(b.error_code, "country_budget") == 0)
+        ledger_budget_alert(op->l, op->cc);
     op->begin_cb(op->arg, &b);
     free(op);
 }
@@ -385,25 +389,6 @@ ledger_limit_keys(const struct ledger *l, const struct job *job, const char *cc,
     key(k[6], l->cfg, PROTO_KEY_ALERT_COUNTRY_BUDGET, cc);
 }
 
-struct ledger_begin_ctx {
-    struct ledger *l;
-    char cc[4];
-    ledger_begin_cb *cb;
-    void *arg;
-};
-
-/* Raises the country alert on the way back; the delivery sees the verdict only. */
-static void
-ledger_begin_seen(void *arg, const struct ledger_begun *b)
-{
-    struct ledger_begin_ctx *c = arg;
-
-    if (b->verdict == LEDGER_DENIED && strcmp(b->error_code, "country_budget") == 0)
-        ledger_budget_alert(c->l, c->cc);
-    c->cb(c->arg, b);
-    free(c);
-}
-
 int
 ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, ledger_begin_cb *cb,
              void *arg)
@@ -412,19 +397,12 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, led
     char k[12][LEDGER_KEY_MAX], a[21][40], masked[LOG_MASK_MAX], budget[2][24];
     const char *keys[12], *args[21];
     int64_t now = otpd_now_ms(), left = job->expires_ms - now;
-    struct ledger_begin_ctx *c = calloc(1, sizeof(*c));
-    struct ledger_op *op = ledger_op_new(l, SCRIPT_BEGIN, c);
+    struct ledger_op *op = ledger_op_new(l, SCRIPT_BEGIN, arg);
 
-    if (c == NULL || op == NULL) {
-        free(c);
-        free(op);
+    if (op == NULL)
         return -1;
-    }
-    c->l = l;
-    c->cb = cb;
-    c->arg = arg;
-    snprintf(c->cc, sizeof(c->cc), "%s", lj->cc);
-    op->begin_cb = ledger_begin_seen;
+    snprintf(op->cc, sizeof(op->cc), "%s", lj->cc);
+    op->begin_cb = cb;
     ledger_keys(l, job, k);
     ledger_limit_keys(l, job, lj->cc, k + 5);
     for (int i = 0; i < 12; i++)
@@ -454,11 +432,7 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, led
     args[18] = l->text.global_per_hour;
     args[19] = budget[0];
     args[20] = budget[1];
-    if (ledger_eval(op, ledger_begin_reply, 12, keys, 21, args, NULL) < 0) {
-        free(c);
-        return -1;
-    }
-    return 0;
+    return ledger_eval(op, ledger_begin_reply, 12, keys, 21, args, NULL);
 }
 
 /* --- finish, note, reject ------------------------------------------------ */
