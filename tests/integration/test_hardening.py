@@ -62,9 +62,16 @@ def metric(text, name):
 
 # --- 1. provider selection ----------------------------------------------------
 
-def test_guide_env_sends_through_twilio_not_console(otpd_factory, mock, client):
-    """Only the guide's TWILIO_* lines, no OTPD_PROVIDER: Twilio is used, no code is printed."""
-    d = otpd_factory(guide_env(mock))
+def test_guide_env_sends_through_twilio_not_console(otpd_factory, mock, client, tmp_path):
+    """The site's .env with the guide's TWILIO_* lines, no OTPD_PROVIDER: Twilio, no code printed."""
+    env = tmp_path / "site.env"
+    env.write_text("# the site's .env, as the SMS guide has it (section 4.1)\n"
+                   "DEBUG=False\nSECRET_KEY='django-insecure-x'\n"
+                   "TWILIO_ACCOUNT_SID=%s\nTWILIO_AUTH_TOKEN=%s\nTWILIO_PHONE_NUMBER=%s\n"
+                   "# only the tests: where the Twilio mock is and the CA it was signed by\n"
+                   "TWILIO_API_BASE=%s\nOTPD_CA_FILE=%s\n"
+                   % (SID, TOKEN, FROM, mock.base, mock.ca["ca_cert"]))
+    d = otpd_factory(args=["-c", str(env)])
     job = client.send(NUMBER)
     st = client.wait(job, timeout=15)
     assert st["status"] == "sent" and st["provider"] == "twilio", st
