@@ -12,6 +12,8 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include <sodium.h>
+
 #include "http.h"
 #include "log.h"
 
@@ -21,12 +23,21 @@ struct http_sock {
     struct http *h;
 };
 
+/*
+ * A request's headers and body live in one allocation owned by its call:
+ * curl reads the header list and the POST body in place (no per-header
+ * curl_slist_append copy, no CURLOPT_COPYPOSTFIELDS copy).
+ */
+#define HTTP_MAX_HEADERS 8
+
 struct http_call {
     struct http_call *prev, *next;
     struct http *h;
     CURL *easy;
-    struct curl_slist *headers;
-    char *body;
+    struct curl_slist headers[HTTP_MAX_HEADERS];
+    char *store;   /* the header lines and the request body */
+    char *reqbody; /* in store */
+    char *body;    /* the answer */
     size_t len, cap;
     long retry_after_s;
     int open_errno; /* socket() failed: EMFILE is ours to fix, not the provider's */
@@ -260,9 +271,81 @@ http_call_free(struct http_call *c)
         c->next->prev = c->prev;
     curl_multi_remove_handle(h->multi, c->easy);
     curl_easy_cleanup(c->easy);
-    curl_slist_free_all(c->headers);
+    free(c->store);
     free(c->body);
     free(c);
+}
+
+/* "Authorization: Basic base64(user:password)" into out; -1 if too long. */
+static int
+http_basic_auth(char *out, size_t outlen, const char *user, const char *password)
+{
+    static const char head[] = "Authorization: Basic ";
+    char cred[512];
+    int n = snprintf(cred, sizeof(cred), "%s:%s", user, password ? password : "");
+    int rc = -1;
+
+    if (n > 0 && (size_t)n < sizeof(cred) &&
+        outlen >= sizeof(head) - 1 +
+                      sodium_base64_ENCODED_LEN((size_t)n, sodium_base64_VARIANT_ORIGINAL)) {
+        memcpy(out, head, sizeof(head) - 1);
+        sodium_bin2base64(out + sizeof(head) - 1, outlen - (sizeof(head) - 1),
+                          (const unsigned char *)cred, (size_t)n, sodium_base64_VARIANT_ORIGINAL);
+        rc = 0;
+    }
+    sodium_memzero(cred, sizeof(cred));
+    return rc;
+}
+
+/*
+ * The call's header lines and body, copied into one allocation and linked
+ * as curl's list: the request's own headers, then Content-Type, Basic
+ * auth and User-Agent (given as headers, curl formats none of them).
+ */
+static int
+http_store(struct http_call *c, const struct http_request *req)
+{
+    static char user_agent[] = "User-Agent: otpd/" OTPD_VERSION;
+    char ct[128], auth[1024];
+    const char *lines[HTTP_MAX_HEADERS];
+    size_t n = 0, size = req->body_len + 1;
+
+    for (const char *const *hd = req->headers; hd && *hd; hd++) {
+        if (n == HTTP_MAX_HEADERS - 3)
+            return -1;
+        lines[n++] = *hd;
+    }
+    if (req->content_type) {
+        snprintf(ct, sizeof(ct), "Content-Type: %s", req->content_type);
+        lines[n++] = ct;
+    }
+    if (req->username) {
+        if (http_basic_auth(auth, sizeof(auth), req->username, req->password) < 0)
+            return -1;
+        lines[n++] = auth;
+    }
+    for (size_t i = 0; i < n; i++)
+        size += strlen(lines[i]) + 1;
+    if ((c->store = malloc(size)) == NULL) {
+        sodium_memzero(auth, sizeof(auth));
+        return -1;
+    }
+    char *w = c->store;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(lines[i]) + 1;
+        memcpy(w, lines[i], len);
+        c->headers[i].data = w;
+        c->headers[i].next = &c->headers[i + 1];
+        w += len;
+    }
+    sodium_memzero(auth, sizeof(auth));
+    c->headers[n].data = user_agent;
+    c->headers[n].next = NULL;
+    if (req->body_len)
+        memcpy(w, req->body, req->body_len);
+    w[req->body_len] = '\0';
+    c->reqbody = w;
+    return 0;
 }
 
 static int
@@ -272,20 +355,8 @@ http_setup(struct http *h, struct http_call *c, const struct http_request *req)
     CURL *e = c->easy;
     int bad = 0;
 
-    for (const char *const *hd = req->headers; hd && *hd; hd++) {
-        struct curl_slist *l = curl_slist_append(c->headers, *hd);
-        if (l == NULL)
-            return -1;
-        c->headers = l;
-    }
-    if (req->content_type) {
-        char ct[128];
-        snprintf(ct, sizeof(ct), "Content-Type: %s", req->content_type);
-        struct curl_slist *l = curl_slist_append(c->headers, ct);
-        if (l == NULL)
-            return -1;
-        c->headers = l;
-    }
+    if (http_store(c, req) < 0)
+        return -1;
     bad |= curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, c) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_SHARE, h->share) != CURLE_OK;
@@ -309,7 +380,6 @@ http_setup(struct http *h, struct http_call *c, const struct http_request *req)
     bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->http_connect_timeout_ms) !=
            CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_USERAGENT, "otpd/" OTPD_VERSION) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_write_cb) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, c) != CURLE_OK;
@@ -317,14 +387,9 @@ http_setup(struct http *h, struct http_call *c, const struct http_request *req)
     bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, c) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, http_open_socket) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c) != CURLE_OK;
-    if (req->username) {
-        bad |= curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC) != CURLE_OK;
-        bad |= curl_easy_setopt(e, CURLOPT_USERNAME, req->username) != CURLE_OK;
-        bad |= curl_easy_setopt(e, CURLOPT_PASSWORD, req->password) != CURLE_OK;
-    }
     if (strcmp(req->method, "POST") == 0) {
         bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)req->body_len) != CURLE_OK;
-        bad |= curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, req->body) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->reqbody) != CURLE_OK;
     }
     return bad ? -1 : 0;
 }
@@ -342,7 +407,7 @@ http_start(struct http *h, const struct http_request *req, http_done_cb *cb, voi
     c->retry_after_s = -1;
     if ((c->easy = curl_easy_init()) == NULL || http_setup(h, c, req) < 0) {
         curl_easy_cleanup(c->easy);
-        curl_slist_free_all(c->headers);
+        free(c->store);
         free(c);
         return NULL;
     }

@@ -31,11 +31,39 @@ enum { SCRIPT_BEGIN, SCRIPT_FINISH, SCRIPT_NOTE, SCRIPT_REJECT, SCRIPT_RECEIPT, 
 
 #define LEDGER_PUBLISH_MS 10000 /* the published limits heal this often */
 
+/*
+ * Begins and finishes go in batches: every job that reaches the step in one
+ * turn of the loop shares one EVALSHA, flushed when the turn ends.  A
+ * script's set-up, its arguments and the counters are then paid once per
+ * batch, and XACK and XDEL take all the batch's entries at once.  64 jobs
+ * keep one call to a few milliseconds of Redis's time.
+ */
+#define LEDGER_BATCH_MAX  64
+#define LEDGER_BATCH_HEAD 10 /* shared arguments before the jobs' */
+#define LEDGER_JOB_ARGS   17 /* at most, per job (finish.lua) */
+#define LEDGER_BATCH_ARGS (3 + 4 + LEDGER_BATCH_HEAD + LEDGER_BATCH_MAX * LEDGER_JOB_ARGS)
+
+struct ledger_sent;
+
+struct ledger_batch {
+    int script;               /* SCRIPT_BEGIN or SCRIPT_FINISH */
+    struct ledger_sent *sent; /* its ops; NULL while empty */
+    /* The arguments, copied (the callers' buffers do not live to the flush). */
+    int nargs;
+    size_t off[LEDGER_BATCH_ARGS], len[LEDGER_BATCH_ARGS];
+    char *text;
+    size_t used, cap;
+};
+
 struct ledger {
     uv_loop_t *loop;
     const struct config *cfg;
     struct rconn *w;
     uv_timer_t housekeeping;
+    uv_check_t flush;             /* sends the batches when the loop's turn ends */
+    uv_idle_t nowait;             /* while a batch waits: the loop must not block first */
+    int open_handles;             /* of the three above, until closed */
+    struct ledger_batch batch[2]; /* begin, finish */
     /*
      * The configuration's numbers as the scripts take them, formatted once
      * per load or reload (ledger_reload()), not once per job.
@@ -43,7 +71,13 @@ struct ledger {
     struct {
         char status_ttl[16], events_maxlen[16], dead_maxlen[16], reject_ttl[16];
         char interval_ms[24], per_hour[24], per_day[24], global_per_hour[24];
+        char budget_default[24]; /* OTPD_COUNTRY_HOURLY_BUDGET's "*", "" for none */
     } text;
+    struct {
+        char jobs[LEDGER_KEY_MAX], events[LEDGER_KEY_MAX], stats[LEDGER_KEY_MAX],
+            optout[LEDGER_KEY_MAX];
+    } k;                        /* the batch scripts' declared keys */
+    struct ledger_sent *failed; /* batches that could not be sent, answered next turn */
     void (*closed_cb)(void *arg);
     void *closed_arg;
     char *begin_text; /* limits.lua as check_limits(), then begin.lua */
@@ -98,6 +132,10 @@ ledger_compose_begin(void)
 
 static void ledger_housekeeping(uv_timer_t *t);
 
+/* {prefix} then a PROTO_KEY_* name (include/protocol.h, next to docs/protocol.md). */
+static void key(char *buf, const struct config *cfg, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 static void
 ledger_format_config(struct ledger *l)
 {
@@ -114,6 +152,13 @@ ledger_format_config(struct ledger *l)
     snprintf(l->text.per_day, sizeof(l->text.per_day), "%d", c->limit_per_day);
     snprintf(l->text.global_per_hour, sizeof(l->text.global_per_hour), "%d",
              c->limit_global_per_hour);
+    l->text.budget_default[0] = '\0';
+    if (c->budgets.deflt >= 0)
+        snprintf(l->text.budget_default, sizeof(l->text.budget_default), "%ld", c->budgets.deflt);
+    key(l->k.jobs, c, PROTO_KEY_JOBS);
+    key(l->k.events, c, PROTO_KEY_EVENTS);
+    key(l->k.stats, c, PROTO_KEY_STATS);
+    key(l->k.optout, c, PROTO_KEY_OPTOUT);
 }
 
 void
@@ -148,8 +193,13 @@ ledger_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer)
         }
         sodium_bin2hex(l->sha[i], sizeof(l->sha[i]), md, sizeof(md));
     }
+    l->batch[0].script = SCRIPT_BEGIN;
+    l->batch[1].script = SCRIPT_FINISH;
     uv_timer_init(loop, &l->housekeeping);
-    l->housekeeping.data = l;
+    uv_check_init(loop, &l->flush);
+    uv_idle_init(loop, &l->nowait);
+    l->housekeeping.data = l->flush.data = l->nowait.data = l;
+    l->open_handles = 3;
     uv_timer_start(&l->housekeeping, ledger_housekeeping, LEDGER_PUBLISH_MS, LEDGER_PUBLISH_MS);
     return l;
 }
@@ -159,16 +209,22 @@ ledger_closed(uv_handle_t *h)
 {
     struct ledger *l = h->data;
 
-    if (l->closed_cb)
+    if (--l->open_handles == 0 && l->closed_cb)
         l->closed_cb(l->closed_arg);
 }
 
+static void ledger_flush_all(struct ledger *l);
+
+/* Waiting batches go to the writer first: its close answers them like any command. */
 void
 ledger_close(struct ledger *l, void (*cb)(void *arg), void *arg)
 {
+    ledger_flush_all(l);
     l->closed_cb = cb;
     l->closed_arg = arg;
     uv_close((uv_handle_t *)&l->housekeeping, ledger_closed);
+    uv_close((uv_handle_t *)&l->flush, ledger_closed);
+    uv_close((uv_handle_t *)&l->nowait, ledger_closed);
 }
 
 void
@@ -176,6 +232,10 @@ ledger_free(struct ledger *l)
 {
     if (l == NULL)
         return;
+    for (int i = 0; i < 2; i++) {
+        free(l->batch[i].text);
+        free(l->batch[i].sent);
+    }
     free(l->begin_text);
     free(l);
 }
@@ -255,10 +315,6 @@ ledger_eval(struct ledger_op *op, redisCallbackFn *reply_cb, int nkeys, const ch
     return 0;
 }
 
-/* {prefix} then a PROTO_KEY_* name (include/protocol.h, next to docs/protocol.md). */
-static void key(char *buf, const struct config *cfg, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
 static void
 key(char *buf, const struct config *cfg, const char *fmt, ...)
 {
@@ -309,6 +365,197 @@ ledger_budget_alert(struct ledger *l, const char *cc)
             cc);
 }
 
+/* --- batches ------------------------------------------------------------- */
+
+/*
+ * A batch's ops, answered in order by its script's reply.  Made with room
+ * for a full batch when the first job joins, so sending never allocates.
+ */
+struct ledger_sent {
+    struct ledger *l;
+    struct ledger_sent *next; /* on l->failed */
+    const char *err;          /* why it could not be sent */
+    int script, njobs;
+    struct ledger_op *ops[LEDGER_BATCH_MAX];
+};
+
+static void ledger_answer(struct ledger_sent *sent, const redisReply *reply, const char *err);
+
+static void
+ledger_batch_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct ledger_sent *sent = priv;
+    const redisReply *reply = r;
+    const char *err = NULL;
+
+    (void)ac;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements != (size_t)sent->njobs) {
+        err = reply && reply->type != REDIS_REPLY_ERROR ? "unexpected reply from the ledger script"
+                                                        : rconn_reply_error(reply);
+        ledger_check_noscript(sent->l, err);
+        reply = NULL;
+    }
+    ledger_answer(sent, reply, err);
+}
+
+/* One argument, copied into the batch. */
+static int
+batch_push(struct ledger_batch *b, const char *s, size_t len)
+{
+    if (b->nargs == LEDGER_BATCH_ARGS)
+        return -1;
+    if (b->used + len + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 8192;
+        while (cap < b->used + len + 1)
+            cap *= 2;
+        char *t = realloc(b->text, cap);
+        if (t == NULL)
+            return -1;
+        b->text = t;
+        b->cap = cap;
+    }
+    memcpy(b->text + b->used, s, len);
+    b->text[b->used + len] = '\0';
+    b->off[b->nargs] = b->used;
+    b->len[b->nargs++] = len;
+    b->used += len + 1;
+    return 0;
+}
+
+/* The script's shared keys and arguments, before the jobs'. */
+static int
+batch_head(const struct ledger *l, int script, const char *now, const char **v)
+{
+    const struct config *c = l->cfg;
+    int n = 0;
+
+    v[n++] = l->k.jobs;
+    v[n++] = l->k.events;
+    v[n++] = l->k.stats;
+    if (script == SCRIPT_FINISH)
+        v[n++] = l->k.optout;
+    v[n++] = c->prefix;
+    v[n++] = c->group;
+    v[n++] = now;
+    v[n++] = l->text.status_ttl;
+    v[n++] = l->text.events_maxlen;
+    if (script == SCRIPT_BEGIN) {
+        v[n++] = l->text.interval_ms;
+        v[n++] = l->text.per_hour;
+        v[n++] = l->text.per_day;
+        v[n++] = l->text.global_per_hour;
+        v[n++] = l->text.budget_default;
+    }
+    return n;
+}
+
+/* One EVALSHA for the batch's jobs; the batch is empty again after. */
+static void
+ledger_flush(struct ledger *l, struct ledger_batch *b)
+{
+    static const char *argv[3 + LEDGER_BATCH_HEAD + LEDGER_BATCH_ARGS];
+    static size_t lens[NARGS(argv)];
+    struct ledger_sent *sent = b->sent;
+    char now[24], numkeys[4];
+    int argc = 3, nkeys = b->script == SCRIPT_FINISH ? 4 : 3;
+
+    if (sent == NULL)
+        return;
+    b->sent = NULL;
+    snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    snprintf(numkeys, sizeof(numkeys), "%d", nkeys);
+    argv[0] = "EVALSHA";
+    argv[1] = l->sha[b->script];
+    argv[2] = numkeys;
+    argc += batch_head(l, b->script, now, argv + argc);
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    for (int i = 0; i < b->nargs; i++, argc++) {
+        argv[argc] = b->text + b->off[i];
+        lens[argc] = b->len[i];
+    }
+    b->nargs = 0;
+    b->used = 0;
+    if (!rconn_is_up(l->w) || rconn_command(l->w, ledger_batch_reply, sent, argc, argv, lens) < 0) {
+        /* Answered from the loop, never inside a caller's own ledger_*() call. */
+        sent->err = "Redis is not connected";
+        sent->next = l->failed;
+        l->failed = sent;
+    }
+}
+
+/* The loop's turn ends: send what waits, answer what could not be sent. */
+static void
+ledger_flush_all(struct ledger *l)
+{
+    struct ledger_sent *failed;
+
+    for (int i = 0; i < 2; i++)
+        ledger_flush(l, &l->batch[i]);
+    uv_check_stop(&l->flush);
+    uv_idle_stop(&l->nowait);
+    failed = l->failed;
+    l->failed = NULL;
+    while (failed != NULL) {
+        struct ledger_sent *next = failed->next;
+        ledger_answer(failed, NULL, failed->err);
+        failed = next;
+    }
+}
+
+static void
+ledger_flush_cb(uv_check_t *h)
+{
+    ledger_flush_all(h->data);
+}
+
+/* Active only to keep the loop from blocking; the check handle does the work. */
+static void
+ledger_idle_cb(uv_idle_t *h)
+{
+    (void)h;
+}
+
+/*
+ * A job joins its step's batch: op and its arguments (copied).  -1 if
+ * nothing could be queued (no memory): the caller's callback does not run.
+ */
+static int
+ledger_join(struct ledger *l, struct ledger_batch *b, struct ledger_op *op, int argc,
+            const char **argv, const size_t *lens)
+{
+    int nargs = b->nargs;
+    size_t used = b->used;
+
+    if (b->sent == NULL) {
+        if ((b->sent = calloc(1, sizeof(*b->sent))) == NULL)
+            return -1;
+        b->sent->l = l;
+        b->sent->script = b->script;
+    }
+    for (int i = 0; i < argc; i++) {
+        if (batch_push(b, argv[i], lens ? lens[i] : strlen(argv[i])) < 0) {
+            b->nargs = nargs;
+            b->used = used;
+            if (b->sent->njobs == 0) {
+                free(b->sent);
+                b->sent = NULL;
+            }
+            return -1;
+        }
+    }
+    b->sent->ops[b->sent->njobs++] = op;
+    if (b->sent->njobs == LEDGER_BATCH_MAX)
+        ledger_flush(l, b);
+    /* The loop must not sleep in poll before its check phase sends the batch. */
+    if (!uv_is_active((uv_handle_t *)&l->flush)) {
+        uv_check_start(&l->flush, ledger_flush_cb);
+        uv_idle_start(&l->nowait, ledger_idle_cb);
+    }
+    return 0;
+}
+
 /* --- begin --------------------------------------------------------------- */
 
 static const char *
@@ -319,25 +566,20 @@ reply_str(const redisReply *r, size_t i)
     return r->element[i]->str;
 }
 
+/* One job's verdict out of begin.lua's reply (r NULL: err says why). */
 static void
-ledger_begin_reply(redisAsyncContext *ac, void *r, void *priv)
+ledger_begun(struct ledger_op *op, const redisReply *r, const char *err)
 {
-    struct ledger_op *op = priv;
-    redisReply *reply = r;
     struct ledger_begun b = {.verdict = LEDGER_ERROR, .status = "", .error_code = "", .error = ""};
     const char *word;
 
-    (void)ac;
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 1) {
-        b.err = reply && reply->type != REDIS_REPLY_ERROR ? "unexpected reply from begin.lua"
-                                                          : rconn_reply_error(reply);
-        ledger_check_noscript(op->l, b.err);
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
+        b.err = err ? err : "unexpected reply from begin.lua";
         op->begin_cb(op->arg, &b);
-        free(op);
         return;
     }
-    word = reply_str(reply, 0);
-    b.status = reply_str(reply, 1);
+    word = reply_str(r, 0);
+    b.status = reply_str(r, 1);
     if (strcmp(word, "go") == 0) {
         b.verdict = LEDGER_GO;
     } else if (strcmp(word, "done") == 0) {
@@ -346,10 +588,13 @@ ledger_begin_reply(redisAsyncContext *ac, void *r, void *priv)
         b.verdict = LEDGER_DUPLICATE;
     } else if (strcmp(word, "denied") == 0) {
         b.verdict = LEDGER_DENIED;
-        b.error_code = reply_str(reply, 2);
-        b.error = reply_str(reply, 3);
-        if (reply->elements > 4 && reply->element[4]->type == REDIS_REPLY_INTEGER)
-            b.retry_after_ms = reply->element[4]->integer;
+        b.error_code = reply_str(r, 2);
+        b.error = reply_str(r, 3);
+        if (r->elements > 4 && r->element[4]->type == REDIS_REPLY_INTEGER)
+            b.retry_after_ms = r->element[4]->integer;
+    } else if (strcmp(word, "error") == 0) {
+        b.err = reply_str(r, 1);
+        b.status = "";
     } else {
         b.err = "unexpected verdict from begin.lua";
     }
@@ -357,36 +602,46 @@ ledger_begin_reply(redisAsyncContext *ac, void *r, void *priv)
     if (b.verdict == LEDGER_DENIED && strcmp(b.error_code, "country_budget") == 0)
         ledger_budget_alert(op->l, op->cc);
     op->begin_cb(op->arg, &b);
-    free(op);
 }
 
-/*
- * limits.lua's ARGV 10-11 for this calling code: its budget (the "*" one
- * if it has none of its own) and the "*" budget; "" is none.
- */
+/* One job's answer out of finish.lua's reply: 1, or {'error', why}. */
 static void
-ledger_budgets(const struct config *c, const char *cc, char budget[2][24])
+ledger_finished(struct ledger_op *op, const redisReply *r, const char *err)
+{
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+        op->done_cb(op->arg, 0, NULL);
+        return;
+    }
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY)
+        err = reply_str(r, 1);
+    op->done_cb(op->arg, -1, err && *err ? err : "unexpected reply from finish.lua");
+}
+
+/* Each op of a batch gets its own answer, in order; then the batch goes. */
+static void
+ledger_answer(struct ledger_sent *sent, const redisReply *reply, const char *err)
+{
+    for (int i = 0; i < sent->njobs; i++) {
+        struct ledger_op *op = sent->ops[i];
+        const redisReply *r = reply ? reply->element[i] : NULL;
+        if (sent->script == SCRIPT_BEGIN)
+            ledger_begun(op, r, err);
+        else
+            ledger_finished(op, r, err);
+        free(op);
+    }
+    free(sent);
+}
+
+/* begin.lua's budget fields for this calling code: its own ("" is none). */
+static void
+ledger_budget(const struct config *c, const char *cc, char budget[24])
 {
     long own = route_country_value(&c->budgets, cc);
 
-    budget[0][0] = budget[1][0] = '\0';
+    budget[0] = '\0';
     if (own >= 0)
-        snprintf(budget[0], sizeof(budget[0]), "%ld", own);
-    if (c->budgets.deflt >= 0)
-        snprintf(budget[1], sizeof(budget[1]), "%ld", c->budgets.deflt);
-}
-
-static void
-ledger_limit_keys(const struct ledger *l, const struct job *job, const char *cc,
-                  char k[7][LEDGER_KEY_MAX])
-{
-    key(k[0], l->cfg, PROTO_KEY_LIMITS);
-    key(k[1], l->cfg, PROTO_KEY_RL_LAST, job->purpose, job->to);
-    key(k[2], l->cfg, PROTO_KEY_RL_NUM, job->to);
-    key(k[3], l->cfg, PROTO_KEY_RL_GLOBAL);
-    key(k[4], l->cfg, PROTO_KEY_RL_CC, cc);
-    key(k[5], l->cfg, PROTO_KEY_OPTOUT);
-    key(k[6], l->cfg, PROTO_KEY_ALERT_COUNTRY_BUDGET, cc);
+        snprintf(budget, 24, "%ld", own);
 }
 
 int
@@ -394,45 +649,27 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, led
              void *arg)
 {
     const struct job *job = lj->job;
-    char k[12][LEDGER_KEY_MAX], a[21][40], masked[LOG_MASK_MAX], budget[2][24];
-    const char *keys[12], *args[21];
-    int64_t now = otpd_now_ms(), left = job->expires_ms - now;
-    struct ledger_op *op = ledger_op_new(l, SCRIPT_BEGIN, arg);
+    char created[24], expires[24], attempts[12], ttl[24], masked[LOG_MASK_MAX], budget[24];
+    int64_t left = job->expires_ms - otpd_now_ms();
+    struct ledger_op *op;
 
-    if (op == NULL)
+    if (!rconn_is_up(l->w) || (op = ledger_op_new(l, SCRIPT_BEGIN, arg)) == NULL)
         return -1;
     snprintf(op->cc, sizeof(op->cc), "%s", lj->cc);
     op->begin_cb = cb;
-    ledger_keys(l, job, k);
-    ledger_limit_keys(l, job, lj->cc, k + 5);
-    for (int i = 0; i < 12; i++)
-        keys[i] = k[i];
-    ledger_budgets(l->cfg, lj->cc, budget);
+    ledger_budget(l->cfg, lj->cc, budget);
     log_mask_phone(job->to, masked, sizeof(masked));
-    snprintf(a[3], sizeof(a[3]), "%lld", (long long)now);
-    snprintf(a[7], sizeof(a[7]), "%lld", (long long)job->created_ms);
-    snprintf(a[8], sizeof(a[8]), "%lld", (long long)job->expires_ms);
-    snprintf(a[9], sizeof(a[9]), "%d", job->max_attempts);
-    snprintf(a[10], sizeof(a[10]), "%lld", (long long)(left > 1 ? left : 1));
-    args[0] = lj->stream_id;
-    args[1] = l->cfg->group;
-    args[2] = job->id;
-    for (int i = 3; i < 11; i++)
-        args[i] = a[i];
-    args[4] = l->text.status_ttl;
-    args[5] = l->text.events_maxlen;
-    args[6] = mac;
-    args[11] = masked;
-    args[12] = job->purpose;
-    args[13] = lj->cc;
-    args[14] = job->to;
-    args[15] = l->text.interval_ms;
-    args[16] = l->text.per_hour;
-    args[17] = l->text.per_day;
-    args[18] = l->text.global_per_hour;
-    args[19] = budget[0];
-    args[20] = budget[1];
-    return ledger_eval(op, ledger_begin_reply, 12, keys, 21, args, NULL);
+    snprintf(created, sizeof(created), "%lld", (long long)job->created_ms);
+    snprintf(expires, sizeof(expires), "%lld", (long long)job->expires_ms);
+    snprintf(attempts, sizeof(attempts), "%d", job->max_attempts);
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)(left > 1 ? left : 1));
+    const char *v[] = {lj->stream_id, job->id, mac,          created, expires, attempts,
+                       ttl,           masked,  job->purpose, lj->cc,  job->to, budget};
+    if (ledger_join(l, &l->batch[0], op, NARGS(v), v, NULL) < 0) {
+        free(op);
+        return -1;
+    }
+    return 0;
 }
 
 /* --- finish, note, reject ------------------------------------------------ */
@@ -468,49 +705,49 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
               ledger_done_cb *cb, void *arg)
 {
     const struct job *job = lj->job;
-    const char *provider = o->provider ? o->provider : "";
-    const char *ref = o->provider_ref ? o->provider_ref : "";
-    char k[7][LEDGER_KEY_MAX], now[24], attempts[12], sent[24];
-    char created[24], expires[24], masked[LOG_MASK_MAX];
-    const char *keys[7], *args[21];
-    struct ledger_op *op = ledger_done_op(l, SCRIPT_FINISH, cb, arg);
+    char attempts[12], sent[24], created[24], expires[24], masked[LOG_MASK_MAX], flags[4];
+    struct ledger_op *op;
+    int n = 0;
 
-    if (op == NULL)
+    if (!rconn_is_up(l->w) || (op = ledger_done_op(l, SCRIPT_FINISH, cb, arg)) == NULL)
         return -1;
-    ledger_keys(l, job, k);
-    key(k[5], l->cfg, PROTO_KEY_REF, provider, ref);
-    key(k[6], l->cfg, PROTO_KEY_OPTOUT);
-    for (int i = 0; i < 7; i++)
-        keys[i] = k[i];
-    snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
     snprintf(attempts, sizeof(attempts), "%d", o->attempts);
     snprintf(sent, sizeof(sent), "%lld", (long long)o->sent_ms);
-    snprintf(created, sizeof(created), "%lld", (long long)job->created_ms);
-    snprintf(expires, sizeof(expires), "%lld", (long long)job->expires_ms);
-    log_mask_phone(job->to, masked, sizeof(masked));
-    const char *v[] = {lj->stream_id,
-                       l->cfg->group,
-                       job->id,
-                       now,
-                       l->text.status_ttl,
-                       l->text.events_maxlen,
-                       job_status_name(o->status),
-                       provider,
-                       ref,
-                       o->provider_status ? o->provider_status : "",
-                       o->error_code ? o->error_code : "",
-                       o->error ? o->error : "",
-                       attempts,
-                       o->sent_ms ? sent : "",
-                       o->begun ? "" : masked,
-                       job->purpose,
-                       o->begun ? "" : created,
-                       expires,
-                       lj->cc,
-                       o->opted_out ? job->to : "",
-                       o->burn_code ? "1" : "0"};
-    memcpy(args, v, sizeof(v));
-    return ledger_eval(op, ledger_done_reply, 7, keys, 21, args, NULL);
+    if (!o->begun)
+        flags[n++] = 'n';
+    if (o->burn_code)
+        flags[n++] = 'b';
+    if (o->opted_out)
+        flags[n++] = 'o';
+    flags[n] = '\0';
+    const char *v[17] = {lj->stream_id,
+                         job->id,
+                         job_status_name(o->status),
+                         o->provider ? o->provider : "",
+                         o->provider_ref ? o->provider_ref : "",
+                         o->provider_status ? o->provider_status : "",
+                         o->error_code ? o->error_code : "",
+                         o->error ? o->error : "",
+                         attempts,
+                         o->sent_ms ? sent : "",
+                         job->to,
+                         job->purpose,
+                         flags};
+    int argc = 13;
+    if (!o->begun) {
+        /* The record's fixed fields, which begin would have written. */
+        snprintf(created, sizeof(created), "%lld", (long long)job->created_ms);
+        snprintf(expires, sizeof(expires), "%lld", (long long)job->expires_ms);
+        v[argc++] = log_mask_phone(job->to, masked, sizeof(masked));
+        v[argc++] = created;
+        v[argc++] = expires;
+        v[argc++] = lj->cc;
+    }
+    if (ledger_join(l, &l->batch[1], op, argc, v, NULL) < 0) {
+        free(op);
+        return -1;
+    }
+    return 0;
 }
 
 int

@@ -1,93 +1,123 @@
--- begin.lua: a claimed job's first write, in one step (the ledger's "begin").
--- Runs after limits.lua, which otpd prepends as the local function
--- check_limits(KEYS, ARGV); see daemon/ledger.c and docs/protocol.md section 8.
+-- begin.lua: claimed jobs' first write (the ledger's "begin"), for a batch of
+-- jobs in one call.  Runs after limits.lua, which otpd prepends as the local
+-- function check_limits(KEYS, ARGV); see daemon/ledger.c and docs/protocol.md
+-- section 8.
 --
--- KEYS: 1 job record, 2 OTP record, 3 events, 4 stats, 5 job stream,
---       6..12 the limits keys (limits.lua's KEYS 1..7)
--- ARGV: 1 entry id, 2 group, 3 job id, 4 now_ms, 5 status ttl s, 6 events maxlen,
---       7 mac, 8 created_ms, 9 expires_ms, 10 max_attempts, 11 code ttl ms,
---       12 masked number, 13 purpose, 14 calling code, 15 number,
---       16..21 the limits (limits.lua's ARGV 6..11)
--- Returns {'go'}: the OTP record and the "sending" status are written;
+-- KEYS: 1 job stream, 2 events, 3 stats (the rest are named from the prefix:
+--       with a hash-tagged prefix they share these keys' slot)
+-- ARGV: 1 key prefix, 2 group, 3 now_ms, 4 status ttl s, 5 events maxlen,
+--       6 interval_ms, 7 per_hour, 8 per_day, 9 global_per_hour,
+--       10 the budget of countries without their own ("" for none),
+--       then 12 fields per job: entry id, job id, mac, created_ms, expires_ms,
+--       max_attempts, code ttl ms, masked number, purpose, calling code,
+--       number, this country's own budget ("" for none)
+-- Returns one verdict per job, in order:
+--   {'go'}: the OTP record and the "sending" status are written;
 --   {'done', status}: already final (a reclaim whose ack was lost);
 --   {'duplicate', status}: the id belongs to another entry;
---   {'denied', status, error_code, error, retry_after_ms}: ended here.
--- Every verdict but 'go' has acknowledged and deleted the entry.
-local job, otp, events, stats, stream = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local entry, group, id, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+--   {'denied', status, error_code, error, retry_after_ms}: ended here;
+--   {'error', why}: this job's writes failed (the entry stays pending).
+-- Every verdict but 'go' and 'error' has acknowledged and deleted the entry:
+-- one XACK and one XDEL for the batch, as the counters are one HINCRBY each.
+local stream, events, stats = KEYS[1], KEYS[2], KEYS[3]
+local P, group, now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local FIELDS, FIRST = 12, 10
+local FINAL = {sent = 1, delivered = 1, undelivered = 1, failed = 1, expired = 1,
+  rejected = 1, rate_limited = 1}
+local acks, counts = {}, {}
 
-local function event(status, code)
-  redis.call('XADD', events, 'MAXLEN', '~', ARGV[6], '*', 'id', id, 'status', status,
+local function count(field)
+  counts[field] = (counts[field] or 0) + 1
+end
+
+local function event(id, status, code)
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'id', id, 'status', status,
     'provider', '', 'error_code', code, 'ts_ms', now)
 end
 
-local function ack()
-  redis.call('XACK', stream, group, entry)
-  redis.call('XDEL', stream, entry)
-end
-
-local function deny(status, code, text, retry_after)
-  local f = {'status', status, 'stream_id', entry, 'updated_ms', now, 'attempts', '0',
+-- j: the job's fields (j[1] entry id ... j[12] its country's budget).
+local function deny(j, job, status, code, text, retry_after)
+  local f = {'status', status, 'stream_id', j[1], 'updated_ms', now, 'attempts', '0',
     'provider', '', 'provider_ref', '', 'provider_status', '', 'error_code', code,
-    'error', text, 'to', ARGV[12], 'purpose', ARGV[13], 'created_ms', ARGV[8],
-    'expires_ms', ARGV[9], 'cc', ARGV[14]}
+    'error', text, 'to', j[8], 'purpose', j[9], 'created_ms', j[4], 'expires_ms', j[5],
+    'cc', j[10]}
   if retry_after then
-    table.insert(f, 'retry_at_ms')
-    table.insert(f, tostring(tonumber(now) + retry_after))
+    f[#f + 1] = 'retry_at_ms'
+    f[#f + 1] = tostring(tonumber(now) + retry_after)
   end
   redis.call('HSET', job, unpack(f))
-  redis.call('EXPIRE', job, ARGV[5])
-  event(status, code)
-  redis.call('HINCRBY', stats, 'jobs:' .. status, '1')
-  ack()
+  redis.call('EXPIRE', job, ttl)
+  event(j[2], status, code)
+  count('jobs:' .. status)
+  acks[#acks + 1] = j[1]
   return {'denied', status, code, text, retry_after or 0}
 end
 
--- The id names one entry: another entry with it is a duplicate.
-local cur = redis.call('HMGET', job, 'stream_id', 'status')
-local owner, st = cur[1], cur[2] or ''
-if owner and owner ~= entry then
-  event('duplicate', '')
-  redis.call('HINCRBY', stats, 'jobs:duplicate', '1')
-  ack()
-  return {'duplicate', st}
-end
-local final = {sent = 1, delivered = 1, undelivered = 1, failed = 1, expired = 1,
-  rejected = 1, rate_limited = 1}
-if final[st] then
-  ack()
-  return {'done', st}
-end
-
-local lim = check_limits({KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]},
-  {'take', now, id, ARGV[15], ARGV[14], ARGV[16], ARGV[17], ARGV[18], ARGV[19], ARGV[20],
-   ARGV[21]})
-if lim[1] == 1 then
-  if lim[2] == 'opted_out' then
-    return deny('failed', 'opted_out', 'the recipient replied STOP: they must text START to ' ..
-      'the sender first; then remove the number with: otpctl optout remove NUMBER')
+local function begin(j)
+  local entry, id, purpose, cc, number = j[1], j[2], j[9], j[10], j[11]
+  local job, otp = P .. 'job:' .. id, P .. 'otp:' .. purpose .. ':' .. number
+  -- The id names one entry: another entry with it is a duplicate.
+  local cur = redis.call('HMGET', job, 'stream_id', 'status')
+  local owner, st = cur[1], cur[2] or ''
+  if owner and owner ~= entry then
+    event(id, 'duplicate', '')
+    count('jobs:duplicate')
+    acks[#acks + 1] = entry
+    return {'duplicate', st}
   end
-  local wait = tonumber(lim[3])
-  return deny('rate_limited', lim[2], string.format(
-    'over the %s limit; a new request is accepted in %d s', lim[2], math.ceil(wait / 1000)),
-    wait)
+  if FINAL[st] then
+    acks[#acks + 1] = entry
+    return {'done', st}
+  end
+  local lim = check_limits({P .. 'limits', P .. 'rl:last:' .. purpose .. ':' .. number,
+    P .. 'rl:num:' .. number, P .. 'rl:global', P .. 'rl:cc:' .. cc, P .. 'optout',
+    P .. 'alert:country_budget:' .. cc},
+    {'take', now, id, number, cc, ARGV[6], ARGV[7], ARGV[8], ARGV[9], j[12], ARGV[10]})
+  if lim[1] == 1 then
+    if lim[2] == 'opted_out' then
+      return deny(j, job, 'failed', 'opted_out', 'the recipient replied STOP: they must ' ..
+        'text START to the sender first; then remove the number with: otpctl optout remove NUMBER')
+    end
+    local wait = tonumber(lim[3])
+    return deny(j, job, 'rate_limited', lim[2], string.format(
+      'over the %s limit; a new request is accepted in %d s', lim[2], math.ceil(wait / 1000)),
+      wait)
+  end
+  -- A newer code for this number and purpose wins, even out of order.
+  local older = redis.call('HGET', otp, 'created_ms')
+  if older and tonumber(older) > tonumber(j[4]) then
+    return deny(j, job, 'failed', 'superseded',
+      'superseded: a newer code for this number and purpose was already issued')
+  end
+  -- No field of a replaced record (such as "locked") may survive.
+  if older then redis.call('DEL', otp) end
+  redis.call('HSET', otp, 'mac', j[3], 'job', id, 'attempts', '0', 'max_attempts', j[6],
+    'created_ms', j[4])
+  redis.call('PEXPIRE', otp, j[7])
+  redis.call('HSET', job, 'status', 'sending', 'stream_id', entry, 'to', j[8],
+    'purpose', purpose, 'created_ms', j[4], 'updated_ms', now, 'expires_ms', j[5],
+    'attempts', '0', 'cc', cc)
+  -- The client's "queued" record, or a reclaimed job's, already expires.
+  if st == '' then redis.call('EXPIRE', job, ttl) end
+  event(id, 'sending', '')
+  return {'go'}
 end
 
--- A newer code for this number and purpose wins, even out of order.
-local older = redis.call('HGET', otp, 'created_ms')
-if older and tonumber(older) > tonumber(ARGV[8]) then
-  return deny('failed', 'superseded',
-    'superseded: a newer code for this number and purpose was already issued')
+local out = {}
+for base = FIRST, #ARGV - FIELDS, FIELDS do
+  local j = {unpack(ARGV, base + 1, base + FIELDS)}
+  -- One job's failure (a key of the wrong type, say) must not end the others.
+  local ok, res = pcall(begin, j)
+  if not ok then
+    res = {'error', type(res) == 'table' and res.err or tostring(res)}
+  end
+  out[#out + 1] = res
 end
--- No field of a replaced record (such as "locked") may survive.
-if older then redis.call('DEL', otp) end
-redis.call('HSET', otp, 'mac', ARGV[7], 'job', id, 'attempts', '0', 'max_attempts', ARGV[10],
-  'created_ms', ARGV[8])
-redis.call('PEXPIRE', otp, ARGV[11])
-redis.call('HSET', job, 'status', 'sending', 'stream_id', entry, 'to', ARGV[12],
-  'purpose', ARGV[13], 'created_ms', ARGV[8], 'updated_ms', now, 'expires_ms', ARGV[9],
-  'attempts', '0', 'cc', ARGV[14])
--- The client's "queued" record, or a reclaimed job's, already expires.
-if st == '' then redis.call('EXPIRE', job, ARGV[5]) end
-event('sending', '')
-return {'go'}
+if #acks > 0 then
+  redis.call('XACK', stream, group, unpack(acks))
+  redis.call('XDEL', stream, unpack(acks))
+end
+for field, n in pairs(counts) do
+  redis.call('HINCRBY', stats, field, tostring(n))
+end
+return out

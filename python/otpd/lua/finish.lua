@@ -1,54 +1,88 @@
--- finish.lua: a job's end, in one step (the ledger's "finish"): its final
--- status, event and counters, the receipt reference, the opt-out, the burnt
--- code, and the entry's acknowledgement and deletion, all or nothing.  See
--- daemon/ledger.c and docs/protocol.md section 8.
+-- finish.lua: jobs' ends (the ledger's "finish"), for a batch of jobs in one
+-- call: each job's final status, event and counters, the receipt reference,
+-- the opt-out, the burnt code, and the entries' acknowledgement and
+-- deletion, in one script.  See daemon/ledger.c and docs/protocol.md
+-- section 8.
 --
--- KEYS: 1 job record, 2 OTP record, 3 events, 4 stats, 5 job stream,
---       6 receipt reference ({p}ref:{provider}:{ref}), 7 opt-outs
--- ARGV: 1 entry id, 2 group, 3 job id, 4 now_ms, 5 status ttl s, 6 events maxlen,
---       7 status, 8 provider, 9 provider ref, 10 provider status, 11 error code,
---       12 error, 13 attempts, 14 sent_ms or '', 15 masked number or '',
---       16 purpose, 17 created_ms or '', 18 expires_ms, 19 calling code,
---       20 number (opt-out) or '', 21 burn the code: '1' or '0'
--- Returns 1.
-local job, otp, stream = KEYS[1], KEYS[2], KEYS[5]
-local id, now, status, provider = ARGV[3], ARGV[4], ARGV[7], ARGV[8]
+-- KEYS: 1 job stream, 2 events, 3 stats, 4 opt-outs (the rest are named from
+--       the prefix: with a hash-tagged prefix they share these keys' slot)
+-- ARGV: 1 key prefix, 2 group, 3 now_ms, 4 status ttl s, 5 events maxlen,
+--       then per job 13 fields: entry id, job id, status, provider,
+--       provider ref, provider status, error code, error, attempts,
+--       sent_ms or '', number, purpose, flags; and 4 more when the flags
+--       hold 'n': masked number, created_ms, expires_ms, calling code.
+--       Flags: 'n' the job ended before begin wrote its record, 'b' burn
+--       its code (if still this job's), 'o' the number replied STOP.
+-- Returns one reply per job, in order: 1, or {'error', why} if this job's
+-- writes failed (its entry is then not acknowledged).
+local stream, events, stats, optout = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local P, group, now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local FIXED, EXTRA, FIRST = 13, 4, 5
+local acks, counts = {}, {}
 
-local f = {'status', status, 'updated_ms', now, 'attempts', ARGV[13],
-  'provider', provider, 'provider_ref', ARGV[9], 'provider_status', ARGV[10],
-  'error_code', ARGV[11], 'error', ARGV[12]}
-if ARGV[14] ~= '' then
-  table.insert(f, 'sent_ms')
-  table.insert(f, ARGV[14])
+local function count(field)
+  counts[field] = (counts[field] or 0) + 1
 end
-if ARGV[15] ~= '' then
-  for _, v in ipairs({'to', ARGV[15], 'purpose', ARGV[16]}) do table.insert(f, v) end
-end
--- A job that ended before begin.lua (expired, country not allowed) has
--- none of the record's fixed fields yet.
-if ARGV[17] ~= '' then
-  for _, v in ipairs({'created_ms', ARGV[17], 'expires_ms', ARGV[18], 'stream_id', ARGV[1],
-    'cc', ARGV[19]}) do
-    table.insert(f, v)
+
+-- j: the job's fields, as above.
+local function finish(j)
+  local entry, id, status, provider, ref = j[1], j[2], j[3], j[4], j[5]
+  local flags, job = j[13], P .. 'job:' .. j[2]
+  local f = {'status', status, 'updated_ms', now, 'attempts', j[9], 'provider', provider,
+    'provider_ref', ref, 'provider_status', j[6], 'error_code', j[7], 'error', j[8]}
+  if j[10] ~= '' then
+    f[#f + 1] = 'sent_ms'
+    f[#f + 1] = j[10]
   end
+  -- A job that ended before begin (expired, country not allowed) has none
+  -- of the record's fixed fields yet.
+  local fresh = flags:find('n', 1, true)
+  if fresh then
+    for _, v in ipairs({'to', j[14], 'purpose', j[12], 'created_ms', j[15],
+      'expires_ms', j[16], 'stream_id', entry, 'cc', j[17]}) do
+      f[#f + 1] = v
+    end
+  end
+  redis.call('HSET', job, unpack(f))
+  -- Begun jobs' records already expire (begin.lua); the others are new here.
+  if fresh then redis.call('EXPIRE', job, ttl) end
+  -- Receipts name the provider's message; this finds the job again.
+  if status == 'sent' and ref ~= '' then
+    redis.call('SET', P .. 'ref:' .. provider .. ':' .. ref, id, 'EX', ttl)
+  end
+  -- STOP: remembered until an operator removes it (otpctl optout remove).
+  if flags:find('o', 1, true) then redis.call('HSET', optout, j[11], now) end
+  -- Burn the code only if it is still this job's: a newer one may have replaced it.
+  if flags:find('b', 1, true) then
+    local otp = P .. 'otp:' .. j[12] .. ':' .. j[11]
+    if redis.call('HGET', otp, 'job') == id then redis.call('DEL', otp) end
+  end
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'id', id, 'status', status,
+    'provider', provider, 'error_code', j[7], 'ts_ms', now)
+  count('jobs:' .. status)
+  if provider ~= '' then count('provider:' .. provider .. ':' .. status) end
+  acks[#acks + 1] = entry
+  return 1
 end
-redis.call('HSET', job, unpack(f))
--- Begun jobs' records already expire (begin.lua); the others are new here.
-if ARGV[17] ~= '' then redis.call('EXPIRE', job, ARGV[5]) end
--- Receipts name the provider's message; this finds the job again.
-if status == 'sent' and ARGV[9] ~= '' then
-  redis.call('SET', KEYS[6], id, 'EX', ARGV[5])
+
+local out, i = {}, FIRST
+while i + FIXED <= #ARGV do
+  local n = FIXED
+  if ARGV[i + FIXED]:find('n', 1, true) then n = FIXED + EXTRA end
+  local j = {unpack(ARGV, i + 1, i + n)}
+  i = i + n
+  -- One job's failure (a key of the wrong type, say) must not end the others.
+  local ok, res = pcall(finish, j)
+  if not ok then
+    res = {'error', type(res) == 'table' and res.err or tostring(res)}
+  end
+  out[#out + 1] = res
 end
--- STOP: remembered until an operator removes it (otpctl optout remove).
-if ARGV[20] ~= '' then redis.call('HSET', KEYS[7], ARGV[20], now) end
--- Burn the code only if it is still this job's: a newer one may have replaced it.
-if ARGV[21] == '1' and redis.call('HGET', otp, 'job') == id then redis.call('DEL', otp) end
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], '*', 'id', id, 'status', status,
-  'provider', provider, 'error_code', ARGV[11], 'ts_ms', now)
-redis.call('HINCRBY', KEYS[4], 'jobs:' .. status, '1')
-if provider ~= '' then
-  redis.call('HINCRBY', KEYS[4], 'provider:' .. provider .. ':' .. status, '1')
+if #acks > 0 then
+  redis.call('XACK', stream, group, unpack(acks))
+  redis.call('XDEL', stream, unpack(acks))
 end
-redis.call('XACK', stream, ARGV[2], ARGV[1])
-redis.call('XDEL', stream, ARGV[1])
-return 1
+for field, n in pairs(counts) do
+  redis.call('HINCRBY', stats, field, tostring(n))
+end
+return out
