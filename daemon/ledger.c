@@ -39,7 +39,8 @@ enum { SCRIPT_BEGIN, SCRIPT_FINISH, SCRIPT_NOTE, SCRIPT_REJECT, SCRIPT_RECEIPT, 
  * keep one call to a few milliseconds of Redis's time.
  */
 #define LEDGER_BATCH_MAX  64
-#define LEDGER_BATCH_HEAD 10 /* shared arguments before the jobs' */
+#define LEDGER_BATCH_KEYS 4  /* stream, events, stats, opt-outs */
+#define LEDGER_BATCH_HEAD 14 /* the keys and shared arguments before the jobs' */
 #define LEDGER_JOB_ARGS   17 /* at most, per job (finish.lua) */
 #define LEDGER_BATCH_ARGS (3 + 4 + LEDGER_BATCH_HEAD + LEDGER_BATCH_MAX * LEDGER_JOB_ARGS)
 
@@ -433,8 +434,7 @@ batch_head(const struct ledger *l, int script, const char *now, const char **v)
     v[n++] = l->k.jobs;
     v[n++] = l->k.events;
     v[n++] = l->k.stats;
-    if (script == SCRIPT_FINISH)
-        v[n++] = l->k.optout;
+    v[n++] = l->k.optout;
     v[n++] = c->prefix;
     v[n++] = c->group;
     v[n++] = now;
@@ -458,13 +458,13 @@ ledger_flush(struct ledger *l, struct ledger_batch *b)
     static size_t lens[NARGS(argv)];
     struct ledger_sent *sent = b->sent;
     char now[24], numkeys[4];
-    int argc = 3, nkeys = b->script == SCRIPT_FINISH ? 4 : 3;
+    int argc = 3;
 
     if (sent == NULL)
         return;
     b->sent = NULL;
     snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
-    snprintf(numkeys, sizeof(numkeys), "%d", nkeys);
+    snprintf(numkeys, sizeof(numkeys), "%d", LEDGER_BATCH_KEYS);
     argv[0] = "EVALSHA";
     argv[1] = l->sha[b->script];
     argv[2] = numkeys;

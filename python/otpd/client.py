@@ -281,7 +281,7 @@ class OTPClient:
         """Raise RateLimited or OptedOut if the daemon would refuse this send."""
         cc = country_code(to)
         keys = protocol.limits_keys(self.prefix, purpose, to, cc)
-        res = self._limits(keys=keys, args=["check", now, job_id, to, cc])
+        res = self._limits(keys=keys, args=["check", now, job_id, to, cc, purpose])
         if int(res[0]) == 0:
             return
         reason = _text(res[1])

@@ -18,7 +18,6 @@ REF = "ref:{provider}:{provider_ref}"
 EVENTS = "events"
 DEAD = "dead"
 LIMITS = "limits"
-RL_LAST = "rl:last:{purpose}:{to}"
 RL_NUM = "rl:num:{to}"
 RL_GLOBAL = "rl:global"
 RL_CC = "rl:cc:{cc}"
@@ -27,7 +26,7 @@ STATS = "stats"
 INSTANCE = "instance:{consumer}"
 ALERT_COUNTRY_BUDGET = "alert:country_budget:{cc}"
 
-KEYS = (JOBS, OTP, JOB, REF, EVENTS, DEAD, LIMITS, RL_LAST, RL_NUM, RL_GLOBAL, RL_CC, OPTOUT,
+KEYS = (JOBS, OTP, JOB, REF, EVENTS, DEAD, LIMITS, RL_NUM, RL_GLOBAL, RL_CC, OPTOUT,
         STATS, INSTANCE, ALERT_COUNTRY_BUDGET)
 
 # For SCAN patterns: every heartbeat key starts with this, every alert with ALERT.
@@ -57,10 +56,9 @@ def instance_key(prefix, consumer):
 
 
 def limits_keys(prefix, purpose, to, cc):
-    """The seven KEYS of the send-limits script, in its order (section 7)."""
-    return [prefix + LIMITS, key(prefix, RL_LAST, purpose=purpose, to=to),
-            key(prefix, RL_NUM, to=to), prefix + RL_GLOBAL, key(prefix, RL_CC, cc=cc),
-            prefix + OPTOUT, key(prefix, ALERT_COUNTRY_BUDGET, cc=cc)]
+    """The six KEYS of the send-limits script, in its order (section 7)."""
+    return [prefix + LIMITS, key(prefix, RL_NUM, to=to), prefix + RL_GLOBAL,
+            key(prefix, RL_CC, cc=cc), prefix + OPTOUT, key(prefix, ALERT_COUNTRY_BUDGET, cc=cc)]
 
 
 # Status words (section 4), in the document's order.

@@ -98,7 +98,7 @@ def test_python_keys_are_the_documents():
 def test_header_keys_are_the_documents():
     header = header_defines("KEY_")
     assert sorted(header.values()) == sorted(c_format(k) for k in doc_keys())
-    # And under the same names as in Python: PROTO_KEY_RL_LAST is RL_LAST.
+    # And under the same names as in Python: PROTO_KEY_RL_NUM is RL_NUM.
     named = python_names(protocol.KEYS)
     assert sorted(named) == sorted(header)
     for name, template in named.items():
@@ -115,9 +115,9 @@ def test_key_builders():
 
 
 def test_limits_keys_are_in_the_scripts_order():
-    """Section 7 lists the limits script's seven KEYS in order."""
-    m = re.search(r"`KEYS` \(7\):(.*?)\.\n", read(DOC), re.S)
-    assert m, "docs/protocol.md section 7 no longer lists `KEYS` (7)"
+    """Section 7 lists the limits script's six KEYS in order."""
+    m = re.search(r"`KEYS` \(6\):(.*?)\.\n", read(DOC), re.S)
+    assert m, "docs/protocol.md section 7 no longer lists `KEYS` (6)"
     want = re.findall(r"`([^`]+)`", m.group(1))
     assert protocol.limits_keys("{p}", "{purpose}", "{to}", "{cc}") == want
 

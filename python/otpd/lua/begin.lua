@@ -3,8 +3,8 @@
 -- function check_limits(KEYS, ARGV); see daemon/ledger.c and docs/protocol.md
 -- section 8.
 --
--- KEYS: 1 job stream, 2 events, 3 stats (the rest are named from the prefix:
---       with a hash-tagged prefix they share these keys' slot)
+-- KEYS: 1 job stream, 2 events, 3 stats, 4 opt-outs (the rest are named
+--       from the prefix: with a hash-tagged prefix they share these keys' slot)
 -- ARGV: 1 key prefix, 2 group, 3 now_ms, 4 status ttl s, 5 events maxlen,
 --       6 interval_ms, 7 per_hour, 8 per_day, 9 global_per_hour,
 --       10 the budget of countries without their own ("" for none),
@@ -19,12 +19,22 @@
 --   {'error', why}: this job's writes failed (the entry stays pending).
 -- Every verdict but 'go' and 'error' has acknowledged and deleted the entry:
 -- one XACK and one XDEL for the batch, as the counters are one HINCRBY each.
-local stream, events, stats = KEYS[1], KEYS[2], KEYS[3]
+local stream, events, stats, optout = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local P, group, now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local FIELDS, FIRST = 12, 10
 local FINAL = {sent = 1, delivered = 1, undelivered = 1, failed = 1, expired = 1,
   rejected = 1, rate_limited = 1}
 local acks, counts = {}, {}
+
+-- The opt-outs, read once for the batch (limits.lua is told they were).
+local numbers, opted = {}, {}
+for base = FIRST, #ARGV - FIELDS, FIELDS do numbers[#numbers + 1] = ARGV[base + 11] end
+if #numbers > 0 then
+  local found = redis.call('HMGET', optout, unpack(numbers))
+  for i, v in ipairs(numbers) do
+    if found[i] then opted[v] = true end
+  end
+end
 
 local function count(field)
   counts[field] = (counts[field] or 0) + 1
@@ -69,15 +79,15 @@ local function begin(j)
     acks[#acks + 1] = entry
     return {'done', st}
   end
-  local lim = check_limits({P .. 'limits', P .. 'rl:last:' .. purpose .. ':' .. number,
-    P .. 'rl:num:' .. number, P .. 'rl:global', P .. 'rl:cc:' .. cc, P .. 'optout',
-    P .. 'alert:country_budget:' .. cc},
-    {'take', now, id, number, cc, ARGV[6], ARGV[7], ARGV[8], ARGV[9], j[12], ARGV[10]})
+  if opted[number] then
+    return deny(j, job, 'failed', 'opted_out', 'the recipient replied STOP: they must ' ..
+      'text START to the sender first; then remove the number with: otpctl optout remove NUMBER')
+  end
+  local lim = check_limits({P .. 'limits', P .. 'rl:num:' .. number, P .. 'rl:global',
+    P .. 'rl:cc:' .. cc, optout, P .. 'alert:country_budget:' .. cc},
+    {'take', now, id, number, cc, purpose, ARGV[6], ARGV[7], ARGV[8], ARGV[9], j[12], ARGV[10],
+     '1'})
   if lim[1] == 1 then
-    if lim[2] == 'opted_out' then
-      return deny(j, job, 'failed', 'opted_out', 'the recipient replied STOP: they must ' ..
-        'text START to the sender first; then remove the number with: otpctl optout remove NUMBER')
-    end
     local wait = tonumber(lim[3])
     return deny(j, job, 'rate_limited', lim[2], string.format(
       'over the %s limit; a new request is accepted in %d s', lim[2], math.ceil(wait / 1000)),
