@@ -799,9 +799,9 @@ def bench_callgrind(env, n, binary=None, tag=""):
 # the others are the CPU runs (MONITOR itself costs Redis CPU).  Then callgrind.
 
 REF_COMMIT = os.environ.get("BENCH_REF", "d7a84a1")
-CMP_N = 1000          # jobs per run
+CMP_N = int(os.environ.get("BENCH_CMP_N", "3000"))  # jobs per run
 CMP_CG_N = 500        # jobs in the callgrind runs
-CMP_REPS = 3          # CPU runs per build; the table gives their medians
+CMP_REPS = int(os.environ.get("BENCH_CMP_REPS", "5"))  # CPU runs per build; the table gives their medians
 CMP_POLL_S = 0.01     # the bench polls otpd:stats this often during a run
 CMP_CALIB_S = 1.0     # how long the bench's polling is measured alone
 CMP_TOPLEVEL_MAX = 5.0    # target: top-level commands per OTP, current build

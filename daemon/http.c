@@ -29,6 +29,7 @@ struct http_sock {
  * curl_slist_append copy, no CURLOPT_COPYPOSTFIELDS copy).
  */
 #define HTTP_MAX_HEADERS 8
+#define HTTP_SPARE_MAX   64
 
 struct http_call {
     struct http_call *prev, *next;
@@ -53,6 +54,8 @@ struct http {
     CURLSH *share;
     uv_timer_t timer;
     struct http_call *calls;
+    CURL *spare[HTTP_SPARE_MAX]; /* finished handles, for the next requests */
+    int nspare;
     long connections;
     int closing;
     http_closed_cb *closed_cb;
@@ -60,6 +63,7 @@ struct http {
 };
 
 static void http_drain(struct http *h);
+static void http_easy_put(struct http *h, CURL *e);
 
 static void
 http_sock_closed(uv_handle_t *hd)
@@ -269,8 +273,7 @@ http_call_free(struct http_call *c)
         h->calls = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    curl_multi_remove_handle(h->multi, c->easy);
-    curl_easy_cleanup(c->easy);
+    http_easy_put(h, c->easy);
     free(c->store);
     free(c->body);
     free(c);
@@ -293,7 +296,7 @@ http_basic_auth(char *out, size_t outlen, const char *user, const char *password
                           (const unsigned char *)cred, (size_t)n, sodium_base64_VARIANT_ORIGINAL);
         rc = 0;
     }
-    sodium_memzero(cred, sizeof(cred));
+    sodium_memzero(cred, n > 0 && (size_t)n < sizeof(cred) ? (size_t)n : sizeof(cred));
     return rc;
 }
 
@@ -327,7 +330,7 @@ http_store(struct http_call *c, const struct http_request *req)
     for (size_t i = 0; i < n; i++)
         size += strlen(lines[i]) + 1;
     if ((c->store = malloc(size)) == NULL) {
-        sodium_memzero(auth, sizeof(auth));
+        sodium_memzero(auth, req->username ? strlen(auth) : 0);
         return -1;
     }
     char *w = c->store;
@@ -338,7 +341,7 @@ http_store(struct http_call *c, const struct http_request *req)
         c->headers[i].next = &c->headers[i + 1];
         w += len;
     }
-    sodium_memzero(auth, sizeof(auth));
+    sodium_memzero(auth, req->username ? strlen(auth) : 0);
     c->headers[n].data = user_agent;
     c->headers[n].next = NULL;
     if (req->body_len)
@@ -348,6 +351,66 @@ http_store(struct http_call *c, const struct http_request *req)
     return 0;
 }
 
+/*
+ * A new easy handle with the options every request shares.  Handles are
+ * kept and reused (curl's own advice): making one zeroes a large struct and
+ * allocates its buffers, and curl_easy_reset() cannot be used instead,
+ * since 7.88 refuses a new CURLOPT_BUFFERSIZE on a handle that has one.
+ */
+static CURL *
+http_easy_new(struct http *h)
+{
+    CURL *e = curl_easy_init();
+    int bad = 0;
+
+    if (e == NULL)
+        return NULL;
+    bad |= curl_easy_setopt(e, CURLOPT_SHARE, h->share) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK;
+    /* Verification on, always; nothing in otpd can turn it off. */
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    /*
+     * Provider answers are a few hundred bytes: curl's default 16 KiB
+     * receive and 64 KiB upload buffers per transfer would dominate the
+     * memory of thousands in flight.
+     */
+    bad |= curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_write_cb) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_header_cb) != CURLE_OK;
+    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, http_open_socket) != CURLE_OK;
+    if (bad) {
+        curl_easy_cleanup(e);
+        return NULL;
+    }
+    return e;
+}
+
+static CURL *
+http_easy_get(struct http *h)
+{
+    return h->nspare > 0 ? h->spare[--h->nspare] : http_easy_new(h);
+}
+
+/* Out of the multi, and kept for the next request unless enough are. */
+static void
+http_easy_put(struct http *h, CURL *e)
+{
+    if (e == NULL)
+        return;
+    curl_multi_remove_handle(h->multi, e);
+    if (h->closing || h->nspare == HTTP_SPARE_MAX)
+        curl_easy_cleanup(e);
+    else
+        h->spare[h->nspare++] = e;
+}
+
+/* This request's options; every one a reused handle may hold from the last is set again. */
 static int
 http_setup(struct http *h, struct http_call *c, const struct http_request *req)
 {
@@ -359,37 +422,21 @@ http_setup(struct http *h, struct http_call *c, const struct http_request *req)
         return -1;
     bad |= curl_easy_setopt(e, CURLOPT_URL, req->url) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, c) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_SHARE, h->share) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https") != CURLE_OK;
-    /* Verification on, always; nothing in otpd can turn it off. */
-    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L) != CURLE_OK;
-    if (cfg->ca_file && *cfg->ca_file)
-        bad |= curl_easy_setopt(e, CURLOPT_CAINFO, cfg->ca_file) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
-    /*
-     * Provider answers are a few hundred bytes: curl's default 16 KiB
-     * receive and 64 KiB upload buffers per transfer would dominate the
-     * memory of thousands in flight.
-     */
-    bad |= curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 16384L) != CURLE_OK;
+    /* From the configuration, which a reload may change. */
+    bad |= curl_easy_setopt(e, CURLOPT_CAINFO,
+                            cfg->ca_file && *cfg->ca_file ? cfg->ca_file : NULL) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->http_connect_timeout_ms) !=
            CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_write_cb) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, c) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, http_header_cb) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HEADERDATA, c) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, http_open_socket) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c) != CURLE_OK;
     if (strcmp(req->method, "POST") == 0) {
         bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)req->body_len) != CURLE_OK;
         bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->reqbody) != CURLE_OK;
+    } else {
+        bad |= curl_easy_setopt(e, CURLOPT_HTTPGET, 1L) != CURLE_OK;
     }
     return bad ? -1 : 0;
 }
@@ -405,8 +452,8 @@ http_start(struct http *h, const struct http_request *req, http_done_cb *cb, voi
     c->cb = cb;
     c->arg = arg;
     c->retry_after_s = -1;
-    if ((c->easy = curl_easy_init()) == NULL || http_setup(h, c, req) < 0) {
-        curl_easy_cleanup(c->easy);
+    if ((c->easy = http_easy_get(h)) == NULL || http_setup(h, c, req) < 0) {
+        http_easy_put(h, c->easy);
         free(c->store);
         free(c);
         return NULL;
@@ -502,6 +549,9 @@ http_close(struct http *h, http_closed_cb *cb, void *arg)
         next = c->next;
         http_call_free(c);
     }
+    /* Spares hold a reference to the share: they go before it. */
+    while (h->nspare > 0)
+        curl_easy_cleanup(h->spare[--h->nspare]);
     /* curl may still call the socket callback here, so the loop is alive. */
     curl_multi_cleanup(h->multi);
     curl_share_cleanup(h->share);

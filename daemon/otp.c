@@ -4,6 +4,7 @@
  * module, so the message layout here is part of the contract.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,9 +15,22 @@
 void
 otp_generate(char *out, int digits)
 {
-    /* One draw per digit: randombytes_uniform rejects biased values. */
-    for (int i = 0; i < digits; i++)
-        out[i] = (char)('0' + randombytes_uniform(10));
+    /*
+     * Up to nine digits per draw (10^9 < 2^32): randombytes_uniform() rejects
+     * biased values, and one draw is one getrandom() instead of one a digit.
+     */
+    int w = 0;
+
+    while (w < digits) {
+        int n = digits - w < 9 ? digits - w : 9;
+        uint32_t bound = 1;
+        for (int i = 0; i < n; i++)
+            bound *= 10;
+        uint32_t v = randombytes_uniform(bound);
+        for (int i = n - 1; i >= 0; i--, v /= 10)
+            out[w + i] = (char)('0' + v % 10);
+        w += n;
+    }
     out[digits] = '\0';
 }
 
