@@ -11,7 +11,9 @@
  *           and burnt code, together with XACK and XDEL.
  *
  * So no crash can leave a final status without its acknowledgement or the
- * reverse.  Between the two, "retrying" is noted (ledger_note()); a job
+ * reverse.  Both steps run in batches: every job that reaches a step in one
+ * turn of the loop (up to 64) shares one EVALSHA, sent when the turn ends,
+ * and each job gets its own answer through its callback.  Between the two, "retrying" is noted (ledger_note()); a job
  * otpd cannot parse is rejected in one step (ledger_reject()).  The
  * scripts are the .lua files of python/otpd/lua, compiled in; the web app's client
  * loads limits.lua and verify.lua from the same files.

@@ -331,3 +331,22 @@ def test_refused_redis_setup_said_once(otpd_factory, r, redis_server):
         import redis as redis_py
         redis_py.Redis(port=redis_server.port, password="s3cret-redis-password").config_set(
             "requirepass", "")
+
+
+def test_one_jobs_bad_key_does_not_hold_its_batch(otpd_factory, r):
+    """Jobs are begun in batches (one script for every job read in a loop turn): a job
+    whose status key has the wrong type fails alone, its entry stays pending, the rest of
+    its batch is sent; once the key is fixed the job goes out too."""
+    ids = ["b%02d" % i for i in range(20)]
+    r.set("otpd:job:b07", "not a hash")  # a stray key under the job's name (WRONGTYPE)
+    for i, jid in enumerate(ids):  # queued before the daemon starts: one read, one batch
+        xadd(r, {"id": jid, "to": "+1415558%04d" % i})
+    d = otpd_factory({"OTPD_LOG_LEVEL": "info"})
+    others = [i for i in ids if i != "b07"]
+    assert set(wait_final(r, others, 20).values()) == {"sent"}
+    assert r.xpending("otpd:jobs", "otpd")["pending"] == 1
+    assert r.type("otpd:job:b07") == "string"
+    wait_for(lambda: "WRONGTYPE" in d.stderr, 10, what="the job's own error in the log")
+    r.delete("otpd:job:b07")
+    assert wait_final(r, ["b07"], 20)["b07"] == "sent"
+    wait_for(lambda: r.xpending("otpd:jobs", "otpd")["pending"] == 0, 10, what="the ack")
