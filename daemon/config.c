@@ -66,6 +66,8 @@ static const struct config_entry config_table[] = {
     {"OTPD_OTP_DIGITS", CT_INT, OFF(otp_digits), "6", 4, 10, 0, "default code length"},
     {"OTPD_VERIFY_ATTEMPTS", CT_INT, OFF(verify_attempts), "5", 1, 20, 0,
      "default wrong guesses allowed before a code is burned"},
+    {"OTPD_MAX_SENDS_PER_CODE", CT_INT, OFF(max_sends_per_code), "5", 1, 100, 0,
+     "texts of one code (first send and resends) before a further job is refused"},
     {"OTPD_TEMPLATE", CT_STR, OFF(template),
      "Your verification code is {code}. It expires in {minutes} minutes.", 1, 1920, 0,
      "default SMS text; must contain {code}, may contain {minutes}"},

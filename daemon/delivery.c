@@ -83,6 +83,7 @@ struct dlv {
     struct provider *provider; /* route[ri] while an attempt is out */
     struct gate_waiter gw;
     struct provider_call *call;
+    int replace_code;   /* the code of record did not open: begin makes a new one */
     int probe;          /* this attempt is its provider's circuit probe */
     int awaits_circuit; /* BACKOFF until a circuit closes */
     int attempts;
@@ -289,6 +290,34 @@ rejecting_run(struct dlv *dlv)
 
 /* --- CLAIMED: begin -------------------------------------------------------- */
 
+/*
+ * The code of record instead of the one made at intake: a resend keeps the
+ * record's deadline and says how many minutes are left; this job's own code
+ * after a crash is rendered exactly as the first time, and the provider is
+ * asked first whether that text already went out (Twilio can tell).
+ */
+static int
+dlv_take_code(struct dlv *dlv, const struct ledger_begun *b)
+{
+    const struct config *cfg = dlv->d->cfg;
+    const char *tmpl = dlv->job.message ? dlv->job.message : cfg->template;
+    int64_t left = b->expires_ms - otpd_now_ms();
+    int minutes = b->reclaimed ? (dlv->job.ttl + 59) / 60 : (int)((left + 59999) / 60000);
+    char err[128];
+
+    if (otp_open(dlv->secret->code, cfg->hash_key, dlv->job.purpose, dlv->job.to, b->sealed) < 0)
+        return -1;
+    if (otp_render(dlv->secret->body, sizeof(dlv->secret->body), tmpl, dlv->secret->code,
+                   minutes < 1 ? 1 : minutes, err, sizeof(err)) < 0)
+        return -1;
+    if (b->expires_ms > 0)
+        dlv->job.expires_ms = b->expires_ms;
+    if (b->reclaimed)
+        dlv->ambiguous_since = dlv->job.created_ms;
+    dlv->d->stats.resent++;
+    return 0;
+}
+
 static void
 claimed_begun(void *arg, const struct ledger_begun *b)
 {
@@ -302,6 +331,18 @@ claimed_begun(void *arg, const struct ledger_begun *b)
     dlv_written(dlv, 0, NULL);
     switch (b->verdict) {
     case LEDGER_GO:
+        dlv->out.begun = 1;
+        enter_state(dlv, DLV_SENDING);
+        return;
+    case LEDGER_RESEND:
+        if (dlv_take_code(dlv, b) < 0) {
+            log_warnx("job %s: the code of record does not open with this OTPD_HASH_KEY (was "
+                      "the key changed?); a new code replaces it",
+                      dlv->job.id);
+            dlv->replace_code = 1;
+            enter_state(dlv, DLV_CLAIMED);
+            return;
+        }
         dlv->out.begun = 1;
         enter_state(dlv, DLV_SENDING);
         return;
@@ -334,7 +375,7 @@ static int
 claimed_run(struct dlv *dlv)
 {
     const struct config *cfg = dlv->d->cfg;
-    char mac[OTP_MAC_HEX + 1], why[REASON_MAX];
+    char mac[OTP_MAC_HEX + 1], sealed[OTP_SEALED_HEX + 1], why[REASON_MAX];
     int rc;
 
     if (otpd_now_ms() >= dlv->job.expires_ms) {
@@ -350,7 +391,9 @@ claimed_run(struct dlv *dlv)
         return 0;
     }
     otp_mac(mac, cfg->hash_key, dlv->job.purpose, dlv->job.to, dlv->secret->code);
-    rc = ledger_begin(dlv->d->ledger, &dlv->lj, mac, claimed_begun, dlv);
+    otp_seal(sealed, cfg->hash_key, dlv->job.purpose, dlv->job.to, dlv->secret->code);
+    dlv->lj.replace_code = dlv->replace_code;
+    rc = ledger_begin(dlv->d->ledger, &dlv->lj, mac, sealed, claimed_begun, dlv);
     sodium_memzero(mac, sizeof(mac));
     return rc;
 }
@@ -456,7 +499,8 @@ sending_run(struct dlv *dlv)
         dlv_retry_later(dlv, pick.wait_ms);
         return 0;
     }
-    if (pick.p != dlv->provider)
+    /* Reconciliation is per provider; a reclaimed job's first pick keeps it. */
+    if (dlv->provider != NULL && pick.p != dlv->provider)
         dlv->ambiguous_since = 0;
     dlv->provider = pick.p;
     dlv->probe = pick.probe;

@@ -89,6 +89,22 @@ get_int(const cJSON *root, const char *name, long min, long max, long *out, char
     return 0;
 }
 
+/* A JSON true or false; absent leaves *out. */
+static int
+get_bool(const cJSON *root, const char *name, int *out, char *err, size_t errlen)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, name);
+
+    if (it == NULL)
+        return 0;
+    if (!cJSON_IsBool(it)) {
+        otpd_seterr(err, errlen, "field %s: must be true or false", name);
+        return -1;
+    }
+    *out = cJSON_IsTrue(it);
+    return 0;
+}
+
 /* A JSON string; absent leaves *out NULL. */
 static int
 get_str(const cJSON *root, const char *name, const char **out, char *err, size_t errlen)
@@ -103,6 +119,65 @@ get_str(const cJSON *root, const char *name, const char **out, char *err, size_t
         return -1;
     }
     *out = it->valuestring;
+    return 0;
+}
+
+/* ttl, digits, max_attempts (the defaults unless given) and fresh. */
+static int
+job_numbers(struct job *job, const cJSON *root, const struct job_defaults *defs, char *err,
+            size_t errlen)
+{
+    long v;
+
+    v = defs->ttl;
+    if (get_int(root, "ttl", 30, 3600, &v, err, errlen) < 0)
+        return -1;
+    job->ttl = (int)v;
+    v = defs->digits;
+    if (get_int(root, "digits", 4, OTP_DIGITS_MAX, &v, err, errlen) < 0)
+        return -1;
+    job->digits = (int)v;
+    v = defs->max_attempts;
+    if (get_int(root, "max_attempts", 1, 20, &v, err, errlen) < 0)
+        return -1;
+    job->max_attempts = (int)v;
+
+    return get_bool(root, "fresh", &job->fresh, err, errlen);
+}
+
+/* created_ms and the deadline it gives. */
+static int
+job_created(struct job *job, const cJSON *root, const struct job_defaults *defs, int64_t now_ms,
+            char *err, size_t errlen)
+{
+    /* created_ms is the client's clock; a missing one means "now". */
+    long long created = now_ms;
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "created_ms");
+    if (c != NULL) {
+        if (!cJSON_IsNumber(c) || c->valuedouble < 0 || c->valuedouble > 1e15 ||
+            c->valuedouble != (double)(long long)c->valuedouble) {
+            otpd_seterr(err, errlen, "field created_ms: must be epoch milliseconds (an integer)");
+            return -1;
+        }
+        created = (long long)c->valuedouble;
+    }
+    /*
+     * The web host's clock, not ours: a little ahead is skew and the
+     * lifetime counts from now, so no code outlives its ttl; far ahead is a
+     * broken clock or a forged job that would keep a code alive, and block
+     * the number's later codes, for as long as it says.
+     */
+    if (created > now_ms + defs->max_skew_ms) {
+        otpd_seterr(err, errlen,
+                    "field created_ms: %lld s ahead of this host's clock (more than "
+                    "OTPD_MAX_CLOCK_SKEW_S allows): check the web host's clock (NTP)",
+                    (created - now_ms) / 1000);
+        return -1;
+    }
+    if (created > now_ms)
+        created = now_ms;
+    job->created_ms = created;
+    job->expires_ms = created + (int64_t)job->ttl * 1000;
     return 0;
 }
 
@@ -150,19 +225,8 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
     }
     strcpy(job->purpose, s ? s : "login");
 
-    v = defs->ttl;
-    if (get_int(root, "ttl", 30, 3600, &v, err, errlen) < 0)
+    if (job_numbers(job, root, defs, err, errlen) < 0)
         return -1;
-    job->ttl = (int)v;
-    v = defs->digits;
-    if (get_int(root, "digits", 4, OTP_DIGITS_MAX, &v, err, errlen) < 0)
-        return -1;
-    job->digits = (int)v;
-    v = defs->max_attempts;
-    if (get_int(root, "max_attempts", 1, 20, &v, err, errlen) < 0)
-        return -1;
-    job->max_attempts = (int)v;
-
     if (get_str(root, "provider", &s, err, errlen) < 0)
         return -1;
     if (s != NULL) {
@@ -175,34 +239,8 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
         strcpy(job->provider, s);
     }
 
-    /* created_ms is the client's clock; a missing one means "now". */
-    long long created = now_ms;
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "created_ms");
-    if (c != NULL) {
-        if (!cJSON_IsNumber(c) || c->valuedouble < 0 || c->valuedouble > 1e15 ||
-            c->valuedouble != (double)(long long)c->valuedouble) {
-            otpd_seterr(err, errlen, "field created_ms: must be epoch milliseconds (an integer)");
-            return -1;
-        }
-        created = (long long)c->valuedouble;
-    }
-    /*
-     * The web host's clock, not ours: a little ahead is skew and the
-     * lifetime counts from now, so no code outlives its ttl; far ahead is a
-     * broken clock or a forged job that would keep a code alive, and block
-     * the number's later codes, for as long as it says.
-     */
-    if (created > now_ms + defs->max_skew_ms) {
-        otpd_seterr(err, errlen,
-                    "field created_ms: %lld s ahead of this host's clock (more than "
-                    "OTPD_MAX_CLOCK_SKEW_S allows): check the web host's clock (NTP)",
-                    (created - now_ms) / 1000);
+    if (job_created(job, root, defs, now_ms, err, errlen) < 0)
         return -1;
-    }
-    if (created > now_ms)
-        created = now_ms;
-    job->created_ms = created;
-    job->expires_ms = created + (int64_t)job->ttl * 1000;
 
     if (get_str(root, "message", &s, err, errlen) < 0)
         return -1;

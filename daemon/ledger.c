@@ -40,7 +40,7 @@ enum { SCRIPT_BEGIN, SCRIPT_FINISH, SCRIPT_NOTE, SCRIPT_REJECT, SCRIPT_RECEIPT, 
  */
 #define LEDGER_BATCH_MAX  64
 #define LEDGER_BATCH_KEYS 4  /* stream, events, stats, opt-outs */
-#define LEDGER_BATCH_HEAD 14 /* the keys and shared arguments before the jobs' */
+#define LEDGER_BATCH_HEAD 15 /* the keys and shared arguments before the jobs' */
 #define LEDGER_JOB_ARGS   17 /* at most, per job (finish.lua) */
 #define LEDGER_BATCH_ARGS (3 + 4 + LEDGER_BATCH_HEAD + LEDGER_BATCH_MAX * LEDGER_JOB_ARGS)
 
@@ -73,6 +73,7 @@ struct ledger {
         char status_ttl[16], events_maxlen[16], dead_maxlen[16], reject_ttl[16];
         char interval_ms[24], per_hour[24], per_day[24], global_per_hour[24];
         char budget_default[24]; /* OTPD_COUNTRY_HOURLY_BUDGET's "*", "" for none */
+        char max_sends[12];
     } text;
     struct {
         char jobs[LEDGER_KEY_MAX], events[LEDGER_KEY_MAX], stats[LEDGER_KEY_MAX],
@@ -153,6 +154,7 @@ ledger_format_config(struct ledger *l)
     snprintf(l->text.per_day, sizeof(l->text.per_day), "%d", c->limit_per_day);
     snprintf(l->text.global_per_hour, sizeof(l->text.global_per_hour), "%d",
              c->limit_global_per_hour);
+    snprintf(l->text.max_sends, sizeof(l->text.max_sends), "%d", c->max_sends_per_code);
     l->text.budget_default[0] = '\0';
     if (c->budgets.deflt >= 0)
         snprintf(l->text.budget_default, sizeof(l->text.budget_default), "%ld", c->budgets.deflt);
@@ -446,6 +448,7 @@ batch_head(const struct ledger *l, int script, const char *now, const char **v)
         v[n++] = l->text.per_day;
         v[n++] = l->text.global_per_hour;
         v[n++] = l->text.budget_default;
+        v[n++] = l->text.max_sends;
     }
     return n;
 }
@@ -592,6 +595,12 @@ ledger_begun(struct ledger_op *op, const redisReply *r, const char *err)
         b.error = reply_str(r, 3);
         if (r->elements > 4 && r->element[4]->type == REDIS_REPLY_INTEGER)
             b.retry_after_ms = r->element[4]->integer;
+    } else if (strcmp(word, "resend") == 0) {
+        b.verdict = LEDGER_RESEND;
+        b.sealed = reply_str(r, 1);
+        b.expires_ms = atoll(reply_str(r, 2));
+        b.reclaimed = strcmp(reply_str(r, 3), "1") == 0;
+        b.status = "";
     } else if (strcmp(word, "error") == 0) {
         b.err = reply_str(r, 1);
         b.status = "";
@@ -645,8 +654,8 @@ ledger_budget(const struct config *c, const char *cc, char budget[24])
 }
 
 int
-ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, ledger_begin_cb *cb,
-             void *arg)
+ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, const char *sealed,
+             ledger_begin_cb *cb, void *arg)
 {
     const struct job *job = lj->job;
     char created[24], expires[24], attempts[12], ttl[24], masked[LOG_MASK_MAX], budget[24];
@@ -663,8 +672,13 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, led
     snprintf(expires, sizeof(expires), "%lld", (long long)job->expires_ms);
     snprintf(attempts, sizeof(attempts), "%d", job->max_attempts);
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(left > 1 ? left : 1));
-    const char *v[] = {lj->stream_id, job->id, mac,          created, expires, attempts,
-                       ttl,           masked,  job->purpose, lj->cc,  job->to, budget};
+    const char *v[] = {lj->stream_id, job->id,
+                       mac,           created,
+                       expires,       attempts,
+                       ttl,           masked,
+                       job->purpose,  lj->cc,
+                       job->to,       budget,
+                       sealed,        lj->replace_code ? "2" : job->fresh ? "1" : ""};
     if (ledger_join(l, &l->batch[0], op, NARGS(v), v, NULL) < 0) {
         free(op);
         return -1;

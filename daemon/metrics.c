@@ -178,6 +178,10 @@ metrics_render(const struct config *cfg, const struct deliveries *d, const struc
     family(&pg, "otpd_country_budget_exceeded_total", "counter",
            "Jobs stopped by a country's hourly budget (possible SMS pumping).");
     out(&pg, "otpd_country_budget_exceeded_total %llu\n", (unsigned long long)s->budget_alerts);
+    family(&pg, "otpd_codes_resent_total", "counter",
+           "Jobs that texted the valid code of record again (a resend, or a job after a crash) "
+           "instead of a new code.");
+    out(&pg, "otpd_codes_resent_total %llu\n", (unsigned long long)s->resent);
     family(&pg, "otpd_jobs_claimed_total", "counter",
            "Stream entries claimed (read or reclaimed).");
     out(&pg, "otpd_jobs_claimed_total %llu\n", (unsigned long long)s->claimed);

@@ -33,6 +33,7 @@ struct config {
     int otp_ttl;
     int otp_digits;
     int verify_attempts;
+    int max_sends_per_code;
     char *template;
     int status_ttl;
     int events_maxlen;

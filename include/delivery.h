@@ -24,6 +24,7 @@ struct delivery_stats {
     uint64_t claimed, sent, failed, expired, rejected;
     uint64_t retries, duplicates, reclaimed;
     uint64_t rate_limited, budget_alerts;
+    uint64_t resent; /* jobs that sent the code of record again (a resend, or after a crash) */
     uint64_t dead_letters; /* entries written to the dead-letter stream */
 };
 

@@ -13,10 +13,10 @@
  * So no crash can leave a final status without its acknowledgement or the
  * reverse.  Both steps run in batches: every job that reaches a step in one
  * turn of the loop (up to 64) shares one EVALSHA, sent when the turn ends,
- * and each job gets its own answer through its callback.  Between the two, "retrying" is noted (ledger_note()); a job
- * otpd cannot parse is rejected in one step (ledger_reject()).  The
- * scripts are the .lua files of python/otpd/lua, compiled in; the web app's client
- * loads limits.lua and verify.lua from the same files.
+ * and each job gets its own answer through its callback.  Between the two, "retrying" is noted
+ * (ledger_note()); a job otpd cannot parse is rejected in one step (ledger_reject()).  The scripts
+ * are the .lua files of python/otpd/lua, compiled in; the web app's client loads limits.lua and
+ * verify.lua from the same files.
  */
 #ifndef OTPD_LEDGER_H
 #define OTPD_LEDGER_H
@@ -46,6 +46,7 @@ struct ledger_job {
     const struct job *job;
     const char *stream_id;
     const char *cc;
+    int replace_code; /* the code of record did not open: replace it, whoever made it */
 };
 
 enum ledger_verdict {
@@ -54,6 +55,7 @@ enum ledger_verdict {
     LEDGER_DONE = 1,      /* already final (a reclaim whose ack was lost): acknowledged */
     LEDGER_DUPLICATE = 2, /* the id belongs to another entry: acknowledged */
     LEDGER_DENIED = 3,    /* ended by the limits, an opt-out or a newer code: acknowledged */
+    LEDGER_RESEND = 4,    /* a valid code exists for this number and purpose: send that one */
 };
 
 /* What begin decided; the strings live until the callback returns. */
@@ -63,11 +65,18 @@ struct ledger_begun {
     const char *error_code; /* DENIED: per_hour, opted_out, superseded, ... */
     const char *error;      /* DENIED: the reason, for humans */
     long long retry_after_ms;
-    const char *err; /* LEDGER_ERROR: why */
+    const char *sealed;   /* RESEND: the code of record, sealed (otp_open) */
+    long long expires_ms; /* RESEND: its deadline, which the resend keeps */
+    int reclaimed;        /* RESEND: it is this job's own code (a reclaim after a crash) */
+    const char *err;      /* LEDGER_ERROR: why */
 };
 typedef void ledger_begin_cb(void *arg, const struct ledger_begun *b);
-/* mac: the code's keyed hash.  -1 if not connected (the callback does not run). */
-int ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac,
+/*
+ * mac: the new code's keyed hash, sealed: the new code sealed (otp_seal),
+ * written unless a valid code of record is sent again (LEDGER_RESEND).
+ * -1 if not connected (the callback does not run).
+ */
+int ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, const char *sealed,
                  ledger_begin_cb *cb, void *arg);
 
 /* A job's end. */

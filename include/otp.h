@@ -16,6 +16,20 @@ void otp_generate(char *out, int digits);
 void otp_mac(char *out, const unsigned char key[32], const char *purpose, const char *to,
              const char *code);
 
+/*
+ * The code sealed for its OTP record, so that a resend or a reclaimed job
+ * texts the same code: XChaCha20-Poly1305 under a key derived from key
+ * (crypto_kdf, context "otpdseal", a key for nothing else), with purpose
+ * "\n" to as associated data, so it opens only for the record it was made
+ * for.  out: hex of nonce || ciphertext, at least OTP_SEALED_HEX + 1 bytes.
+ */
+#define OTP_SEALED_HEX (2 * (24 + OTP_DIGITS_MAX + 16))
+void otp_seal(char *out, const unsigned char key[32], const char *purpose, const char *to,
+              const char *code);
+/* The code back into code (>= OTP_DIGITS_MAX + 1); -1 if it does not open. */
+int otp_open(char *code, const unsigned char key[32], const char *purpose, const char *to,
+             const char *sealed);
+
 /* Characters (UTF-8 code points) in s; -1 if s is not valid UTF-8. */
 long otp_utf8_chars(const char *s);
 

@@ -28,6 +28,7 @@ struct job {
     int ttl;                             /* seconds */
     int digits;
     int max_attempts;
+    int fresh;     /* a new code even if a valid one exists ("fresh": true) */
     char *message; /* template, owned; NULL: the configured default */
     int64_t created_ms;
     int64_t expires_ms; /* created_ms + ttl: the code's deadline */

@@ -21,7 +21,7 @@
 #define PROTO_KEY_EVENTS               "events"
 #define PROTO_KEY_DEAD                 "dead"
 #define PROTO_KEY_LIMITS               "limits"
-#define PROTO_KEY_RL_NUM               "rl:num:%s"     /* to */
+#define PROTO_KEY_RL_NUM               "rl:num:%s" /* to */
 #define PROTO_KEY_RL_GLOBAL            "rl:global"
 #define PROTO_KEY_RL_CC                "rl:cc:%s" /* calling code */
 #define PROTO_KEY_OPTOUT               "optout"

@@ -214,8 +214,15 @@ class OTPClient:
         )
 
     def send(self, to, purpose="login", *, id=None, ttl=None, digits=None,
-             max_attempts=None, message=None, provider=None):
+             max_attempts=None, message=None, provider=None, fresh=False):
         """Queue a code for `to` and return the job id.
+
+        While a code for this number and purpose is still valid (not expired,
+        locked or used), the daemon texts that same code again, keeping its
+        expiry and its wrong guesses; the job's status record then says
+        ``code_source == "resent"`` (``"new"`` otherwise).  ``fresh=True``
+        replaces it with a new code at once (the old one stops working), for
+        when the site knows the old code was exposed.
 
         Input is checked here with the daemon's rules so that mistakes
         surface as a ValueError in the request that made them rather than
@@ -252,6 +259,10 @@ class OTPClient:
                 raise ValueError("message is %d characters once rendered; the limit is %d"
                                  % (len(text), MAX_MESSAGE_CHARS))
             job["message"] = message
+        if not isinstance(fresh, bool):
+            raise ValueError("fresh must be True or False")
+        if fresh:
+            job["fresh"] = True
         if provider is not None:
             if provider not in PROVIDERS:
                 raise ValueError("provider must be one of %s, got %r"

@@ -98,16 +98,49 @@ def test_job_expired_before_claim_is_not_sent(otpd, client, r):
     assert r.xlen("otpd:jobs") == 0
 
 
-def test_resend_replaces_the_code(otpd, client):
+def test_resend_sends_the_same_code(otpd, client, r):
+    """A resend inside the code's lifetime texts the same code: its expiry and its wrong
+    guesses carry over, the first SMS's code verifies, and the record says "resent"."""
     j1 = client.send(NUMBER)
     assert client.wait(j1)["status"] == "sent"
+    first = otpd.codes(NUMBER)[-1]
+    wrong = "000000" if first != "000000" else "111111"
+    assert client.verify(NUMBER, wrong).status == "mismatch"
+    ttl_before = r.pttl("otpd:otp:login:" + NUMBER)
     j2 = client.send(NUMBER)
-    assert client.wait(j2)["status"] == "sent"
-    first, second = otpd.codes(NUMBER)[-2:]
-    if first != second:  # one chance in a million they are equal
-        assert client.verify(NUMBER, first).status == "mismatch"
-    res = client.verify(NUMBER, second)
-    assert res.ok and res.job_id == j2
+    st2 = client.wait(j2)
+    assert st2["status"] == "sent" and st2["code_source"] == "resent"
+    assert client.status(j1)["code_source"] == "new"
+    assert otpd.codes(NUMBER)[-2:] == [first, first]
+    rec = r.hgetall("otpd:otp:login:" + NUMBER)
+    assert rec["sends"] == "2" and rec["attempts"] == "1" and rec["job"] == j1
+    assert r.pttl("otpd:otp:login:" + NUMBER) <= ttl_before  # the expiry is not extended
+    assert int(st2["expires_ms"]) == int(client.status(j1)["expires_ms"])
+    res = client.verify(NUMBER, first)
+    assert res.ok and res.attempts_left == 4
+    # Used: the next send makes a new code.
+    j3 = client.send(NUMBER)
+    assert client.wait(j3)["code_source"] == "new"
+
+
+def test_sixth_send_of_a_code_is_refused_and_fresh_replaces_it(otpd, client, r):
+    ids = [client.send(NUMBER) for _ in range(5)]
+    for j in ids:
+        assert client.wait(j)["status"] == "sent"
+    codes = otpd.codes(NUMBER)
+    assert len(codes) == 5 and len(set(codes)) == 1
+    sixth = client.send(NUMBER)
+    st = client.wait(sixth)
+    assert st["status"] == "rate_limited" and st["error_code"] == "sends_per_code", st
+    assert "already sent 5 times" in st["error"]
+    assert int(st["retry_at_ms"]) > time.time() * 1000
+    # A fresh code replaces it at once: the old one stops working.
+    fresh = client.send(NUMBER, fresh=True)
+    assert client.wait(fresh)["code_source"] == "new"
+    new = otpd.codes(NUMBER)[-1]
+    if new != codes[0]:  # one chance in a million
+        assert client.verify(NUMBER, codes[0]).status == "mismatch"
+    assert client.verify(NUMBER, new).ok
 
 
 def test_purposes_are_separate(otpd, client):
@@ -329,3 +362,24 @@ def test_example_config_is_current():
     with open(os.path.join(here, "..", "..", "conf", "otpd.conf.example")) as f:
         committed = f.read()
     assert run_otpd(["--config-example"], {}).stdout == committed
+
+
+def test_sealed_code_moved_to_another_number_does_not_open(otpd, client, r):
+    """The sealed code is bound to its number and purpose: a record copied to another
+    number (or purpose) is not texted there; a new code replaces it."""
+    other = "+14155550199"
+    assert client.wait(client.send(NUMBER))["status"] == "sent"
+    first = otpd.codes(NUMBER)[-1]
+    r.copy("otpd:otp:login:" + NUMBER, "otpd:otp:login:" + other)
+    r.copy("otpd:otp:login:" + NUMBER, "otpd:otp:password_reset:" + NUMBER)
+    for to, purpose in ((other, "login"), (NUMBER, "password_reset")):
+        st = client.wait(client.send(to, purpose=purpose))
+        assert st["status"] == "sent" and st["code_source"] == "new", st
+    assert otpd.stderr.count("the code of record does not open") == 2
+    moved = otpd.codes(other)[-1]
+    assert client.verify(other, moved).ok
+    reset = otpd.codes(NUMBER)[-1]
+    if reset != first:  # one chance in a million
+        assert client.verify(NUMBER, first, purpose="password_reset").status == "mismatch"
+    assert client.verify(NUMBER, reset, purpose="password_reset").ok
+    assert client.verify(NUMBER, first).ok  # the original is untouched

@@ -165,7 +165,8 @@ def test_out_of_descriptors_is_local_not_provider(otpd_factory, mock, r):
 # --- 4. limits, breaker, dead letters, logs, clocks, masking, ids -------------
 
 def test_limits_hold_when_the_limits_hash_is_deleted(otpd_factory, r):
-    otpd_factory({"OTPD_LIMIT_PER_HOUR": "10"})
+    # Thirty codes to one number: resends of one code are capped too (5 by default).
+    otpd_factory({"OTPD_LIMIT_PER_HOUR": "10", "OTPD_MAX_SENDS_PER_CODE": "50"})
     wait_for(lambda: r.exists("otpd:limits"), 5, what="limits published")
     r.delete("otpd:limits")  # FLUSHDB by another app, or eviction
     ids = ["l%d" % i for i in range(30)]

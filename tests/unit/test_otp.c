@@ -111,6 +111,40 @@ test_mac_known_answer(void **state)
     assert_string_equal(mac, "3cb21acf0a566344e21d12c74bb27fed3e9bdd3aa39ea4c3088366982e615819");
 }
 
+/* A sealed code opens with its key for its own purpose and number, and nowhere else. */
+static void
+test_seal_opens_only_for_its_record(void **state)
+{
+    unsigned char key[32];
+    char sealed[OTP_SEALED_HEX + 1], again[OTP_SEALED_HEX + 1], code[OTP_DIGITS_MAX + 1];
+
+    (void)state;
+    kat_key(key);
+    otp_seal(sealed, key, "login", "+14155552671", "042917");
+    assert_int_equal(strlen(sealed), 2 * (24 + 6 + 16));
+    assert_null(strstr(sealed, "042917"));
+    assert_int_equal(otp_open(code, key, "login", "+14155552671", sealed), 0);
+    assert_string_equal(code, "042917");
+    /* A fresh nonce each time: the same code never seals to the same text. */
+    otp_seal(again, key, "login", "+14155552671", "042917");
+    assert_string_not_equal(sealed, again);
+    /* Moved to another number or purpose, it does not open. */
+    assert_int_equal(otp_open(code, key, "login", "+14155552672", sealed), -1);
+    assert_int_equal(otp_open(code, key, "password_reset", "+14155552671", sealed), -1);
+    /* Nor under another key, nor with one bit changed. */
+    key[0] ^= 1;
+    assert_int_equal(otp_open(code, key, "login", "+14155552671", sealed), -1);
+    key[0] ^= 1;
+    sealed[60] = sealed[60] == '0' ? '1' : '0';
+    assert_int_equal(otp_open(code, key, "login", "+14155552671", sealed), -1);
+    assert_int_equal(otp_open(code, key, "login", "+14155552671", "zz"), -1);
+    assert_int_equal(otp_open(code, key, "login", "+14155552671", ""), -1);
+    /* Ten digits, the longest code, round-trip. */
+    otp_seal(sealed, key, "login", "+14155552671", "0123456789");
+    assert_int_equal(otp_open(code, key, "login", "+14155552671", sealed), 0);
+    assert_string_equal(code, "0123456789");
+}
+
 static void
 test_mac_binds_every_field(void **state)
 {
@@ -429,6 +463,7 @@ main(void)
         cmocka_unit_test(test_generate_distribution),
         cmocka_unit_test(test_mac_known_answer),
         cmocka_unit_test(test_mac_binds_every_field),
+        cmocka_unit_test(test_seal_opens_only_for_its_record),
         cmocka_unit_test(test_render_placeholders),
         cmocka_unit_test(test_render_missing_code),
         cmocka_unit_test(test_render_length_limit_ascii),

@@ -8,11 +8,17 @@
 -- ARGV: 1 key prefix, 2 group, 3 now_ms, 4 status ttl s, 5 events maxlen,
 --       6 interval_ms, 7 per_hour, 8 per_day, 9 global_per_hour,
 --       10 the budget of countries without their own ("" for none),
---       then 12 fields per job: entry id, job id, mac, created_ms, expires_ms,
+--       11 sends allowed per code (OTPD_MAX_SENDS_PER_CODE),
+--       then 14 fields per job: entry id, job id, mac, created_ms, expires_ms,
 --       max_attempts, code ttl ms, masked number, purpose, calling code,
---       number, this country's own budget ("" for none)
+--       number, this country's own budget ("" for none), the new code
+--       sealed (otp_seal), '1' if the job asks for a fresh code, '2' if the
+--       code of record must be replaced whoever made it (it did not open)
 -- Returns one verdict per job, in order:
 --   {'go'}: the OTP record and the "sending" status are written;
+--   {'resend', sealed, expires_ms, reclaimed}: a valid code exists for this
+--     number and purpose: send that one (sealed) until expires_ms;
+--     reclaimed '1' when it is this job's own code (a reclaim after a crash);
 --   {'done', status}: already final (a reclaim whose ack was lost);
 --   {'duplicate', status}: the id belongs to another entry;
 --   {'denied', status, error_code, error, retry_after_ms}: ended here;
@@ -21,7 +27,8 @@
 -- one XACK and one XDEL for the batch, as the counters are one HINCRBY each.
 local stream, events, stats, optout = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local P, group, now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local FIELDS, FIRST = 12, 10
+local FIELDS, FIRST = 14, 11
+local MAX_SENDS = tonumber(ARGV[11])
 local FINAL = {sent = 1, delivered = 1, undelivered = 1, failed = 1, expired = 1,
   rejected = 1, rate_limited = 1}
 local acks, counts = {}, {}
@@ -63,11 +70,22 @@ local function deny(j, job, status, code, text, retry_after)
   return {'denied', status, code, text, retry_after or 0}
 end
 
+-- The "sending" status and event; source: 'new' or 'resent' (which code goes).
+local function sending(j, job, st, source, expires, verdict)
+  redis.call('HSET', job, 'status', 'sending', 'stream_id', j[1], 'to', j[8],
+    'purpose', j[9], 'created_ms', j[4], 'updated_ms', now, 'expires_ms', expires,
+    'attempts', '0', 'cc', j[10], 'code_source', source)
+  -- The client's "queued" record, or a reclaimed job's, already expires.
+  if st == '' then redis.call('EXPIRE', job, ttl) end
+  event(j[2], 'sending', '')
+  return verdict
+end
+
 local function begin(j)
   local entry, id, purpose, cc, number = j[1], j[2], j[9], j[10], j[11]
   local job, otp = P .. 'job:' .. id, P .. 'otp:' .. purpose .. ':' .. number
   -- The id names one entry: another entry with it is a duplicate.
-  local cur = redis.call('HMGET', job, 'stream_id', 'status')
+  local cur = redis.call('HMGET', job, 'stream_id', 'status', 'code_source')
   local owner, st = cur[1], cur[2] or ''
   if owner and owner ~= entry then
     event(id, 'duplicate', '')
@@ -93,24 +111,41 @@ local function begin(j)
       'over the %s limit; a new request is accepted in %d s', lim[2], math.ceil(wait / 1000)),
       wait)
   end
+  -- One code per number and purpose while it is valid: a resend, or this
+  -- job again after a crash, texts the code of record, never a second one.
+  local rec = redis.call('HMGET', otp, 'created_ms', 'job', 'sealed', 'sends', 'attempts',
+    'max_attempts', 'locked', 'expires_ms')
+  local older, holder, sealed, expires = rec[1], rec[2], rec[3], rec[8] or j[5]
+  local valid = sealed and rec[7] ~= '1' and
+    (tonumber(rec[5]) or 0) < (tonumber(rec[6]) or 5) and j[14] ~= '2'
+
+  -- This job again (a reclaim after a crash): its code, not counted as another send.
+  local reclaimed = owner == entry and (st == 'sending' or st == 'retrying')
+  if older and valid and (holder == id or (reclaimed and cur[3] == 'resent')) then
+    return sending(j, job, st, cur[3] or 'new', expires, {'resend', sealed, expires, '1'})
+  end
   -- A newer code for this number and purpose wins, even out of order.
-  local older = redis.call('HGET', otp, 'created_ms')
   if older and tonumber(older) > tonumber(j[4]) then
     return deny(j, job, 'failed', 'superseded',
       'superseded: a newer code for this number and purpose was already issued')
   end
+  if older and valid and j[14] == '' then
+    local sends = tonumber(rec[4]) or 1
+    if sends >= MAX_SENDS then
+      local wait = redis.call('PTTL', otp)
+      return deny(j, job, 'rate_limited', 'sends_per_code', string.format(
+        'this code was already sent %d times (OTPD_MAX_SENDS_PER_CODE); a new one can be ' ..
+        'requested when it expires in %d s', sends, math.ceil(wait / 1000)), wait)
+    end
+    redis.call('HINCRBY', otp, 'sends', '1')
+    return sending(j, job, st, 'resent', expires, {'resend', sealed, expires, '0'})
+  end
   -- No field of a replaced record (such as "locked") may survive.
   if older then redis.call('DEL', otp) end
   redis.call('HSET', otp, 'mac', j[3], 'job', id, 'attempts', '0', 'max_attempts', j[6],
-    'created_ms', j[4])
+    'created_ms', j[4], 'expires_ms', j[5], 'sealed', j[13], 'sends', '1')
   redis.call('PEXPIRE', otp, j[7])
-  redis.call('HSET', job, 'status', 'sending', 'stream_id', entry, 'to', j[8],
-    'purpose', purpose, 'created_ms', j[4], 'updated_ms', now, 'expires_ms', j[5],
-    'attempts', '0', 'cc', cc)
-  -- The client's "queued" record, or a reclaimed job's, already expires.
-  if st == '' then redis.call('EXPIRE', job, ttl) end
-  event(id, 'sending', '')
-  return {'go'}
+  return sending(j, job, st, 'new', j[5], {'go'})
 end
 
 local out = {}
