@@ -420,8 +420,9 @@ sending_done(void *arg, const struct send_result *res)
     switch (res->outcome) {
     case SEND_OK:
         dlv->out.sent_ms = otpd_now_ms();
-        if (d->dlr)
-            dlr_sent(d->dlr, p, res->ref);
+        /* Followed by polling where no webhook will report it (finish schedules it). */
+        dlv->out.poll = d->dlr != NULL && provider_needs_polling(p) &&
+                        d->cfg->dlr_poll_horizon_s > 0 && res->ref[0] != '\0';
         dlv_end(dlv, JOB_SENT, 0);
         return;
     case SEND_FAIL_JOB:

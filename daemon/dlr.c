@@ -10,7 +10,10 @@
  * provider's poll op, on a backoff schedule from OTPD_DLR_POLL_FIRST_MS up
  * to a minute, until a final status or OTPD_DLR_POLL_HORIZON_S, and only
  * when the provider's gate has spare capacity, so polling never delays a
- * send.
+ * send.  The schedule lives in Redis ({p}polls, written by the ledger: the
+ * job's finish adds the message), so a restart or another instance goes on
+ * polling what was sent before it; a message being polled is leased to the
+ * instance that took it.
  *
  * Either way a receipt is recorded with ledger_receipt(), tried once more
  * if that fails after the webhook was already answered.
@@ -23,18 +26,22 @@
 #include "log.h"
 #include "metrics.h"
 
-#define DLR_POLL_MAX 10000
-#define DLR_POLL_CAP 60000
-#define DLR_TICK_MS  500
-#define DLR_PREFIX   "/webhooks/"
+#define DLR_POLL_CAP      60000
+#define DLR_POLL_TAKE     64    /* due messages taken from Redis per tick */
+#define DLR_POLL_LEASE_MS 30000 /* a taken message is this instance's for so long */
+#define DLR_TICK_MS       500
+#define DLR_PREFIX        "/webhooks/"
+#define DLR_MEMBER_MAX    192
 
+/* One message being polled now, taken from the schedule in Redis. */
 struct dlr_poll {
     struct dlr_poll *next;
     struct dlr *r;
     struct provider *p;
     struct provider_call *call;
+    char member[DLR_MEMBER_MAX]; /* provider|ref|until_ms|backoff_ms, as scheduled */
     char ref[72];
-    uint64_t next_at, until, backoff;
+    int64_t until, backoff;
     int done;
 };
 
@@ -44,8 +51,8 @@ struct dlr {
     struct ledger *ledger;
     struct provider_set *providers;
     uv_timer_t tick;
-    struct dlr_poll *polls;
-    int npolls;
+    struct dlr_poll *polls; /* being polled now */
+    int taking;             /* a take from the schedule is on its way */
     void (*closed_cb)(void *arg);
     void *closed_arg;
 };
@@ -155,24 +162,99 @@ dlr_final(enum job_status st)
     return st == JOB_DELIVERED || st == JOB_UNDELIVERED || st == JOB_FAILED;
 }
 
+/* Poll again after the doubled backoff, or drop it past the horizon. */
+static void
+dlr_poll_later(struct dlr_poll *e)
+{
+    char next[DLR_MEMBER_MAX];
+    int64_t now = otpd_now_ms();
+
+    e->backoff = e->backoff * 2 > DLR_POLL_CAP ? DLR_POLL_CAP : e->backoff * 2;
+    if (now + e->backoff > e->until) {
+        ledger_poll_next(e->r->ledger, e->member, NULL, 0); /* horizon: it stays "sent" */
+        return;
+    }
+    snprintf(next, sizeof(next), "%s|%s|%lld|%lld", provider_name(e->p), e->ref,
+             (long long)e->until, (long long)e->backoff);
+    ledger_poll_next(e->r->ledger, e->member, next, now + e->backoff);
+}
+
 static void
 dlr_polled(void *arg, const struct poll_result *res)
 {
     struct dlr_poll *e = arg;
-    struct dlr *r = e->r;
-    uint64_t now = uv_now(r->loop);
 
     e->call = NULL;
+    e->done = 1; /* freed by the tick, not inside its own callback */
     provider_release(e->p);
     if (res->ok && dlr_final(res->receipt.status)) {
-        dlr_apply(r, provider_name(e->p), &res->receipt);
-        e->done = 1;
+        dlr_apply(e->r, provider_name(e->p), &res->receipt);
+        ledger_poll_next(e->r->ledger, e->member, NULL, 0);
         return;
     }
-    e->backoff = e->backoff * 2 > DLR_POLL_CAP ? DLR_POLL_CAP : e->backoff * 2;
-    e->next_at = now + e->backoff;
-    if (e->next_at > e->until)
-        e->done = 1; /* horizon: the status stays "sent" */
+    dlr_poll_later(e);
+}
+
+/* provider|ref|until_ms|backoff_ms into e; -1 if it is not one. */
+static int
+dlr_poll_parse(struct dlr *r, const char *member, struct dlr_poll *e)
+{
+    const char *bar1 = strchr(member, '|'), *bar2, *bar3;
+    size_t reflen;
+
+    if (bar1 == NULL || (bar2 = strchr(bar1 + 1, '|')) == NULL ||
+        (bar3 = strchr(bar2 + 1, '|')) == NULL || strlen(member) >= sizeof(e->member))
+        return -1;
+    reflen = (size_t)(bar2 - bar1 - 1);
+    if (reflen == 0 || reflen >= sizeof(e->ref))
+        return -1;
+    snprintf(e->member, sizeof(e->member), "%s", member);
+    memcpy(e->ref, bar1 + 1, reflen);
+    e->ref[reflen] = '\0';
+    e->until = atoll(bar2 + 1);
+    e->backoff = atoll(bar3 + 1);
+    if (e->backoff < 100)
+        e->backoff = 100;
+    e->p = provider_set_find(r->providers, member, (size_t)(bar1 - member));
+    return 0;
+}
+
+/* Due messages from the schedule: poll each one the provider has room for. */
+static void
+dlr_taken(void *arg, const char *const *members, size_t n, const char *err)
+{
+    struct dlr *r = arg;
+
+    r->taking = 0;
+    if (err != NULL) {
+        log_debug("dlr: could not read the polling schedule: %s", err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct dlr_poll *e = calloc(1, sizeof(*e));
+        if (e == NULL)
+            return; /* the rest are due again when their lease ends */
+        e->r = r;
+        if (dlr_poll_parse(r, members[i], e) < 0 || otpd_now_ms() > e->until) {
+            ledger_poll_next(r->ledger, members[i], NULL, 0);
+            free(e);
+            continue;
+        }
+        /* Not a provider of this instance: another one will take it after the lease. */
+        if (e->p == NULL || !provider_needs_polling(e->p)) {
+            free(e);
+            continue;
+        }
+        /* Sending first: poll only on spare capacity. */
+        if ((e->call = provider_poll_spare(e->p, e->ref, dlr_polled, e)) == NULL) {
+            e->backoff /= 2; /* the same step again, not a longer one */
+            dlr_poll_later(e);
+            free(e);
+            continue;
+        }
+        e->next = r->polls;
+        r->polls = e;
+    }
 }
 
 static void
@@ -180,45 +262,18 @@ dlr_tick(uv_timer_t *t)
 {
     struct dlr *r = t->data;
     struct dlr_poll **pp = &r->polls, *e;
-    uint64_t now = uv_now(r->loop);
 
     while ((e = *pp) != NULL) {
         if (e->done && e->call == NULL) {
             *pp = e->next;
-            r->npolls--;
             free(e);
             continue;
         }
-        /* Sending first: poll only on spare capacity. */
-        if (!e->done && e->call == NULL && now >= e->next_at) {
-            e->call = provider_poll_spare(e->p, e->ref, dlr_polled, e);
-            if (e->call == NULL)
-                e->next_at = now + e->backoff;
-        }
         pp = &e->next;
     }
-}
-
-void
-dlr_sent(struct dlr *r, struct provider *p, const char *ref)
-{
-    struct dlr_poll *e;
-
-    /* Poll only where no webhook will come. */
-    if (!provider_needs_polling(p) || r->cfg->dlr_poll_horizon_s <= 0 ||
-        r->npolls >= DLR_POLL_MAX || *ref == '\0')
-        return;
-    if ((e = calloc(1, sizeof(*e))) == NULL)
-        return;
-    e->r = r;
-    e->p = p;
-    snprintf(e->ref, sizeof(e->ref), "%s", ref);
-    e->backoff = (uint64_t)r->cfg->dlr_poll_first_ms;
-    e->next_at = uv_now(r->loop) + e->backoff;
-    e->until = uv_now(r->loop) + (uint64_t)r->cfg->dlr_poll_horizon_s * 1000;
-    e->next = r->polls;
-    r->polls = e;
-    r->npolls++;
+    if (r->cfg->dlr_poll_horizon_s > 0 && !r->taking &&
+        ledger_poll_take(r->ledger, DLR_POLL_TAKE, DLR_POLL_LEASE_MS, dlr_taken, r) == 0)
+        r->taking = 1;
 }
 
 struct dlr *
@@ -253,6 +308,7 @@ dlr_closed(uv_handle_t *h)
 void
 dlr_close(struct dlr *r, void (*cb)(void *arg), void *arg)
 {
+    /* Their schedule is in Redis: another instance polls them after the lease. */
     while (r->polls) {
         struct dlr_poll *e = r->polls;
         r->polls = e->next;

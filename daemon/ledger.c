@@ -21,9 +21,17 @@
 #include "protocol.h"
 #include "route.h"
 
-extern const char lua_begin[], lua_finish[], lua_note[], lua_reject[], lua_receipt[];
+extern const char lua_begin[], lua_finish[], lua_note[], lua_reject[], lua_receipt[], lua_poll[];
 
-enum { SCRIPT_BEGIN, SCRIPT_FINISH, SCRIPT_NOTE, SCRIPT_REJECT, SCRIPT_RECEIPT, NSCRIPTS };
+enum {
+    SCRIPT_BEGIN,
+    SCRIPT_FINISH,
+    SCRIPT_NOTE,
+    SCRIPT_REJECT,
+    SCRIPT_RECEIPT,
+    SCRIPT_POLL,
+    NSCRIPTS
+};
 
 #define LEDGER_PAYLOAD_MAX 4096 /* of a rejected payload, kept in its dead letter */
 #define LEDGER_REJECT_TTL  3600 /* a burst of bad jobs must not fill Redis for a day */
@@ -39,8 +47,7 @@ enum { SCRIPT_BEGIN, SCRIPT_FINISH, SCRIPT_NOTE, SCRIPT_REJECT, SCRIPT_RECEIPT, 
  * keep one call to a few milliseconds of Redis's time.
  */
 #define LEDGER_BATCH_MAX  64
-#define LEDGER_BATCH_KEYS 4  /* stream, events, stats, opt-outs */
-#define LEDGER_BATCH_HEAD 15 /* the keys and shared arguments before the jobs' */
+#define LEDGER_BATCH_HEAD 15 /* at most: the keys and shared arguments before the jobs' */
 #define LEDGER_JOB_ARGS   17 /* at most, per job (finish.lua) */
 #define LEDGER_BATCH_ARGS (3 + 4 + LEDGER_BATCH_HEAD + LEDGER_BATCH_MAX * LEDGER_JOB_ARGS)
 
@@ -73,11 +80,11 @@ struct ledger {
         char status_ttl[16], events_maxlen[16], dead_maxlen[16], reject_ttl[16];
         char interval_ms[24], per_hour[24], per_day[24], global_per_hour[24];
         char budget_default[24]; /* OTPD_COUNTRY_HOURLY_BUDGET's "*", "" for none */
-        char max_sends[12];
+        char max_sends[12], poll_first_ms[16], poll_horizon_ms[24];
     } text;
     struct {
         char jobs[LEDGER_KEY_MAX], events[LEDGER_KEY_MAX], stats[LEDGER_KEY_MAX],
-            optout[LEDGER_KEY_MAX];
+            optout[LEDGER_KEY_MAX], polls[LEDGER_KEY_MAX];
     } k;                        /* the batch scripts' declared keys */
     struct ledger_sent *failed; /* batches that could not be sent, answered next turn */
     void (*closed_cb)(void *arg);
@@ -98,6 +105,7 @@ struct ledger_op {
     ledger_begin_cb *begin_cb;
     ledger_done_cb *done_cb;
     ledger_receipt_cb *receipt_cb;
+    ledger_polls_cb *polls_cb;
     void *arg;
 };
 
@@ -113,6 +121,8 @@ ledger_script_text(const struct ledger *l, int i)
         return lua_note;
     case SCRIPT_REJECT:
         return lua_reject;
+    case SCRIPT_POLL:
+        return lua_poll;
     default:
         return lua_receipt;
     }
@@ -162,6 +172,10 @@ ledger_format_config(struct ledger *l)
     key(l->k.events, c, PROTO_KEY_EVENTS);
     key(l->k.stats, c, PROTO_KEY_STATS);
     key(l->k.optout, c, PROTO_KEY_OPTOUT);
+    key(l->k.polls, c, PROTO_KEY_POLLS);
+    snprintf(l->text.poll_first_ms, sizeof(l->text.poll_first_ms), "%d", c->dlr_poll_first_ms);
+    snprintf(l->text.poll_horizon_ms, sizeof(l->text.poll_horizon_ms), "%lld",
+             (long long)c->dlr_poll_horizon_s * 1000);
 }
 
 void
@@ -426,17 +440,20 @@ batch_push(struct ledger_batch *b, const char *s, size_t len)
     return 0;
 }
 
-/* The script's shared keys and arguments, before the jobs'. */
+/* The script's number of keys, its keys and shared arguments, before the jobs'. */
 static int
 batch_head(const struct ledger *l, int script, const char *now, const char **v)
 {
     const struct config *c = l->cfg;
     int n = 0;
 
+    v[n++] = script == SCRIPT_FINISH ? "5" : "4";
     v[n++] = l->k.jobs;
     v[n++] = l->k.events;
     v[n++] = l->k.stats;
     v[n++] = l->k.optout;
+    if (script == SCRIPT_FINISH)
+        v[n++] = l->k.polls;
     v[n++] = c->prefix;
     v[n++] = c->group;
     v[n++] = now;
@@ -449,6 +466,9 @@ batch_head(const struct ledger *l, int script, const char *now, const char **v)
         v[n++] = l->text.global_per_hour;
         v[n++] = l->text.budget_default;
         v[n++] = l->text.max_sends;
+    } else {
+        v[n++] = l->text.poll_first_ms;
+        v[n++] = l->text.poll_horizon_ms;
     }
     return n;
 }
@@ -457,20 +477,18 @@ batch_head(const struct ledger *l, int script, const char *now, const char **v)
 static void
 ledger_flush(struct ledger *l, struct ledger_batch *b)
 {
-    static const char *argv[3 + LEDGER_BATCH_HEAD + LEDGER_BATCH_ARGS];
+    static const char *argv[2 + LEDGER_BATCH_HEAD + LEDGER_BATCH_ARGS];
     static size_t lens[NARGS(argv)];
     struct ledger_sent *sent = b->sent;
-    char now[24], numkeys[4];
-    int argc = 3;
+    char now[24];
+    int argc = 2;
 
     if (sent == NULL)
         return;
     b->sent = NULL;
     snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
-    snprintf(numkeys, sizeof(numkeys), "%d", LEDGER_BATCH_KEYS);
     argv[0] = "EVALSHA";
     argv[1] = l->sha[b->script];
-    argv[2] = numkeys;
     argc += batch_head(l, b->script, now, argv + argc);
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
@@ -719,7 +737,7 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
               ledger_done_cb *cb, void *arg)
 {
     const struct job *job = lj->job;
-    char attempts[12], sent[24], created[24], expires[24], masked[LOG_MASK_MAX], flags[4];
+    char attempts[12], sent[24], created[24], expires[24], masked[LOG_MASK_MAX], flags[5];
     struct ledger_op *op;
     int n = 0;
 
@@ -733,6 +751,8 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
         flags[n++] = 'b';
     if (o->opted_out)
         flags[n++] = 'o';
+    if (o->poll)
+        flags[n++] = 'p';
     flags[n] = '\0';
     const char *v[17] = {lj->stream_id,
                          job->id,
@@ -861,6 +881,72 @@ ledger_receipt(struct ledger *l, const char *provider, const char *ref, enum job
         l->cfg->prefix, job_status_name(status), provider_status, error_code, error, now,
         provider,       l->text.events_maxlen};
     return ledger_eval(op, ledger_receipt_reply, NARGS(keys), keys, NARGS(args), args, NULL);
+}
+
+/* --- the polling schedule ------------------------------------------------- */
+
+static void
+ledger_polls_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct ledger_op *op = priv;
+    redisReply *reply = r;
+    const char *members[128];
+    size_t n = 0;
+
+    (void)ac;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        const char *err = rconn_reply_error(reply);
+        ledger_check_noscript(op->l, err);
+        op->polls_cb(op->arg, NULL, 0, err ? err : "unexpected reply from poll.lua");
+        free(op);
+        return;
+    }
+    for (size_t i = 0; i < reply->elements && n < NARGS(members); i++)
+        if (reply->element[i]->type == REDIS_REPLY_STRING)
+            members[n++] = reply->element[i]->str;
+    op->polls_cb(op->arg, members, n, NULL);
+    free(op);
+}
+
+int
+ledger_poll_take(struct ledger *l, int max, int lease_ms, ledger_polls_cb *cb, void *arg)
+{
+    char now[24], lease[16], most[16];
+    struct ledger_op *op = ledger_op_new(l, SCRIPT_POLL, arg);
+
+    if (op == NULL)
+        return -1;
+    op->polls_cb = cb;
+    snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    snprintf(lease, sizeof(lease), "%d", lease_ms);
+    snprintf(most, sizeof(most), "%d", max < 128 ? max : 128);
+    const char *keys[] = {l->k.polls};
+    const char *args[] = {"take", now, lease, most};
+    return ledger_eval(op, ledger_polls_reply, NARGS(keys), keys, NARGS(args), args, NULL);
+}
+
+static void
+ledger_poll_moved(void *arg, int ok, const char *err)
+{
+    (void)arg;
+    if (ok < 0)
+        log_warnx("ledger: could not reschedule a receipt poll: %s (it is due again when its "
+                  "lease ends)",
+                  err);
+}
+
+int
+ledger_poll_next(struct ledger *l, const char *member, const char *next, int64_t next_ms)
+{
+    char at[24];
+    struct ledger_op *op = ledger_done_op(l, SCRIPT_POLL, ledger_poll_moved, NULL);
+
+    if (op == NULL)
+        return -1;
+    snprintf(at, sizeof(at), "%lld", (long long)next_ms);
+    const char *keys[] = {l->k.polls};
+    const char *args[] = {"next", member, next ? next : "", at};
+    return ledger_eval(op, ledger_done_reply, NARGS(keys), keys, NARGS(args), args, NULL);
 }
 
 /* --- the published limits ------------------------------------------------ */

@@ -1,7 +1,8 @@
 /*
  * dlr.h: delivery receipts.  Routes the providers' webhooks to the
  * provider that owns them, polls providers for messages no webhook will
- * report, and records what the providers answer: each receipt moves the
+ * report (the schedule is in Redis: finish adds a message, see
+ * ledger_poll_take()), and records what the providers answer: each receipt moves the
  * job's status record forward to delivered/undelivered/failed.
  */
 #ifndef OTPD_DLR_H
@@ -22,8 +23,6 @@ struct dlr *dlr_new(uv_loop_t *loop, const struct config *cfg, struct ledger *le
                     struct provider_set *providers);
 /* An HTTP request for a webhook path: 1 if it was one (resp filled), else 0. */
 int dlr_handle(struct dlr *r, const struct httpd_request *req, struct httpd_response *resp);
-/* A provider accepted a message: follow it by polling where no webhook will come. */
-void dlr_sent(struct dlr *r, struct provider *p, const char *ref);
 void dlr_close(struct dlr *r, void (*cb)(void *arg), void *arg);
 
 #endif

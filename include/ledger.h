@@ -92,6 +92,7 @@ struct ledger_outcome {
     int burn_code;   /* the code can no longer be delivered: delete its record */
     int opted_out;   /* remember the number as unsubscribed (STOP) */
     int begun;       /* begin wrote the record: the number and times are there */
+    int poll;        /* sent, and no webhook will report it: schedule polling (poll.lua) */
 };
 /* ok: 0 written and acknowledged, -1 refused (err says why; try again). */
 typedef void ledger_done_cb(void *arg, int ok, const char *err);
@@ -116,6 +117,17 @@ typedef void ledger_receipt_cb(void *arg, int verdict, const char *job_id, long 
 int ledger_receipt(struct ledger *l, const char *provider, const char *ref, enum job_status status,
                    const char *provider_status, const char *error_code, const char *error,
                    ledger_receipt_cb *cb, void *arg);
+
+/*
+ * The receipt-polling schedule, {p}polls (poll.lua; finish adds to it):
+ * ledger_poll_take() hands the due members (provider|ref|until_ms|backoff_ms)
+ * to cb, each leased for lease_ms so no other instance polls it meanwhile;
+ * ledger_poll_next() reschedules a member as next at next_ms, or removes it
+ * (next NULL).  -1 if not connected.
+ */
+typedef void ledger_polls_cb(void *arg, const char *const *members, size_t n, const char *err);
+int ledger_poll_take(struct ledger *l, int max, int lease_ms, ledger_polls_cb *cb, void *arg);
+int ledger_poll_next(struct ledger *l, const char *member, const char *next, int64_t next_ms);
 
 /* The scripts, as compiled in (otpd --print-limits-script). */
 extern const char lua_limits[];

@@ -28,6 +28,7 @@
 #define PROTO_KEY_STATS                "stats"
 #define PROTO_KEY_INSTANCE             "instance:%s"             /* consumer */
 #define PROTO_KEY_ALERT_COUNTRY_BUDGET "alert:country_budget:%s" /* calling code */
+#define PROTO_KEY_POLLS                "polls"
 
 /* Status words, in the document's order (section 4). */
 #define PROTO_STATUS_QUEUED       "queued"

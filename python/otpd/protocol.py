@@ -25,9 +25,10 @@ OPTOUT = "optout"
 STATS = "stats"
 INSTANCE = "instance:{consumer}"
 ALERT_COUNTRY_BUDGET = "alert:country_budget:{cc}"
+POLLS = "polls"
 
 KEYS = (JOBS, OTP, JOB, REF, EVENTS, DEAD, LIMITS, RL_NUM, RL_GLOBAL, RL_CC, OPTOUT,
-        STATS, INSTANCE, ALERT_COUNTRY_BUDGET)
+        STATS, INSTANCE, ALERT_COUNTRY_BUDGET, POLLS)
 
 # For SCAN patterns: every heartbeat key starts with this, every alert with ALERT.
 INSTANCE_PREFIX = "instance:"

@@ -186,3 +186,22 @@ def test_otpctl_status_shows_delivery(otpd_factory, mock, client, r, port, redis
     text = subprocess.run([os.path.join(ROOT, "python", "otpctl"), "status"], env=env,
                           capture_output=True, text=True).stdout
     assert "delivery, last hour" in text and "unreachable handset" in text
+
+
+def test_polling_survives_a_restart(otpd_factory, mock, client, r):
+    """The polling schedule is in Redis: a message sent before a restart is still polled
+    by the next instance (or another one) until its receipt is final."""
+    env = twilio_env(mock, OTPD_DLR_POLL_FIRST_MS="1500", OTPD_DLR_POLL_HORIZON_S="600")
+    mock.ctl("config", {"twilio_message_status": "sent"})
+    first = otpd_factory(env)
+    job = client.send(NUMBER)
+    sid = client.wait(job, timeout=10)["provider_ref"]
+    [member] = r.zrange("otpd:polls", 0, -1)
+    assert member.startswith("twilio|%s|" % sid)
+    assert first.stop() == 0  # before its first poll
+    assert not [q for q in mock.requests("twilio") if q["method"] == "GET" and sid in q["path"]]
+    mock.ctl("twilio/messages/" + sid, {"status": "delivered"})
+    otpd_factory(env)
+    st = client.wait(job, final={"delivered"}, timeout=15)
+    assert st["status"] == "delivered"
+    assert r.zcard("otpd:polls") == 0  # final: no longer scheduled

@@ -4,20 +4,22 @@
 -- deletion, in one script.  See daemon/ledger.c and docs/protocol.md
 -- section 8.
 --
--- KEYS: 1 job stream, 2 events, 3 stats, 4 opt-outs (the rest are named from
---       the prefix: with a hash-tagged prefix they share these keys' slot)
+-- KEYS: 1 job stream, 2 events, 3 stats, 4 opt-outs, 5 the polling schedule
+--       (the rest are named from the prefix: with a hash-tagged prefix they
+--       share these keys' slot)
 -- ARGV: 1 key prefix, 2 group, 3 now_ms, 4 status ttl s, 5 events maxlen,
---       then per job 13 fields: entry id, job id, status, provider,
+--       6 first poll after ms, 7 poll horizon ms, then per job 13 fields: entry id, job id, status, provider,
 --       provider ref, provider status, error code, error, attempts,
 --       sent_ms or '', number, purpose, flags; and 4 more when the flags
 --       hold 'n': masked number, created_ms, expires_ms, calling code.
 --       Flags: 'n' the job ended before begin wrote its record, 'b' burn
---       its code (if still this job's), 'o' the number replied STOP.
+--       its code (if still this job's), 'o' the number replied STOP, 'p' no
+--       webhook will report this message: poll its provider (poll.lua).
 -- Returns one reply per job, in order: 1, or {'error', why} if this job's
 -- writes failed (its entry is then not acknowledged).
-local stream, events, stats, optout = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, events, stats, optout, polls = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local P, group, now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local FIXED, EXTRA, FIRST = 13, 4, 5
+local FIXED, EXTRA, FIRST = 13, 4, 7
 local acks, counts = {}, {}
 
 local function count(field)
@@ -49,6 +51,11 @@ local function finish(j)
   -- Receipts name the provider's message; this finds the job again.
   if status == 'sent' and ref ~= '' then
     redis.call('SET', P .. 'ref:' .. provider .. ':' .. ref, id, 'EX', ttl)
+    if flags:find('p', 1, true) then
+      local t = tonumber(now)
+      redis.call('ZADD', polls, t + tonumber(ARGV[6]), table.concat({provider, ref,
+        tostring(t + tonumber(ARGV[7])), ARGV[6]}, '|'))
+    end
   end
   -- STOP: remembered until an operator removes it (otpctl optout remove).
   if flags:find('o', 1, true) then redis.call('HSET', optout, j[11], now) end
