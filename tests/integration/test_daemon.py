@@ -101,26 +101,39 @@ def test_job_expired_before_claim_is_not_sent(otpd, client, r):
 def test_resend_sends_the_same_code(otpd, client, r):
     """A resend inside the code's lifetime texts the same code: its expiry and its wrong
     guesses carry over, the first SMS's code verifies, and the record says "resent"."""
+    key = "otpd:otp:login:" + NUMBER
+    say = lambda *a: print("  " + " ".join(str(x) for x in a))  # noqa: E731
+    print()
     j1 = client.send(NUMBER)
     assert client.wait(j1)["status"] == "sent"
     first = otpd.codes(NUMBER)[-1]
+    say("send", j1, "-> sent, code_source", client.status(j1)["code_source"],
+        "| phone gets", first)
     wrong = "000000" if first != "000000" else "111111"
-    assert client.verify(NUMBER, wrong).status == "mismatch"
-    ttl_before = r.pttl("otpd:otp:login:" + NUMBER)
+    res = client.verify(NUMBER, wrong)
+    assert res.status == "mismatch"
+    say("verify", wrong, "->", res.status, "attempts_left", res.attempts_left)
+    ttl_before = r.pttl(key)
     j2 = client.send(NUMBER)
     st2 = client.wait(j2)
     assert st2["status"] == "sent" and st2["code_source"] == "resent"
     assert client.status(j1)["code_source"] == "new"
     assert otpd.codes(NUMBER)[-2:] == [first, first]
-    rec = r.hgetall("otpd:otp:login:" + NUMBER)
+    rec = r.hgetall(key)
+    say("send", j2, "-> sent, code_source", st2["code_source"], "| phone gets",
+        otpd.codes(NUMBER)[-1], "| record: sends", rec["sends"], "attempts", rec["attempts"],
+        "job", rec["job"], "ttl", r.pttl(key), "ms (was", ttl_before, ")")
     assert rec["sends"] == "2" and rec["attempts"] == "1" and rec["job"] == j1
-    assert r.pttl("otpd:otp:login:" + NUMBER) <= ttl_before  # the expiry is not extended
+    assert r.pttl(key) <= ttl_before  # the expiry is not extended
     assert int(st2["expires_ms"]) == int(client.status(j1)["expires_ms"])
     res = client.verify(NUMBER, first)
+    say("verify", first, "(the first SMS) ->", res.status, "attempts_left", res.attempts_left)
     assert res.ok and res.attempts_left == 4
     # Used: the next send makes a new code.
     j3 = client.send(NUMBER)
     assert client.wait(j3)["code_source"] == "new"
+    say("send", j3, "-> sent, code_source new (the code was used) | phone gets",
+        otpd.codes(NUMBER)[-1])
 
 
 def test_sixth_send_of_a_code_is_refused_and_fresh_replaces_it(otpd, client, r):
