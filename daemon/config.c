@@ -26,7 +26,16 @@
 #include "log.h"
 #include "otp.h"
 
-enum config_type { CT_STR, CT_INT, CT_HEXKEY, CT_REDIS_URL, CT_PHONE, CT_LOGLEVEL, CT_URL };
+enum config_type {
+    CT_STR,
+    CT_INT,
+    CT_BOOL,
+    CT_HEXKEY,
+    CT_REDIS_URL,
+    CT_PHONE,
+    CT_LOGLEVEL,
+    CT_URL
+};
 
 #define CF_SECRET  0x1 /* never printed */
 #define CF_NAME    0x2 /* a name: [A-Za-z0-9_.:{}-]+ */
@@ -43,6 +52,29 @@ struct config_entry {
 };
 
 #define OFF(f) offsetof(struct config, f)
+
+/* Stored as an int: CT_INT, and CT_BOOL (0 or 1). */
+static int
+config_is_int(const struct config_entry *e)
+{
+    return e->type == CT_INT || e->type == CT_BOOL;
+}
+
+/* Django's True/False as a .env or settings file writes them, and the usual others. */
+static int
+parse_bool(const char *v, int *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false", "no",
+                                                                                "off", ""};
+
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+        if (strcasecmp(v, yes[i]) == 0)
+            return *out = 1, 0;
+    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+        if (strcasecmp(v, no[i]) == 0)
+            return *out = 0, 0;
+    return -1;
+}
 
 static const struct config_entry config_table[] = {
     {"REDIS_URL", CT_REDIS_URL, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, CF_RESTART,
@@ -71,6 +103,37 @@ static const struct config_entry config_table[] = {
     {"OTPD_TEMPLATE", CT_STR, OFF(template),
      "Your verification code is {code}. It expires in {minutes} minutes.", 1, 1920, 0,
      "default SMS text; must contain {code}, may contain {minutes}"},
+    {"EMAIL_HOST", CT_STR, OFF(email_host), "", 0, 253, 0,
+     "SMTP server for e-mail codes (Django's setting); empty: e-mail jobs are printed by the "
+     "development console instead"},
+    {"EMAIL_PORT", CT_INT, OFF(email_port), "25", 1, 65535, 0,
+     "SMTP port: 587 with EMAIL_USE_TLS, 465 with EMAIL_USE_SSL"},
+    {"EMAIL_HOST_USER", CT_STR, OFF(email_host_user), "", 0, 255, 0, "SMTP AUTH user"},
+    {"EMAIL_HOST_PASSWORD", CT_STR, OFF(email_host_password), "", 0, 255, CF_SECRET,
+     "SMTP AUTH password"},
+    {"EMAIL_USE_TLS", CT_BOOL, OFF(email_use_tls), "False", 0, 1, 0,
+     "STARTTLS, required (one of EMAIL_USE_TLS and EMAIL_USE_SSL must be True with EMAIL_HOST)"},
+    {"EMAIL_USE_SSL", CT_BOOL, OFF(email_use_ssl), "False", 0, 1, 0,
+     "implicit TLS (smtps), usually port 465"},
+    {"EMAIL_TIMEOUT", CT_INT, OFF(email_timeout), "10", 1, 300, 0,
+     "seconds an SMTP conversation for one message may take"},
+    {"DEFAULT_FROM_EMAIL", CT_STR, OFF(default_from_email), "webmaster@localhost", 3, 254, 0,
+     "sender of e-mail codes, an address or \"Name <address>\""},
+    {"OTPD_EMAIL_MAX_INFLIGHT", CT_INT, OFF(email_max_inflight), "10", 1, 1000, 0,
+     "e-mails in progress at once (and SMTP connections)"},
+    {"OTPD_EMAIL_SUBJECT", CT_STR, OFF(email_subject), "Your verification code", 1, 200, 0,
+     "e-mail subject; may contain {code} and {minutes}"},
+    {"OTPD_EMAIL_TEXT", CT_STR, OFF(email_text),
+     "Your verification code is {code}.\n\nIt expires in {minutes} minutes. If you did not ask "
+     "for it, you can ignore this message.",
+     1, 4000, 0,
+     "e-mail plain-text body; must contain {code}, may contain {minutes}; \\n in double quotes is "
+     "a new line"},
+    {"OTPD_EMAIL_HTML", CT_STR, OFF(email_html),
+     "<p>Your verification code is</p><p style='font-size:24px;font-weight:bold;letter-spacing:"
+     "4px'>{code}</p><p>It expires in {minutes} minutes. If you did not ask for it, you can "
+     "ignore this message.</p>",
+     1, 8000, 0, "e-mail HTML body; must contain {code}, may contain {minutes}"},
     {"OTPD_STATUS_TTL", CT_INT, OFF(status_ttl), "86400", 60, 30L * 86400, 0,
      "seconds a job's status record is kept"},
     {"OTPD_DEAD_MAXLEN", CT_INT, OFF(dead_maxlen), "10000", 100, 10000000, 0,
@@ -258,6 +321,12 @@ config_set(struct config *cfg, const char *key, const char *value, char *err, si
         return -1;
     }
     switch (e->type) {
+    case CT_BOOL:
+        if (parse_bool(value, (int *)((char *)cfg + e->offset)) < 0) {
+            otpd_seterr(err, errlen, "%s: must be True or False, got \"%s\"", key, value);
+            return -1;
+        }
+        return 0;
     case CT_INT:
         if (parse_int(value, e->min, e->max, &v) < 0) {
             otpd_seterr(err, errlen, "%s: must be an integer from %ld to %ld, got \"%s\"", key,
@@ -362,7 +431,7 @@ config_free(struct config *cfg)
 {
     for (size_t i = 0; i < CONFIG_NENTRIES; i++) {
         const struct config_entry *e = &config_table[i];
-        if (e->type == CT_INT)
+        if (config_is_int(e))
             continue;
         char **slot = config_str_slot(cfg, e);
         if (*slot && (e->flags & CF_SECRET))
@@ -665,6 +734,45 @@ config_pick_provider(struct config *cfg, char *err, size_t errlen)
 /* MSG91 does not sign its reports: the path token is the only secret, and guesses are free. */
 #define CONFIG_WEBHOOK_TOKEN_MIN 32
 
+/* The e-mail channel's settings, checked at start like the SMS template. */
+static int
+config_finish_email(struct config *cfg, char *err, size_t errlen)
+{
+    static const char *const names[] = {"OTPD_EMAIL_TEXT", "OTPD_EMAIL_HTML"};
+    const char *tmpls[] = {cfg->email_text, cfg->email_html};
+    char why[128];
+
+    if (strchr(cfg->email_subject, '\n') || strchr(cfg->email_subject, '\r')) {
+        otpd_seterr(err, errlen, "OTPD_EMAIL_SUBJECT: must be one line");
+        return -1;
+    }
+    for (int i = 0; i < 2; i++)
+        if (strstr(tmpls[i], "{code}") == NULL || otp_utf8_chars(tmpls[i]) < 0) {
+            snprintf(why, sizeof(why), "%s",
+                     strstr(tmpls[i], "{code}") ? "not valid UTF-8" : "must contain {code}");
+            otpd_seterr(err, errlen, "%s: %s", names[i], why);
+            return -1;
+        }
+    if (otp_utf8_chars(cfg->email_subject) < 0) {
+        otpd_seterr(err, errlen, "OTPD_EMAIL_SUBJECT: not valid UTF-8");
+        return -1;
+    }
+    if (cfg->email_use_tls && cfg->email_use_ssl) {
+        otpd_seterr(err, errlen,
+                    "EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive: "
+                    "STARTTLS (usually port 587) or implicit TLS (usually 465)");
+        return -1;
+    }
+    /* Codes never cross the network in clear. */
+    if (*cfg->email_host && !cfg->email_use_tls && !cfg->email_use_ssl) {
+        otpd_seterr(err, errlen,
+                    "EMAIL_HOST is set but neither EMAIL_USE_TLS nor EMAIL_USE_SSL "
+                    "is True: otpd sends codes only over TLS");
+        return -1;
+    }
+    return 0;
+}
+
 int
 config_finish(struct config *cfg, char *err, size_t errlen)
 {
@@ -702,6 +810,8 @@ config_finish(struct config *cfg, char *err, size_t errlen)
         otpd_seterr(err, errlen, "OTPD_TEMPLATE: %s", why);
         return -1;
     }
+    if (config_finish_email(cfg, err, errlen) < 0)
+        return -1;
     if (route_parse(&cfg->routes, cfg->routes_spec, why, sizeof(why)) < 0) {
         otpd_seterr(err, errlen, "OTPD_ROUTES: %s", why);
         return -1;
@@ -782,11 +892,32 @@ config_print_warning(void *arg, const char *text)
     fprintf(arg, "# WARNING: %s\n", text);
 }
 
+/* A value in double quotes, written so the parser reads it back (\n \" \\). */
+static void
+config_print_quoted(FILE *out, const char *v)
+{
+    fputc('"', out);
+    for (; v && *v; v++) {
+        if (*v == '\n')
+            fputs("\\n", out);
+        else if (*v == '"' || *v == '\\')
+            fprintf(out, "\\%c", *v);
+        else
+            fputc(*v, out);
+    }
+    fputc('"', out);
+}
+
 void
 config_print(const struct config *cfg, FILE *out)
 {
     for (size_t i = 0; i < CONFIG_NENTRIES; i++) {
         const struct config_entry *e = &config_table[i];
+        if (e->type == CT_BOOL) {
+            fprintf(out, "%s=%s\n", e->key,
+                    *(const int *)((const char *)cfg + e->offset) ? "True" : "False");
+            continue;
+        }
         if (e->type == CT_INT) {
             fprintf(out, "%s=%d\n", e->key, *(const int *)((const char *)cfg + e->offset));
             continue;
@@ -799,7 +930,9 @@ config_print(const struct config *cfg, FILE *out)
         } else if (e->flags & CF_SECRET) {
             fprintf(out, "%s=%s\n", e->key, v && *v ? "(set, redacted)" : "(not set)");
         } else {
-            fprintf(out, "%s=\"%s\"\n", e->key, v ? v : "");
+            fprintf(out, "%s=", e->key);
+            config_print_quoted(out, v);
+            fputc('\n', out);
         }
     }
     if (cfg->provider_default == NULL)
@@ -998,22 +1131,27 @@ config_print_example(FILE *out)
         char help[512];
         if (e->type == CT_INT)
             snprintf(help, sizeof(help), "%s (%ld..%ld)", e->help, e->min, e->max);
+        else if (e->type == CT_BOOL)
+            snprintf(help, sizeof(help), "%s (True or False)", e->help);
         else
             snprintf(help, sizeof(help), "%s", e->help);
         fputc('\n', out);
         print_wrapped(out, help, 78);
         if (e->type == CT_HEXKEY)
             fprintf(out, "#%s=<64 hex characters: otpd --gen-key>\n", e->key);
-        else
-            fprintf(out, "#%s=%s%s%s\n", e->key, strchr(e->def ? e->def : "", ' ') ? "\"" : "",
-                    e->def ? e->def : "", strchr(e->def ? e->def : "", ' ') ? "\"" : "");
+        else if (e->def && strpbrk(e->def, " \n\"\\")) {
+            fprintf(out, "#%s=", e->key);
+            config_print_quoted(out, e->def);
+            fputc('\n', out);
+        } else
+            fprintf(out, "#%s=%s\n", e->key, e->def ? e->def : "");
     }
 }
 
 static int
 config_entry_equal(const struct config *a, const struct config *b, const struct config_entry *e)
 {
-    if (e->type == CT_INT)
+    if (config_is_int(e))
         return *(const int *)((const char *)a + e->offset) ==
                *(const int *)((const char *)b + e->offset);
     const char *x = *(char *const *)((const char *)a + e->offset);
@@ -1039,7 +1177,7 @@ config_reload(struct config *cur, struct config *next)
             log_warnx("reload: %s changed; it takes effect at the next restart", e->key);
             continue;
         }
-        if (e->type == CT_INT) {
+        if (config_is_int(e)) {
             *(int *)((char *)cur + e->offset) = *(int *)((char *)next + e->offset);
         } else {
             char **a = config_str_slot(cur, e), **b = config_str_slot(next, e);

@@ -225,7 +225,7 @@ dlv_log_outcome(struct dlv *dlv)
     char masked[LOG_MASK_MAX];
     uint64_t ms = uv_now(dlv->d->loop) - dlv->claimed_at;
 
-    log_mask_phone(dlv->job.to, masked, sizeof(masked));
+    log_mask_to(dlv->job.to, masked, sizeof(masked));
     if (dlv->out.status == JOB_SENT)
         log_info("job %s: sent to %s via %s (ref %s) in %llu ms", dlv->job.id, masked,
                  provider_name(dlv->provider), dlv->result.ref, (unsigned long long)ms);
@@ -364,7 +364,7 @@ claimed_begun(void *arg, const struct ledger_begun *b)
         if (strcmp(b->error_code, "country_budget") == 0)
             s->budget_alerts++;
         log_notice("job %s: %s for %s code %s: %s", dlv->job.id, b->status,
-                   log_mask_phone(dlv->job.to, masked, sizeof(masked)), b->error_code, b->error);
+                   log_mask_to(dlv->job.to, masked, sizeof(masked)), b->error_code, b->error);
         break;
     }
     }
@@ -382,7 +382,8 @@ claimed_run(struct dlv *dlv)
         dlv_fail(dlv, JOB_EXPIRED, "", "the code's lifetime ended before it could be sent");
         return 0;
     }
-    if (cfg->allowed.n > 0 && route_country_value(&cfg->allowed, dlv->cc) < 0) {
+    if (dlv->job.channel == JOB_CHANNEL_SMS && cfg->allowed.n > 0 &&
+        route_country_value(&cfg->allowed, dlv->cc) < 0) {
         snprintf(why, sizeof(why),
                  "destination country +%s is not in OTPD_ALLOWED_COUNTRIES (SMS-pumping "
                  "defence)",
@@ -454,6 +455,9 @@ sending_call(struct dlv *dlv)
     req.body = dlv->secret->body;
     req.code = dlv->secret->code;
     req.deadline_ms = dlv->job.expires_ms;
+    req.minutes = (int)((dlv->job.expires_ms - otpd_now_ms() + 59999) / 60000);
+    if (req.minutes < 1)
+        req.minutes = 1;
     req.attempt = dlv->attempts;
     req.reconcile = dlv->ambiguous_since != 0;
     req.since_ms = dlv->ambiguous_since;
@@ -533,7 +537,7 @@ dlv_retry_later(struct dlv *dlv, uint64_t delay_ms)
     }
     dlv->backoff_ms = delay_ms;
     dlv->d->stats.retries++;
-    log_mask_phone(dlv->job.to, masked, sizeof(masked));
+    log_mask_to(dlv->job.to, masked, sizeof(masked));
     log_notice("job %s: attempt %d to %s via %s: %s%s%s; retrying in %llu ms", dlv->job.id,
                dlv->attempts, masked, provider_name(dlv->route[dlv->ri]),
                provider_outcome_name(dlv->result.outcome), dlv->result.error[0] ? ": " : "",

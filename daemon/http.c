@@ -36,7 +36,10 @@ struct http_call {
     struct http *h;
     CURL *easy;
     struct curl_slist headers[HTTP_MAX_HEADERS];
-    char *store;   /* the header lines and the request body */
+    char *store;  /* the header lines and the request body */
+    int prepared; /* the caller's own easy handle (another protocol): cleaned up, not kept */
+    void (*release)(void *ctx);
+    void *release_ctx;
     char *reqbody; /* in store */
     char *body;    /* the answer */
     size_t len, cap;
@@ -273,7 +276,14 @@ http_call_free(struct http_call *c)
         h->calls = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    http_easy_put(h, c->easy);
+    if (c->prepared) {
+        curl_multi_remove_handle(h->multi, c->easy);
+        curl_easy_cleanup(c->easy);
+        if (c->release)
+            c->release(c->release_ctx);
+    } else {
+        http_easy_put(h, c->easy);
+    }
     free(c->store);
     free(c->body);
     free(c);
@@ -467,6 +477,39 @@ http_start(struct http *h, const struct http_request *req, http_done_cb *cb, voi
         http_call_free(c);
         return NULL;
     }
+    return c;
+}
+
+struct http_call *
+http_start_prepared(struct http *h, CURL *easy, void (*release)(void *ctx), void *ctx,
+                    http_done_cb *cb, void *arg)
+{
+    struct http_call *c;
+    int bad = 0;
+
+    if (h->closing || (c = calloc(1, sizeof(*c))) == NULL)
+        return NULL;
+    c->h = h;
+    c->easy = easy;
+    c->prepared = 1;
+    c->cb = cb;
+    c->arg = arg;
+    c->retry_after_s = -1;
+    bad |= curl_easy_setopt(easy, CURLOPT_PRIVATE, c) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_SHARE, h->share) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, http_open_socket) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, c) != CURLE_OK;
+    if (bad || curl_multi_add_handle(h->multi, easy) != CURLM_OK) {
+        free(c); /* the caller still owns easy and ctx */
+        return NULL;
+    }
+    c->release = release;
+    c->release_ctx = ctx;
+    c->next = h->calls;
+    if (h->calls)
+        h->calls->prev = c;
+    h->calls = c;
     return c;
 }
 

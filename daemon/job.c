@@ -122,6 +122,110 @@ get_str(const cJSON *root, const char *name, const char **out, char *err, size_t
     return 0;
 }
 
+const char *
+job_channel_name(int channel)
+{
+    return channel == JOB_CHANNEL_EMAIL ? "email" : "sms";
+}
+
+int
+job_email_normalize(const char *in, char *out, size_t outlen)
+{
+    size_t n;
+
+    while (*in == ' ' || *in == '\t' || *in == '\r' || *in == '\n')
+        in++;
+    n = strlen(in);
+    while (n > 0 &&
+           (in[n - 1] == ' ' || in[n - 1] == '\t' || in[n - 1] == '\r' || in[n - 1] == '\n'))
+        n--;
+    if (n >= outlen)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (in[i] >= 'A' && in[i] <= 'Z') ? (char)(in[i] - 'A' + 'a') : in[i];
+    out[n] = '\0';
+    return 0;
+}
+
+/* RFC 5322 atext, the characters of a dot-atom. */
+static int
+atext(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || strchr("!#$%&'*+-/=?^_`{|}~", c);
+}
+
+int
+job_email_valid(const char *s)
+{
+    const char *at = strchr(s, '@'), *p;
+    size_t local, label = 0;
+    int labels = 1;
+
+    if (at == NULL || strchr(at + 1, '@') != NULL || strlen(s) > JOB_EMAIL_MAX)
+        return 0;
+    local = (size_t)(at - s);
+    if (local == 0 || local > 64 || s[0] == '.' || at[-1] == '.' || at[1] == '\0')
+        return 0;
+    for (p = s; p < at; p++)
+        if (!(atext(*p) || (*p == '.' && p[1] != '.')))
+            return 0;
+    for (p = at + 1; *p; p++) {
+        if (*p == '.') {
+            if (label == 0 || p[-1] == '-' || p[1] == '\0')
+                return 0;
+            label = 0;
+            labels++;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+                   (*p == '-' && label > 0)) {
+            if (++label > 63)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return labels >= 2 && p[-1] != '-';
+}
+
+/* to, by the job's channel: an E.164 number, or an e-mail address (normalized). */
+static int
+job_recipient(struct job *job, const cJSON *root, char *err, size_t errlen)
+{
+    const char *s, *ch;
+
+    if (get_str(root, "channel", &ch, err, errlen) < 0)
+        return -1;
+    if (ch != NULL && strcmp(ch, "sms") != 0 && strcmp(ch, "email") != 0) {
+        otpd_seterr(err, errlen, "field channel: must be \"sms\" or \"email\"");
+        return -1;
+    }
+    job->channel = ch != NULL && strcmp(ch, "email") == 0 ? JOB_CHANNEL_EMAIL : JOB_CHANNEL_SMS;
+    if (get_str(root, "to", &s, err, errlen) < 0)
+        return -1;
+    if (s == NULL || *s == '\0') {
+        otpd_seterr(err, errlen,
+                    job->channel == JOB_CHANNEL_EMAIL
+                        ? "field to: missing (the recipient's e-mail address)"
+                        : "field to: missing (the recipient, E.164 like +14155552671)");
+        return -1;
+    }
+    if (job->channel == JOB_CHANNEL_EMAIL) {
+        if (job_email_normalize(s, job->to, sizeof(job->to)) < 0 || !job_email_valid(job->to)) {
+            otpd_seterr(err, errlen,
+                        "field to: not an e-mail address (local@domain.example, "
+                        "at most 254 characters)");
+            return -1;
+        }
+        return 0;
+    }
+    if (!job_phone_valid(s)) {
+        otpd_seterr(err, errlen,
+                    "field to: not an E.164 number (+ then 7 to 15 digits, no spaces)");
+        return -1;
+    }
+    strcpy(job->to, s);
+    return 0;
+}
+
 /* ttl, digits, max_attempts (the defaults unless given) and fresh. */
 static int
 job_numbers(struct job *job, const cJSON *root, const struct job_defaults *defs, char *err,
@@ -205,18 +309,8 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
                     v);
         return -1;
     }
-    if (get_str(root, "to", &s, err, errlen) < 0)
+    if (job_recipient(job, root, err, errlen) < 0)
         return -1;
-    if (s == NULL || *s == '\0') {
-        otpd_seterr(err, errlen, "field to: missing (the recipient, E.164 like +14155552671)");
-        return -1;
-    }
-    if (!job_phone_valid(s)) {
-        otpd_seterr(err, errlen,
-                    "field to: not an E.164 number (+ then 7 to 15 digits, no spaces)");
-        return -1;
-    }
-    strcpy(job->to, s);
     if (get_str(root, "purpose", &s, err, errlen) < 0)
         return -1;
     if (s != NULL && !purpose_valid(s)) {

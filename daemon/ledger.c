@@ -684,8 +684,12 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, con
         return -1;
     snprintf(op->cc, sizeof(op->cc), "%s", lj->cc);
     op->begin_cb = cb;
-    ledger_budget(l->cfg, lj->cc, budget);
-    log_mask_phone(job->to, masked, sizeof(masked));
+    /* Country budgets are an SMS-pumping defence: "0" turns them off for e-mail. */
+    if (job->channel == JOB_CHANNEL_EMAIL)
+        snprintf(budget, sizeof(budget), "0");
+    else
+        ledger_budget(l->cfg, lj->cc, budget);
+    log_mask_to(job->to, masked, sizeof(masked));
     snprintf(created, sizeof(created), "%lld", (long long)job->created_ms);
     snprintf(expires, sizeof(expires), "%lld", (long long)job->expires_ms);
     snprintf(attempts, sizeof(attempts), "%d", job->max_attempts);
@@ -772,7 +776,7 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
         /* The record's fixed fields, which begin would have written. */
         snprintf(created, sizeof(created), "%lld", (long long)job->created_ms);
         snprintf(expires, sizeof(expires), "%lld", (long long)job->expires_ms);
-        v[argc++] = log_mask_phone(job->to, masked, sizeof(masked));
+        v[argc++] = log_mask_to(job->to, masked, sizeof(masked));
         v[argc++] = created;
         v[argc++] = expires;
         v[argc++] = lj->cc;

@@ -84,19 +84,35 @@ fatalx(const char *fmt, ...)
     exit(1);
 }
 
-const char *
-log_mask_phone(const char *e164, char *buf, size_t len)
+/* a***e@example.com: the local part's ends and the domain, enough to tell addresses apart. */
+static const char *
+log_mask_email(const char *addr, const char *at, char *buf, size_t len)
 {
-    size_t n = e164 ? strlen(e164) : 0;
-    size_t i;
+    size_t local = (size_t)(at - addr);
 
+    if (local >= 2)
+        snprintf(buf, len, "%c***%c%s", addr[0], at[-1], at);
+    else
+        snprintf(buf, len, "***%s", at);
+    return buf;
+}
+
+const char *
+log_mask_to(const char *to, char *buf, size_t len)
+{
+    size_t n = to ? strlen(to) : 0;
+    size_t i;
+    const char *at = to ? strchr(to, '@') : NULL;
+
+    if (at != NULL)
+        return log_mask_email(to, at, buf, len);
     /* Keep "+CCCC" and the last two digits: enough to tell numbers apart. */
-    if (n < 8 || n + 1 > len || e164[0] != '+') {
+    if (n < 8 || n + 1 > len || to[0] != '+') {
         snprintf(buf, len, "***");
         return buf;
     }
     for (i = 0; i < n; i++)
-        buf[i] = (i < 5 || i >= n - 2) ? e164[i] : '*';
+        buf[i] = (i < 5 || i >= n - 2) ? to[i] : '*';
     buf[i] = '\0';
     return buf;
 }
@@ -122,7 +138,7 @@ log_mask_numbers(char *text)
         while (is_digit(d[n]))
             n++;
         if (n >= 7) {
-            /* Keep the first three digits and the last two, as log_mask_phone() does. */
+            /* Keep the first three digits and the last two, as log_mask_to() does. */
             for (size_t i = 3; i + 2 < n; i++)
                 d[i] = '*';
         }

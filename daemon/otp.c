@@ -224,3 +224,32 @@ otp_render(char *out, size_t outlen, const char *tmpl, const char *code, int min
     out[w] = '\0';
     return 0;
 }
+
+int
+otp_render_email(char *out, size_t len, const char *tmpl, const char *code, int minutes)
+{
+    char mins[16];
+    size_t w = 0;
+
+    snprintf(mins, sizeof(mins), "%d", minutes);
+    for (const char *p = tmpl; *p;) {
+        const char *piece = p;
+        size_t n = 1, skip = 1;
+        if (strncmp(p, "{code}", 6) == 0) {
+            piece = code, n = strlen(code), skip = 6;
+        } else if (strncmp(p, "{minutes}", 9) == 0) {
+            piece = mins, n = strlen(mins), skip = 9;
+        } else if (p[0] == '\\' && p[1] == 'n') {
+            piece = "\r\n", n = 2, skip = 2;
+        } else if (p[0] == '\n' && (p == tmpl || p[-1] != '\r')) {
+            piece = "\r\n", n = 2; /* mail lines end in CRLF */
+        }
+        if (w + n + 1 > len)
+            return -1;
+        memcpy(out + w, piece, n);
+        w += n;
+        p += skip;
+    }
+    out[w] = '\0';
+    return 0;
+}

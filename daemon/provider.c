@@ -35,9 +35,8 @@ provider_configure_gate(struct provider *p, const struct config *cfg)
 }
 
 static const struct provider_ops *const provider_registry[] = {
-    &provider_twilio_ops,
-    &provider_msg91_ops,
-    &provider_console_ops,
+    &provider_twilio_ops, &provider_msg91_ops,         &provider_console_ops,
+    &provider_smtp_ops,   &provider_console_email_ops,
 };
 
 #define PROVIDER_NREG (sizeof(provider_registry) / sizeof(provider_registry[0]))
@@ -198,7 +197,20 @@ provider_set_route(struct provider_set *set, const struct config *cfg, const str
             snprintf(err, errlen, "provider %s is not configured on this daemon", job->provider);
             return 0;
         }
+        if (out[0]->ops->channel != job->channel) {
+            snprintf(err, errlen, "provider %s does not carry %s", job->provider,
+                     job->channel == JOB_CHANNEL_EMAIL ? "e-mail" : "SMS");
+            return 0;
+        }
         return 1;
+    }
+    /* E-mail: the SMTP server, or the development console without one. */
+    if (job->channel == JOB_CHANNEL_EMAIL) {
+        for (size_t i = 0; i < PROVIDER_NREG; i++)
+            if (set->open[i] && set->open[i]->ops->channel == JOB_CHANNEL_EMAIL)
+                return route_add(out, 0, set->open[i]);
+        snprintf(err, errlen, "no e-mail provider is configured on this daemon");
+        return 0;
     }
     if ((r = route_lookup(&cfg->routes, job->to)) != NULL)
         for (int i = 0; i < r->n; i++) {
@@ -211,7 +223,8 @@ provider_set_route(struct provider_set *set, const struct config *cfg, const str
     /* Console never stands in for a real provider. */
     n = route_add(out, n, set->deflt);
     for (size_t i = 0; i < PROVIDER_NREG; i++)
-        if (set->open[i] && strcmp(set->open[i]->ops->name, "console") != 0)
+        if (set->open[i] && strcmp(set->open[i]->ops->name, "console") != 0 &&
+            set->open[i]->ops->channel == JOB_CHANNEL_SMS)
             n = route_add(out, n, set->open[i]);
     return n;
 }

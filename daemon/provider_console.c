@@ -1,7 +1,8 @@
 /*
- * provider_console.c: the development provider.  It "delivers" by printing
- * the SMS to standard output, clearly marked, and never to the log (the
- * log must never hold a code).  Completion is deferred to the next loop
+ * provider_console.c: the development providers.  They "deliver" by
+ * printing the SMS, or the e-mail's subject and text (console_email, the
+ * e-mail channel without EMAIL_HOST), to standard output, clearly marked,
+ * and never to the log (the log must never hold a code).  Completion is deferred to the next loop
  * turn so callers see the same asynchronous contract as a real provider.
  */
 #include <stdio.h>
@@ -10,6 +11,7 @@
 
 #include <sodium.h>
 
+#include "otp.h"
 #include "provider.h"
 #include "provider_impl.h"
 
@@ -22,6 +24,7 @@ struct provider_call {
 
 struct console {
     struct provider base;
+    const struct config *cfg;
     uv_timer_t flush;
     struct provider_call *head, **tail;
     provider_closed_cb *closed_cb;
@@ -51,16 +54,34 @@ console_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen
 {
     struct console *c = calloc(1, sizeof(*c));
 
-    (void)cfg;
     if (c == NULL) {
         snprintf(err, errlen, "console: out of memory");
         return NULL;
     }
     c->base.ops = &provider_console_ops;
+    c->cfg = cfg;
     c->tail = &c->head;
     uv_timer_init(loop, &c->flush);
     c->flush.data = c;
     return &c->base;
+}
+
+/* The e-mail as SMTP would carry it: subject, then the text part (the HTML is not printed). */
+static void
+console_print_email(const struct config *cfg, const struct send_request *req, const char *ref)
+{
+    char subject[1024], text[16384];
+
+    if (otp_render_email(subject, sizeof(subject), cfg->email_subject, req->code, req->minutes) <
+            0 ||
+        otp_render_email(text, sizeof(text), cfg->email_text, req->code, req->minutes) < 0)
+        snprintf(text, sizeof(text), "(the e-mail templates do not fit)");
+    printf("----- otpd console e-mail (development only: no e-mail was sent) -----\n"
+           "To: %s\nRef: %s\nFrom: %s\nSubject: %s\n\n%s\n"
+           "----------------------------------------------------------------------\n",
+           req->job->to, ref, cfg->default_from_email, subject, text);
+    sodium_memzero(text, sizeof(text));
+    sodium_memzero(subject, sizeof(subject));
 }
 
 static struct provider_call *
@@ -80,10 +101,13 @@ console_send(struct provider *p, const struct send_request *req, provider_done_c
     sodium_bin2hex(hex, sizeof(hex), rnd, sizeof(rnd));
     snprintf(call->res.ref, sizeof(call->res.ref), "CON%s", hex);
     strcpy(call->res.provider_status, "printed");
-    printf("----- otpd console delivery (development only: no SMS was sent) -----\n"
-           "To: %s\nRef: %s\n%s\n"
-           "----------------------------------------------------------------------\n",
-           req->job->to, call->res.ref, req->body);
+    if (p->ops->channel == JOB_CHANNEL_EMAIL)
+        console_print_email(c->cfg, req, call->res.ref);
+    else
+        printf("----- otpd console delivery (development only: no SMS was sent) -----\n"
+               "To: %s\nRef: %s\n%s\n"
+               "----------------------------------------------------------------------\n",
+               req->job->to, call->res.ref, req->body);
     fflush(stdout);
     *c->tail = call;
     c->tail = &call->next;
@@ -136,6 +160,33 @@ console_close(struct provider *p, provider_closed_cb *cb, void *arg)
 const struct provider_ops provider_console_ops = {
     .name = "console",
     .open = console_open,
+    .send = console_send,
+    .cancel = console_cancel,
+    .close = console_close,
+};
+
+/* Without EMAIL_HOST, e-mail jobs are printed: ./dev run shows both channels. */
+static int
+console_email_configured(const struct config *cfg)
+{
+    return *cfg->email_host == '\0';
+}
+
+static struct provider *
+console_email_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
+{
+    struct provider *p = console_open(loop, cfg, err, errlen);
+
+    if (p != NULL)
+        p->ops = &provider_console_email_ops;
+    return p;
+}
+
+const struct provider_ops provider_console_email_ops = {
+    .name = "console_email",
+    .channel = JOB_CHANNEL_EMAIL,
+    .configured = console_email_configured,
+    .open = console_email_open,
     .send = console_send,
     .cancel = console_cancel,
     .close = console_close,

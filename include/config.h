@@ -35,6 +35,15 @@ struct config {
     int verify_attempts;
     int max_sends_per_code;
     char *template;
+    /* The e-mail channel, under Django's own setting names. */
+    char *email_host;
+    int email_port;
+    char *email_host_user, *email_host_password;
+    int email_use_tls, email_use_ssl;
+    int email_timeout; /* seconds */
+    char *default_from_email;
+    int email_max_inflight;
+    char *email_subject, *email_text, *email_html;
     int status_ttl;
     int events_maxlen;
     int max_inflight;

@@ -53,6 +53,14 @@ int http_conns_cap(const struct config *cfg, int request_cap);
 /* NULL if the request could not be started (out of memory, bad option). */
 struct http_call *http_start(struct http *h, const struct http_request *req, http_done_cb *cb,
                              void *arg);
+/*
+ * An easy handle the caller set up for another protocol (SMTP), driven on
+ * this engine's loop, share and connection cache.  From success on, the
+ * engine owns easy and calls release(ctx) when the call ends; NULL leaves
+ * both with the caller.
+ */
+struct http_call *http_start_prepared(struct http *h, CURL *easy, void (*release)(void *ctx),
+                                      void *ctx, http_done_cb *cb, void *arg);
 /* The done callback of a cancelled call never runs. */
 void http_cancel(struct http *h, struct http_call *call);
 void http_close(struct http *h, http_closed_cb *cb, void *arg);

@@ -25,6 +25,15 @@ int job_parse(struct job *job, const char *payload, size_t len, const struct job
 void job_clear(struct job *job);
 
 int job_phone_valid(const char *s);
+/*
+ * An e-mail address otpd accepts: local@domain, at most 254 characters,
+ * already trimmed and lower-cased (job_email_normalize()); a dot-atom local
+ * part of 1..64 and a domain of dot-separated letter/digit/hyphen labels.
+ */
+int job_email_valid(const char *s);
+/* Trimmed of surrounding white space and lower-cased as a whole, into out; -1 if too long. */
+int job_email_normalize(const char *in, char *out, size_t outlen);
+const char *job_channel_name(int channel);
 int job_id_valid(const char *s);
 
 #endif

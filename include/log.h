@@ -1,7 +1,8 @@
 /*
  * log.h: one line per event on stderr, each prefixed with its syslog
  * priority ("<3>") so journald keeps the level.  Never pass an OTP code,
- * a secret or a full phone number: mask numbers with log_mask_phone().
+ * a secret, a full phone number or a whole e-mail address: mask them with
+ * log_mask_to().
  */
 #ifndef OTPD_LOG_H
 #define OTPD_LOG_H
@@ -40,13 +41,16 @@ void log_emit(int level, const char *fmt, ...) __attribute__((format(printf, 2, 
 
 void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
-/* "+14155552671" -> "+1415*****71"; anything shorter is fully starred. */
-#define LOG_MASK_MAX 40
-const char *log_mask_phone(const char *e164, char *buf, size_t len);
+/*
+ * A job's recipient, masked: "+14155552671" -> "+1415*****71" (anything
+ * shorter is fully starred), "alice@example.com" -> "a***e@example.com".
+ */
+#define LOG_MASK_MAX 264 /* a masked number, or a masked e-mail address and its domain */
+const char *log_mask_to(const char *to, char *buf, size_t len);
 
 /*
  * Masks, in place, every run of 7 or more digits (with an optional leading
- * "+") the way log_mask_phone() masks a number: providers quote the
+ * "+") the way log_mask_to() masks a number: providers quote the
  * recipient in their error text ("The 'To' number +14155552671 is not...").
  */
 void log_mask_numbers(char *text);

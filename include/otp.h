@@ -40,6 +40,13 @@ long otp_utf8_chars(const char *s);
 int otp_render(char *out, size_t outlen, const char *tmpl, const char *code, int minutes, char *err,
                size_t errlen);
 
+/*
+ * An e-mail template (subject, text or HTML) with {code} and {minutes};
+ * a new line, or "\\n" as an environment variable may spell it, becomes CRLF.
+ * -1 if it does not fit in len.
+ */
+int otp_render_email(char *out, size_t len, const char *tmpl, const char *code, int minutes);
+
 /* Check only: would this template render within the limits? */
 int otp_template_check(const char *tmpl, int digits, int minutes, char *err, size_t errlen);
 

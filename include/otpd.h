@@ -9,7 +9,9 @@
 #include <stdint.h>
 
 #define JOB_ID_MAX        64
-#define JOB_PHONE_MAX     16 /* "+" and at most 15 digits (E.164) */
+#define JOB_PHONE_MAX     16  /* "+" and at most 15 digits (E.164) */
+#define JOB_EMAIL_MAX     254 /* RFC 5321's limit on a forward path's address */
+#define JOB_TO_MAX        JOB_EMAIL_MAX
 #define JOB_PURPOSE_MAX   32
 #define JOB_PROVIDER_MAX  15
 #define JOB_PAYLOAD_MAX   65536
@@ -22,7 +24,8 @@
 /* Fields that never change once a job is parsed. */
 struct job {
     char id[JOB_ID_MAX + 1];
-    char to[JOB_PHONE_MAX + 1];
+    char to[JOB_TO_MAX + 1]; /* E.164, or for e-mail the address trimmed and lower-cased */
+    int channel;             /* enum job_channel */
     char purpose[JOB_PURPOSE_MAX + 1];
     char provider[JOB_PROVIDER_MAX + 1]; /* empty: routing decides */
     int ttl;                             /* seconds */
@@ -32,6 +35,12 @@ struct job {
     char *message; /* template, owned; NULL: the configured default */
     int64_t created_ms;
     int64_t expires_ms; /* created_ms + ttl: the code's deadline */
+};
+
+/* How a code travels: "channel" in the job, "sms" unless it says "email". */
+enum job_channel {
+    JOB_CHANNEL_SMS,
+    JOB_CHANNEL_EMAIL,
 };
 
 /* Every status a job record can hold; see docs/protocol.md. */

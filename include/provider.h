@@ -30,7 +30,8 @@ enum send_outcome {
 struct send_request {
     const struct job *job;
     const char *body;    /* the rendered SMS, holding the code */
-    const char *code;    /* for template-based providers (MSG91) */
+    const char *code;    /* for template-based providers (MSG91, e-mail) */
+    int minutes;         /* {minutes} in the text: whole minutes of the code's life left */
     int64_t deadline_ms; /* the code's expiry; nothing is sent after it */
     int attempt;         /* 1 for the first */
     int reconcile;       /* an earlier attempt may have been sent: check first */
@@ -102,6 +103,7 @@ int msg91_parse_reports(const char *content_type, const char *body, size_t len,
 
 struct provider_ops {
     const char *name;
+    int channel; /* enum job_channel: the jobs it carries (SMS unless set) */
     /* Its credentials are set, so the set opens it (console: never; only when chosen). */
     int (*configured)(const struct config *cfg);
     /* Its caps from the configuration: requests per second and in progress (0: none). */
@@ -231,6 +233,8 @@ struct provider_call *provider_poll_spare(struct provider *p, const char *ref, p
 extern const struct provider_ops provider_console_ops;
 extern const struct provider_ops provider_twilio_ops;
 extern const struct provider_ops provider_msg91_ops;
+extern const struct provider_ops provider_smtp_ops;
+extern const struct provider_ops provider_console_email_ops;
 
 /*
  * Wire parsers, pure (unit-tested and fuzzed): turn a provider's HTTP
@@ -238,5 +242,8 @@ extern const struct provider_ops provider_msg91_ops;
  */
 void twilio_parse_create(long http_status, const char *body, size_t len, struct send_result *res);
 void msg91_parse_flow(long http_status, const char *body, size_t len, struct send_result *res);
+/* An SMTP conversation's end: curl's result and the server's last reply code (0: none). */
+void smtp_classify(int curl_result, long smtp_code, int request_sent, int os_errno,
+                   struct send_result *res);
 
 #endif

@@ -23,7 +23,8 @@ from . import protocol
 # What wait() stops on by default: the final statuses, and `duplicate`,
 # which only events carry, so that a follower of {p}events stops on it too.
 FINAL = protocol.FINAL | {protocol.DUPLICATE}
-PROVIDERS = frozenset({"twilio", "msg91", "console"})
+PROVIDERS = frozenset({"twilio", "msg91", "console", "smtp", "console_email"})
+CHANNELS = ("sms", "email")
 DEFAULT_TTL = 300
 DEFAULT_DIGITS = 6
 MAX_MESSAGE_CHARS = 480
@@ -72,7 +73,9 @@ _SHORT_CC = _calling_codes()
 
 
 def country_code(to):
-    """The calling code of an E.164 number: '+919812345678' -> '91'."""
+    """The calling code of an E.164 number: '+919812345678' -> '91'; '' for an address."""
+    if "@" in to:
+        return ""
     d = to[1:] if to.startswith("+") else to
     for n in (1, 2):
         if d[:n] in _SHORT_CC:
@@ -177,11 +180,38 @@ def _check_int(name, value, lo, hi):
         raise ValueError("%s must be an integer in %d..%d, got %r" % (name, lo, hi, value))
 
 
-def _check_target(to, purpose):
-    if not isinstance(to, str) or not _E164.fullmatch(to):
-        raise ValueError("to must be an E.164 number like +14155552671, got %r" % (to,))
+# The daemon's rules for an e-mail address (daemon/job.c, job_email_valid): a dot-atom
+# local part of 1..64, a domain of two or more letter/digit/hyphen labels, 254 in all.
+_EMAIL_LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_EMAIL_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def normalize_email(address):
+    """The address as otpd keys it: trimmed and lower-cased as a whole; ValueError if
+    it is not one otpd accepts."""
+    if not isinstance(address, str):
+        raise ValueError("to must be an e-mail address, got %r" % (address,))
+    a = address.strip().lower()
+    local, at, domain = a.rpartition("@")
+    labels = domain.split(".")
+    if (not at or len(a) > 254 or len(local) > 64 or not _EMAIL_LOCAL.fullmatch(local)
+            or len(labels) < 2 or not all(_EMAIL_LABEL.fullmatch(x) for x in labels)):
+        raise ValueError("to must be an e-mail address like alice@example.com, got %r"
+                         % (address,))
+    return a
+
+
+def _check_target(to, purpose, channel="sms"):
+    """The recipient as otpd keys it (an e-mail address normalized)."""
+    if channel not in CHANNELS:
+        raise ValueError("channel must be 'sms' or 'email', got %r" % (channel,))
     if not isinstance(purpose, str) or not _PURPOSE.fullmatch(purpose):
         raise ValueError("purpose must match [a-z0-9_]{1,32}, got %r" % (purpose,))
+    if channel == "email":
+        return normalize_email(to)
+    if not isinstance(to, str) or not _E164.fullmatch(to):
+        raise ValueError("to must be an E.164 number like +14155552671, got %r" % (to,))
+    return to
 
 
 class OTPClient:
@@ -214,7 +244,7 @@ class OTPClient:
         )
 
     def send(self, to, purpose="login", *, id=None, ttl=None, digits=None,
-             max_attempts=None, message=None, provider=None, fresh=False):
+             max_attempts=None, message=None, provider=None, fresh=False, channel="sms"):
         """Queue a code for `to` and return the job id.
 
         While a code for this number and purpose is still valid (not expired,
@@ -229,8 +259,10 @@ class OTPClient:
         as a dead letter later; the daemon checks again.  Fields left as
         None are omitted so the daemon's configured defaults apply.
         """
-        _check_target(to, purpose)
+        to = _check_target(to, purpose, channel)
         job = {"v": 1, "to": to, "purpose": purpose}
+        if channel != "sms":
+            job["channel"] = channel
         if id is None:
             id = "%s-%s" % (purpose, secrets.token_hex(8))
         elif not isinstance(id, str) or not _JOB_ID.fullmatch(id):
@@ -321,7 +353,7 @@ class OTPClient:
                                    % (job_id, st.get("status"), timeout))
             time.sleep(poll)
 
-    def verify(self, to, code, purpose="login"):
+    def verify(self, to, code, purpose="login", channel="sms"):
         """Check a code the user typed, spending one attempt if it is wrong.
 
         Input that cannot be a code (not 4..10 ASCII digits after trimming
@@ -329,7 +361,7 @@ class OTPClient:
         match, so counting it would only let typos lock users out.  A bad
         `to` or `purpose` is the caller's bug and raises ValueError.
         """
-        _check_target(to, purpose)
+        to = _check_target(to, purpose, channel)
         if not isinstance(code, str):
             raise TypeError("code must be a str (an int would lose leading zeros)")
         code = code.strip()

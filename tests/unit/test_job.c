@@ -416,6 +416,59 @@ test_id_kept_on_rejection(void **state)
 }
 
 static void
+test_email_addresses(void **state)
+{
+    char out[JOB_TO_MAX + 1], big[400];
+
+    (void)state;
+    assert_int_equal(job_email_normalize("  Alice.Smith@Example.COM\t", out, sizeof(out)), 0);
+    assert_string_equal(out, "alice.smith@example.com");
+    assert_true(job_email_valid(out));
+    assert_true(job_email_valid("a+tag@mail.example.co.uk"));
+    assert_true(job_email_valid("o'brien@x-y.example"));
+    assert_false(job_email_valid("a@b"));              /* one label */
+    assert_false(job_email_valid("a..b@example.com")); /* empty atom */
+    assert_false(job_email_valid(".a@example.com"));
+    assert_false(job_email_valid("a.@example.com"));
+    assert_false(job_email_valid("a@-example.com")); /* label starts with a hyphen */
+    assert_false(job_email_valid("a@example-.com"));
+    assert_false(job_email_valid("a@example.com."));
+    assert_false(job_email_valid("a@@example.com"));
+    assert_false(job_email_valid("a b@example.com"));
+    assert_false(job_email_valid("@example.com"));
+    assert_false(job_email_valid("+14155552671"));
+    memset(big, 'a', 65);
+    snprintf(big + 65, sizeof(big) - 65, "@example.com");
+    assert_false(job_email_valid(big)); /* local part over 64 */
+    memset(big, 'a', 300);
+    big[300] = '\0';
+    assert_int_equal(job_email_normalize(big, out, sizeof(out)), -1);
+}
+
+static void
+test_email_job(void **state)
+{
+    struct job job;
+    char err[256];
+    const char *ok = "{\"to\":\" Bob@Example.org \",\"channel\":\"email\"}";
+    const char *bad = "{\"to\":\"bob@\",\"channel\":\"email\"}";
+    const char *fax = "{\"to\":\"+14155552671\",\"channel\":\"fax\"}";
+
+    (void)state;
+    memset(&job, 0, sizeof(job));
+    assert_int_equal(job_parse(&job, ok, strlen(ok), &defs, 1000, err, sizeof(err)), 0);
+    assert_int_equal(job.channel, JOB_CHANNEL_EMAIL);
+    assert_string_equal(job.to, "bob@example.org");
+    job_clear(&job);
+    assert_int_equal(job_parse(&job, bad, strlen(bad), &defs, 1000, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "not an e-mail address"));
+    job_clear(&job);
+    assert_int_equal(job_parse(&job, fax, strlen(fax), &defs, 1000, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "field channel"));
+    job_clear(&job);
+}
+
+static void
 test_phone_valid(void **state)
 {
     (void)state;
@@ -487,6 +540,8 @@ main(void)
         cmocka_unit_test(test_reject_id),
         cmocka_unit_test(test_id_kept_on_rejection),
         cmocka_unit_test(test_phone_valid),
+        cmocka_unit_test(test_email_addresses),
+        cmocka_unit_test(test_email_job),
         cmocka_unit_test(test_id_valid),
         cmocka_unit_test(test_status_names),
     };

@@ -367,7 +367,7 @@ test_utf8_chars(void **state)
     assert_int_equal(otp_utf8_chars("\xf5\x80\x80\x80"), -1);
 }
 
-/* ---- log_mask_phone ---- */
+/* ---- log_mask_to ---- */
 
 static void
 test_mask_phone(void **state)
@@ -375,17 +375,17 @@ test_mask_phone(void **state)
     char buf[LOG_MASK_MAX];
 
     (void)state;
-    assert_string_equal(log_mask_phone("+14155552671", buf, sizeof(buf)), "+1415*****71");
-    assert_string_equal(log_mask_phone("+1234567", buf, sizeof(buf)), "+1234*67");
-    assert_string_equal(log_mask_phone("+123456789012345", buf, sizeof(buf)), "+1234*********45");
-    assert_string_equal(log_mask_phone(NULL, buf, sizeof(buf)), "***");
-    assert_string_equal(log_mask_phone("", buf, sizeof(buf)), "***");
-    assert_string_equal(log_mask_phone("12345", buf, sizeof(buf)), "***");
-    assert_string_equal(log_mask_phone("garbage", buf, sizeof(buf)), "***");
-    assert_string_equal(log_mask_phone("+123456", buf, sizeof(buf)), "***");
-    assert_string_equal(log_mask_phone("14155552671", buf, sizeof(buf)), "***");
+    assert_string_equal(log_mask_to("+14155552671", buf, sizeof(buf)), "+1415*****71");
+    assert_string_equal(log_mask_to("+1234567", buf, sizeof(buf)), "+1234*67");
+    assert_string_equal(log_mask_to("+123456789012345", buf, sizeof(buf)), "+1234*********45");
+    assert_string_equal(log_mask_to(NULL, buf, sizeof(buf)), "***");
+    assert_string_equal(log_mask_to("", buf, sizeof(buf)), "***");
+    assert_string_equal(log_mask_to("12345", buf, sizeof(buf)), "***");
+    assert_string_equal(log_mask_to("garbage", buf, sizeof(buf)), "***");
+    assert_string_equal(log_mask_to("+123456", buf, sizeof(buf)), "***");
+    assert_string_equal(log_mask_to("14155552671", buf, sizeof(buf)), "***");
     /* The return value is the caller's buffer. */
-    assert_ptr_equal(log_mask_phone("+14155552671", buf, sizeof(buf)), buf);
+    assert_ptr_equal(log_mask_to("+14155552671", buf, sizeof(buf)), buf);
 }
 
 static void
@@ -397,8 +397,8 @@ test_mask_phone_small_buffer(void **state)
     (void)state;
     /* 12 characters need 13 bytes: never a partial (unmasked) number. */
     memset(buf, 'X', sizeof(buf));
-    assert_string_equal(log_mask_phone("+14155552671", buf, sizeof(buf)), "***");
-    assert_string_equal(log_mask_phone("+14155552671", exact, sizeof(exact)), "+1415*****71");
+    assert_string_equal(log_mask_to("+14155552671", buf, sizeof(buf)), "***");
+    assert_string_equal(log_mask_to("+14155552671", exact, sizeof(exact)), "+1415*****71");
 }
 
 /* Provider texts quote the recipient: every long digit run is masked in place. */
