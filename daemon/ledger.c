@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 #include <sodium.h>
 
+#include "job.h"
 #include "ledger.h"
 #include "log.h"
 #include "protocol.h"
@@ -48,7 +49,7 @@ enum {
  */
 #define LEDGER_BATCH_MAX  64
 #define LEDGER_BATCH_HEAD 15 /* at most: the keys and shared arguments before the jobs' */
-#define LEDGER_JOB_ARGS   17 /* at most, per job (finish.lua) */
+#define LEDGER_JOB_ARGS   18 /* at most, per job (finish.lua) */
 #define LEDGER_BATCH_ARGS (3 + 4 + LEDGER_BATCH_HEAD + LEDGER_BATCH_MAX * LEDGER_JOB_ARGS)
 
 struct ledger_sent;
@@ -694,13 +695,23 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, con
     snprintf(expires, sizeof(expires), "%lld", (long long)job->expires_ms);
     snprintf(attempts, sizeof(attempts), "%d", job->max_attempts);
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(left > 1 ? left : 1));
-    const char *v[] = {lj->stream_id, job->id,
-                       mac,           created,
-                       expires,       attempts,
-                       ttl,           masked,
-                       job->purpose,  lj->cc,
-                       job->to,       budget,
-                       sealed,        lj->replace_code ? "2" : job->fresh ? "1" : ""};
+    const char *v[] = {lj->stream_id,
+                       job->id,
+                       mac,
+                       created,
+                       expires,
+                       attempts,
+                       ttl,
+                       masked,
+                       job->purpose,
+                       lj->cc,
+                       job->to,
+                       budget,
+                       sealed,
+                       lj->replace_code ? "2"
+                       : job->fresh     ? "1"
+                                        : "",
+                       job_channel_name(job->channel)};
     if (ledger_join(l, &l->batch[0], op, NARGS(v), v, NULL) < 0) {
         free(op);
         return -1;
@@ -758,7 +769,7 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
     if (o->poll)
         flags[n++] = 'p';
     flags[n] = '\0';
-    const char *v[17] = {lj->stream_id,
+    const char *v[18] = {lj->stream_id,
                          job->id,
                          job_status_name(o->status),
                          o->provider ? o->provider : "",
@@ -770,8 +781,9 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
                          o->sent_ms ? sent : "",
                          job->to,
                          job->purpose,
-                         flags};
-    int argc = 13;
+                         flags,
+                         job_channel_name(job->channel)};
+    int argc = 14;
     if (!o->begun) {
         /* The record's fixed fields, which begin would have written. */
         snprintf(created, sizeof(created), "%lld", (long long)job->created_ms);

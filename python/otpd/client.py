@@ -135,6 +135,16 @@ def _mac(key, purpose, to, code):
     return hmac.new(key, msg.encode(), hashlib.sha256).hexdigest()
 
 
+def mask_to(to):
+    """A recipient masked as the daemon masks it: a number as mask_phone(), an
+    e-mail address as 'a***e@example.com'."""
+    if isinstance(to, str) and "@" in to:
+        local, _, domain = to.strip().lower().rpartition("@")
+        return ("%s***%s@%s" % (local[0], local[-1], domain)) if len(local) >= 2 \
+            else "***@" + domain
+    return mask_phone(to)
+
+
 def mask_phone(to):
     """Mask a number for logs and status records: '+1415*****71'.
 

@@ -25,7 +25,10 @@ def test_console_email_without_email_host(otpd, client, r):
     job = client.send("  Alice.Smith@Example.COM ", channel="email", purpose="password_reset")
     st = client.wait(job)
     assert st["status"] == "sent" and st["provider"] == "console_email", st
-    assert st["to"] == "a***h@example.com"
+    assert st["to"] == "a***h@example.com" and st["channel"] == "email"
+    evs = [f for _i, f in r.xrange("otpd:events") if f["id"] == job]
+    assert [e["status"] for e in evs] == ["sending", "sent"]
+    assert {e["channel"] for e in evs} == {"email"}
     out = otpd.stdout
     assert "otpd console e-mail (development only" in out and "To: " + ADDRESS in out
     code = re.search(r"Your verification code is (\d{6})", out).group(1)

@@ -223,6 +223,19 @@ def test_send_through_a_console_daemon(otpd_factory, redis_server):
     assert NUMBER not in out
 
 
+def test_send_by_email(otpd_factory, redis_server):
+    otpd = otpd_factory()
+    env = base_env(redis_server)
+    rc, out, err = run("send", "Ops@Example.com", "--timeout", "15", env=env)
+    assert rc == 0, out + err
+    assert statuses(out) == ["queued", "sending", "sent"]
+    assert "provider console_email" in out
+    assert "To: ops@example.com" in otpd.stdout
+    rc, out, err = run("send", "ops2@example.com", "--json", env=env)
+    res = json.loads(out)
+    assert rc == 0 and res["ok"] and res["to"] == "o***2@example.com"
+
+
 def test_send_to_an_opted_out_number_says_so(redis_server, r):
     r.hset("otpd:optout", "+14155552671", "1")
     rc, out, err = run("send", "+14155552671", env=base_env(redis_server))

@@ -2,6 +2,7 @@
 
     otpctl [-c FILE] status                     queue, instances, totals, recent errors
     otpctl [-c FILE] send +14155552671          send a test code and follow it
+    otpctl [-c FILE] send alice@example.com     the same by e-mail
     otpctl [-c FILE] check                      validate Redis, the hash key and provider credentials
     otpctl [-c FILE] dead list|requeue|purge    manage dead letters
     otpctl [-c FILE] optout list|remove         numbers that replied STOP
@@ -55,11 +56,13 @@ def build_parser():
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("send", parents=[shared], help="send a test code and follow its status")
-    p.add_argument("to", help="recipient in E.164, e.g. +14155552671")
+    p.add_argument("to", help="recipient: E.164 (+14155552671), or an e-mail address (the e-mail "
+                             "channel)")
     p.add_argument("--purpose", default="login", help="purpose (default login)")
     p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
                    help="how long to wait for a final status (30)")
-    p.add_argument("--provider", choices=("twilio", "msg91", "console"), help="pin one provider")
+    p.add_argument("--provider", choices=("twilio", "msg91", "console", "smtp", "console_email"),
+                   help="pin one provider")
     p.add_argument("--ttl", type=int, metavar="SECONDS", help="code lifetime, 30..3600")
     p.set_defaults(func=cmd_send)
 

@@ -7,7 +7,7 @@ echoed in text output; --json masks it.
 import time
 
 from .. import protocol as P
-from ..client import FINAL, OTPClient, SendRefused, mask_phone
+from ..client import FINAL, OTPClient, SendRefused, mask_to
 from .common import Failure, UsageError, connect, emit_json, instance_pattern, mask_text, warn
 from .hints import hint_for
 
@@ -29,6 +29,8 @@ def cmd_send(cfg, args):
     if args.ttl is not None:
         kw["ttl"] = args.ttl
     try:
+        if "@" in args.to:
+            kw["channel"] = "email"
         job_id = client.send(args.to, args.purpose, **kw)
     except ValueError as e:
         raise UsageError(str(e)) from None
@@ -118,7 +120,7 @@ def cmd_send(cfg, args):
             msg = "job %s is still %s after %gs" % (job_id, final, args.timeout)
         warn(msg)
     if args.json:
-        emit_json({"job_id": job_id, "to": mask_phone(args.to), "purpose": args.purpose,
+        emit_json({"job_id": job_id, "to": mask_to(args.to), "purpose": args.purpose,
                    "ok": ok, "status": final or None, "changes": changes,
                    "record": {k: v for k, v in rec.items()}})
     return 0 if ok else 1

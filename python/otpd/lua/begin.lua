@@ -9,11 +9,12 @@
 --       6 interval_ms, 7 per_hour, 8 per_day, 9 global_per_hour,
 --       10 the budget of countries without their own ("" for none),
 --       11 sends allowed per code (OTPD_MAX_SENDS_PER_CODE),
---       then 14 fields per job: entry id, job id, mac, created_ms, expires_ms,
+--       then 15 fields per job: entry id, job id, mac, created_ms, expires_ms,
 --       max_attempts, code ttl ms, masked number, purpose, calling code,
 --       number, this country's own budget ("" for none), the new code
 --       sealed (otp_seal), '1' if the job asks for a fresh code, '2' if the
---       code of record must be replaced whoever made it (it did not open)
+--       code of record must be replaced whoever made it (it did not open),
+--       the channel ('sms' or 'email')
 -- Returns one verdict per job, in order:
 --   {'go'}: the OTP record and the "sending" status are written;
 --   {'resend', sealed, expires_ms, reclaimed}: a valid code exists for this
@@ -27,7 +28,7 @@
 -- one XACK and one XDEL for the batch, as the counters are one HINCRBY each.
 local stream, events, stats, optout = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local P, group, now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local FIELDS, FIRST = 14, 11
+local FIELDS, FIRST = 15, 11
 local MAX_SENDS = tonumber(ARGV[11])
 local FINAL = {sent = 1, delivered = 1, undelivered = 1, failed = 1, expired = 1,
   rejected = 1, rate_limited = 1}
@@ -47,24 +48,24 @@ local function count(field)
   counts[field] = (counts[field] or 0) + 1
 end
 
-local function event(id, status, code)
-  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'id', id, 'status', status,
-    'provider', '', 'error_code', code, 'ts_ms', now)
+local function event(j, status, code)
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'id', j[2], 'status', status,
+    'provider', '', 'error_code', code, 'ts_ms', now, 'channel', j[15])
 end
 
--- j: the job's fields (j[1] entry id ... j[12] its country's budget).
+-- j: the job's fields (j[1] entry id ... j[15] its channel).
 local function deny(j, job, status, code, text, retry_after)
   local f = {'status', status, 'stream_id', j[1], 'updated_ms', now, 'attempts', '0',
     'provider', '', 'provider_ref', '', 'provider_status', '', 'error_code', code,
     'error', text, 'to', j[8], 'purpose', j[9], 'created_ms', j[4], 'expires_ms', j[5],
-    'cc', j[10]}
+    'cc', j[10], 'channel', j[15]}
   if retry_after then
     f[#f + 1] = 'retry_at_ms'
     f[#f + 1] = tostring(tonumber(now) + retry_after)
   end
   redis.call('HSET', job, unpack(f))
   redis.call('EXPIRE', job, ttl)
-  event(j[2], status, code)
+  event(j, status, code)
   count('jobs:' .. status)
   acks[#acks + 1] = j[1]
   return {'denied', status, code, text, retry_after or 0}
@@ -74,10 +75,10 @@ end
 local function sending(j, job, st, source, expires, verdict)
   redis.call('HSET', job, 'status', 'sending', 'stream_id', j[1], 'to', j[8],
     'purpose', j[9], 'created_ms', j[4], 'updated_ms', now, 'expires_ms', expires,
-    'attempts', '0', 'cc', j[10], 'code_source', source)
+    'attempts', '0', 'cc', j[10], 'code_source', source, 'channel', j[15])
   -- The client's "queued" record, or a reclaimed job's, already expires.
   if st == '' then redis.call('EXPIRE', job, ttl) end
-  event(j[2], 'sending', '')
+  event(j, 'sending', '')
   return verdict
 end
 
@@ -88,7 +89,7 @@ local function begin(j)
   local cur = redis.call('HMGET', job, 'stream_id', 'status', 'code_source')
   local owner, st = cur[1], cur[2] or ''
   if owner and owner ~= entry then
-    event(id, 'duplicate', '')
+    event(j, 'duplicate', '')
     count('jobs:duplicate')
     acks[#acks + 1] = entry
     return {'duplicate', st}

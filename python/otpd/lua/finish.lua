@@ -19,7 +19,7 @@
 -- writes failed (its entry is then not acknowledged).
 local stream, events, stats, optout, polls = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local P, group, now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local FIXED, EXTRA, FIRST = 13, 4, 7
+local FIXED, EXTRA, FIRST = 14, 4, 7
 local acks, counts = {}, {}
 
 local function count(field)
@@ -40,8 +40,8 @@ local function finish(j)
   -- of the record's fixed fields yet.
   local fresh = flags:find('n', 1, true)
   if fresh then
-    for _, v in ipairs({'to', j[14], 'purpose', j[12], 'created_ms', j[15],
-      'expires_ms', j[16], 'stream_id', entry, 'cc', j[17]}) do
+    for _, v in ipairs({'to', j[15], 'purpose', j[12], 'created_ms', j[16],
+      'expires_ms', j[17], 'stream_id', entry, 'cc', j[18], 'channel', j[14]}) do
       f[#f + 1] = v
     end
   end
@@ -65,7 +65,7 @@ local function finish(j)
     if redis.call('HGET', otp, 'job') == id then redis.call('DEL', otp) end
   end
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'id', id, 'status', status,
-    'provider', provider, 'error_code', j[7], 'ts_ms', now)
+    'provider', provider, 'error_code', j[7], 'ts_ms', now, 'channel', j[14])
   count('jobs:' .. status)
   if provider ~= '' then count('provider:' .. provider .. ':' .. status) end
   acks[#acks + 1] = entry
@@ -75,7 +75,7 @@ end
 local out, i = {}, FIRST
 while i + FIXED <= #ARGV do
   local n = FIXED
-  if ARGV[i + FIXED]:find('n', 1, true) then n = FIXED + EXTRA end
+  if ARGV[i + 13]:find('n', 1, true) then n = FIXED + EXTRA end
   local j = {unpack(ARGV, i + 1, i + n)}
   i = i + n
   -- One job's failure (a key of the wrong type, say) must not end the others.
