@@ -255,6 +255,10 @@ dlv_end(struct dlv *dlv, enum job_status st, int burn_code)
         s->expired++;
     else
         s->failed++;
+    if (st == JOB_SENT)
+        s->channel_sent[dlv->job.channel == JOB_CHANNEL_EMAIL]++;
+    else
+        s->channel_failed[dlv->job.channel == JOB_CHANNEL_EMAIL]++;
     dlv_wipe(dlv);
     dlv_log_outcome(dlv);
     enter_state(dlv, DLV_FINISHING);

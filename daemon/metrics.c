@@ -178,6 +178,16 @@ metrics_render(const struct config *cfg, const struct deliveries *d, const struc
     family(&pg, "otpd_country_budget_exceeded_total", "counter",
            "Jobs stopped by a country's hourly budget (possible SMS pumping).");
     out(&pg, "otpd_country_budget_exceeded_total %llu\n", (unsigned long long)s->budget_alerts);
+    family(&pg, "otpd_channel_jobs_total", "counter",
+           "Jobs that ended after being claimed, by channel and outcome (failed includes "
+           "expired).");
+    for (int c = 0; c < 2; c++) {
+        const char *name = c ? "email" : "sms";
+        out(&pg, "otpd_channel_jobs_total{channel=\"%s\",outcome=\"sent\"} %llu\n", name,
+            (unsigned long long)s->channel_sent[c]);
+        out(&pg, "otpd_channel_jobs_total{channel=\"%s\",outcome=\"failed\"} %llu\n", name,
+            (unsigned long long)s->channel_failed[c]);
+    }
     family(&pg, "otpd_codes_resent_total", "counter",
            "Jobs that texted the valid code of record again (a resend, or a job after a crash) "
            "instead of a new code.");

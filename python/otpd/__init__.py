@@ -5,7 +5,7 @@ docs/protocol.md for the contract this package implements.  Its key names
 and status words are in otpd.protocol.
 """
 from .client import (FINAL, OptedOut, OTPClient, RateLimited, SendRefused, VerifyResult,
-                     country_code, mac, mask_phone)
+                     country_code, mac, mask_phone, mask_to)
 
 __all__ = ["FINAL", "OTPClient", "OptedOut", "RateLimited", "SendRefused", "VerifyResult",
-           "country_code", "mac", "mask_phone"]
+           "country_code", "mac", "mask_phone", "mask_to"]

@@ -142,6 +142,35 @@ def test_full_flow_changes_the_password(site):
     assert "logged in as <strong>demo</strong>" in text(b.get("/"))
 
 
+def test_email_method_changes_the_password(site):
+    """The guide's other method: the code by e-mail (printed by the daemon's console
+    e-mail provider, as no EMAIL_HOST is set here), then the same steps."""
+    from django.contrib.auth import authenticate
+    b = site.browser
+    form = text(b.get("/forgot-password/"))
+    assert 'name="email"' in form and 'value="email"' in form
+    resp = b.post("/forgot-password/", {"method": "email", "email": " Demo@Example.COM "})
+    assert resp.status_code == 302, text(resp)
+    job = JOB_URL.match(resp["Location"]).group(1)
+    page = text(b.get("/forgot-password/sent/%s/" % job))
+    assert "d***o@example.com" in page and "demo@example.com" not in page
+    assert final_status(b, job)["status"] == "sent"
+    assert site.r.hget("otpd:job:" + job, "channel") == "email"
+    code = re.search(r"Your verification code is (\d{6})", site.otpd.stdout).group(1)
+    assert verify(b, code)["Location"] == "/forgot-password/new-password/"
+    b.post("/forgot-password/new-password/", {"new_password1": NEW_PW, "new_password2": NEW_PW})
+    assert authenticate(username="demo", password=NEW_PW) is not None
+
+
+def test_email_method_needs_an_address_and_hides_strangers(site):
+    b = site.browser
+    resp = b.post("/forgot-password/", {"method": "email", "email": ""})
+    assert resp.status_code == 200 and "Enter your e-mail address." in text(resp)
+    resp = b.post("/forgot-password/", {"method": "email", "email": "nobody@example.com"})
+    assert resp.status_code == 302  # the same answer as for an account
+    assert "nobody@example.com" not in site.otpd.stdout  # but nothing was sent
+
+
 def test_status_json_reflects_sent_and_belongs_to_the_session(site):
     from django.test import Client
     b = site.browser

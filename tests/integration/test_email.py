@@ -254,3 +254,15 @@ def test_smtp_slow_server_times_out_and_is_retried(otpd_factory, smtp, client):
     codes = {re.search(r"code is (\d{6})", m[1].decode().replace("=\r\n", "")).group(1)
              for m in smtp.messages}
     assert len(codes) == 1
+
+
+def test_channel_in_the_metrics(otpd_factory, client):
+    import urllib.request
+    port = free_port()
+    otpd_factory({"OTPD_METRICS_ADDR": "127.0.0.1:%d" % port})
+    assert client.wait(client.send(ADDRESS, channel="email"))["status"] == "sent"
+    assert client.wait(client.send("+14155552671"))["status"] == "sent"
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as f:
+        text = f.read().decode()
+    assert 'otpd_channel_jobs_total{channel="email",outcome="sent"} 1' in text
+    assert 'otpd_channel_jobs_total{channel="sms",outcome="sent"} 1' in text

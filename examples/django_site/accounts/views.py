@@ -1,7 +1,8 @@
-"""Forgot password by SMS: phone number -> code by SMS -> new password.
+"""Forgot password by e-mail or SMS, the guide's two methods: address or phone
+number -> code -> new password.
 
-The session carries the flow: "pwreset" while a code is pending (phone, job,
-user), "pwreset_ok" once the code was right.  A number with no account gets
+The session carries the flow: "pwreset" while a code is pending (to, channel,
+job, user), "pwreset_ok" once the code was right.  A number with no account gets
 the same pages and answers, but nothing is sent: its progress and its wrong
 codes are simulated here, so the site does not tell who has an account.
 """
@@ -17,7 +18,7 @@ from django.template.defaultfilters import pluralize
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from otpd import mask_phone
+from otpd import mask_to
 from otpd.django import OTPError, OTPRateLimited, otp_status, send_otp, verify_otp
 
 from .forms import CodeForm, ForgotPasswordForm
@@ -65,7 +66,7 @@ def _status(state):
     else:
         done = time.time() - state["at"] >= FAKE_SEND_S
         st = {"id": state["job"], "status": "sent" if done else "sending", "final": done,
-              "error": "", "error_code": "", "to": mask_phone(state["phone"]),
+              "error": "", "error_code": "", "to": mask_to(state["to"]),
               "attempts": 1, "retry_after": None}
     st["label"] = _label(st)
     return st
@@ -94,26 +95,35 @@ def forgot_password(request):
     form = ForgotPasswordForm(request.POST or None)
     status = 200
     if request.method == "POST" and form.is_valid():
-        phone = form.cleaned_data["phone"]
-        profile = (Profile.objects.select_related("user")
-                   .filter(phone=phone, user__is_active=True).first())
+        channel = form.cleaned_data["method"]
+        if channel == "email":
+            to = form.cleaned_data["email"].strip().lower()
+            user = (get_user_model().objects.filter(email__iexact=to, is_active=True)
+                    .order_by("pk").first())
+        else:
+            to = form.cleaned_data["phone"]
+            profile = (Profile.objects.select_related("user")
+                       .filter(phone=to, user__is_active=True).first())
+            user = profile.user if profile is not None else None
         try:
-            if profile is not None:
-                job = send_otp(phone, PURPOSE, ttl=CODE_TTL, max_attempts=MAX_ATTEMPTS)
+            if user is not None:
+                job = send_otp(to, PURPOSE, ttl=CODE_TTL, max_attempts=MAX_ATTEMPTS,
+                               channel=channel)
             else:
                 job = "%s-%s" % (PURPOSE, secrets.token_hex(8))  # looks like a real one
         except OTPRateLimited as e:
             status = 429
-            form.add_error(None, "Too many codes were requested for this number. " + (
+            form.add_error(None, "Too many codes were requested for this %s. " % (
+                "address" if channel == "email" else "number") + (
                 "Try again in %d seconds." % e.retry_after if e.retry_after is not None
                 else "Try again later."))
         except OTPError as e:
-            form.add_error("phone", str(e))
+            form.add_error("email" if channel == "email" else "phone", str(e))
         else:
             request.session.pop("pwreset_ok", None)
             request.session["pwreset"] = {
-                "phone": phone, "job": job, "at": time.time(), "wrong": 0,
-                "user": profile.user_id if profile is not None else None,
+                "to": to, "channel": channel, "job": job, "at": time.time(), "wrong": 0,
+                "user": user.pk if user is not None else None,
             }
             return redirect("code_sent", job_id=job)
     return render(request, "accounts/forgot_password.html", {"form": form}, status=status)
@@ -121,7 +131,7 @@ def forgot_password(request):
 
 def _render_sent(request, state, error=None, renew=False):
     return render(request, "accounts/code_sent.html", {
-        "job_id": state["job"], "to": mask_phone(state["phone"]),
+        "job_id": state["job"], "to": mask_to(state["to"]),
         "st": _status(state), "form": CodeForm(), "error": error, "renew": renew,
     })
 
@@ -153,7 +163,7 @@ def verify_code(request):
         return redirect("forgot_password")
     code = request.POST.get("code", "")
     if state["user"] is not None:
-        res = verify_otp(state["phone"], code, PURPOSE)
+        res = verify_otp(state["to"], code, PURPOSE, state.get("channel", "sms"))
         result, left = res.status, res.attempts_left
     else:
         result, left = _fake_verify(request, state, code)

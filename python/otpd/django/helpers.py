@@ -94,10 +94,11 @@ def _call(fn, *args, **kwargs):
 
 
 def send_otp(phone, purpose="login", **options):
-    """Queue a code for `phone` and return the job id.
+    """Queue a code for `phone` (or, with channel="email", an e-mail address)
+    and return the job id.
 
     options go to OTPClient.send (ttl, digits, max_attempts, message, provider,
-    id).  Raises OTPError for invalid input and OTPRateLimited if refused.
+    id, fresh, channel).  Raises OTPError for invalid input and OTPRateLimited if refused.
     """
     return _call(get_client().send, phone, purpose, **options)
 
@@ -134,7 +135,8 @@ def otp_status(job_id):
     }
 
 
-def verify_otp(phone, code, purpose="login"):
+def verify_otp(phone, code, purpose="login", channel="sms"):
     """Check a code the user typed; returns otpd.VerifyResult (status ok,
-    mismatch, expired, locked or invalid, and attempts_left)."""
-    return _call(get_client().verify, phone, code, purpose)
+    mismatch, expired, locked or invalid, and attempts_left).  `phone` is an
+    e-mail address with channel="email"."""
+    return _call(get_client().verify, phone, code, purpose, channel)

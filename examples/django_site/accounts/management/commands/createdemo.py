@@ -7,15 +7,16 @@ from accounts.models import Profile
 
 
 class Command(BaseCommand):
-    help = "Create (or reset) a demo user whose phone is +14155552671."
+    help = "Create (or reset) a demo user whose phone is +14155552671 (e-mail demo@example.com)."
 
     def add_arguments(self, parser):
         parser.add_argument("--username", default="demo")
         parser.add_argument("--password", default="demo-password-1")
         parser.add_argument("--phone", default="+14155552671")
+        parser.add_argument("--email", default="demo@example.com")
 
     @transaction.atomic
-    def handle(self, username, password, phone, **options):
+    def handle(self, username, password, phone, email, **options):
         try:
             Profile(phone=phone).clean_fields(exclude=["user"])
         except ValidationError as e:
@@ -23,7 +24,9 @@ class Command(BaseCommand):
         user, _ = get_user_model().objects.get_or_create(username=username)
         user.set_password(password)
         user.is_active = True
+        user.email = email
         user.save()
         Profile.objects.filter(phone=phone).exclude(user=user).delete()
         Profile.objects.update_or_create(user=user, defaults={"phone": phone})
-        self.stdout.write("demo user %r, password %r, phone %s" % (username, password, phone))
+        self.stdout.write("demo user %r, password %r, phone %s, e-mail %s"
+                          % (username, password, phone, email))
