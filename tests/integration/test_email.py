@@ -266,3 +266,22 @@ def test_channel_in_the_metrics(otpd_factory, client):
         text = f.read().decode()
     assert 'otpd_channel_jobs_total{channel="email",outcome="sent"} 1' in text
     assert 'otpd_channel_jobs_total{channel="sms",outcome="sent"} 1' in text
+
+
+def test_check_config_redacts_the_smtp_password_and_requires_tls():
+    import os
+    import subprocess
+    from conftest import otpd_binary
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTPD_", "EMAIL_"))}
+    env.update({"OTPD_HASH_KEY": HASH_KEY, "EMAIL_HOST": "smtp.example.com", "EMAIL_PORT": "587",
+                "EMAIL_USE_TLS": "True", "EMAIL_HOST_USER": USER,
+                "EMAIL_HOST_PASSWORD": PASSWORD})
+    out = subprocess.run([otpd_binary(), "--check-config"], env=env, capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "EMAIL_HOST_PASSWORD=(set, redacted)" in out.stdout and PASSWORD not in out.stdout
+    assert "EMAIL_USE_TLS=True" in out.stdout
+    env["EMAIL_USE_TLS"] = "False"
+    out = subprocess.run([otpd_binary(), "--check-config"], env=env, capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode != 0 and "otpd sends codes only over TLS" in out.stderr
