@@ -184,8 +184,10 @@ def test_smtp_message_as_received(otpd_factory, smtp, client, r):
     assert client.verify(ADDRESS, code, channel="email").ok
     for secret in (code, PASSWORD, ADDRESS):
         assert secret not in d.stderr
-    print("\nreceived message, code replaced:\n" +
-          raw.decode().replace(code, "XXXXXX").split("\r\n\r\n--")[0])
+    head = raw.decode().split("\r\n\r\n")[0]
+    print("\nreceived message (code replaced by XXXXXX):\n%s\n\n[text part, %s]\n%s"
+          % (head.replace(code, "XXXXXX"), text["Content-Type"],
+             text.get_content().replace(code, "XXXXXX")))
 
 
 def test_smtp_550_fails_and_451_is_retried(otpd_factory, smtp, client):
