@@ -22,7 +22,8 @@
 #include "protocol.h"
 #include "route.h"
 
-extern const char lua_begin[], lua_finish[], lua_note[], lua_reject[], lua_receipt[], lua_poll[];
+extern const char lua_batch[], lua_begin[], lua_finish[], lua_note[], lua_reject[], lua_receipt[],
+    lua_poll[];
 
 enum {
     SCRIPT_BEGIN,
@@ -90,7 +91,8 @@ struct ledger {
     struct ledger_sent *failed; /* batches that could not be sent, answered next turn */
     void (*closed_cb)(void *arg);
     void *closed_arg;
-    char *begin_text; /* limits.lua as check_limits(), then begin.lua */
+    char *begin_text;  /* batch.lua, limits.lua as check_limits(), then begin.lua */
+    char *finish_text; /* batch.lua, then finish.lua */
     char sha[NSCRIPTS][41];
     struct {
         char cc[4];
@@ -117,7 +119,7 @@ ledger_script_text(const struct ledger *l, int i)
     case SCRIPT_BEGIN:
         return l->begin_text;
     case SCRIPT_FINISH:
-        return lua_finish;
+        return l->finish_text;
     case SCRIPT_NOTE:
         return lua_note;
     case SCRIPT_REJECT:
@@ -129,17 +131,24 @@ ledger_script_text(const struct ledger *l, int i)
     }
 }
 
-/* begin.lua calls limits.lua, the web app's script, as a local function. */
+/*
+ * The batch scripts as Redis runs them: batch.lua (what begin and finish
+ * share) first, then for begin limits.lua, the web app's script, as a
+ * local function.  limits: 1 for begin.
+ */
 static char *
-ledger_compose_begin(void)
+ledger_compose(const char *script, int limits)
 {
     static const char head[] = "local function check_limits(KEYS, ARGV)\n";
     static const char tail[] = "\nend\n";
-    size_t n = strlen(head) + strlen(lua_limits) + strlen(tail) + strlen(lua_begin) + 1;
-    char *s = malloc(n);
+    size_t n = strlen(lua_batch) + strlen(script) + 1;
+    char *s;
 
-    if (s != NULL)
-        snprintf(s, n, "%s%s%s%s", head, lua_limits, tail, lua_begin);
+    if (limits)
+        n += strlen(head) + strlen(lua_limits) + strlen(tail);
+    if ((s = malloc(n)) != NULL)
+        snprintf(s, n, "%s%s%s%s%s", lua_batch, limits ? head : "", limits ? lua_limits : "",
+                 limits ? tail : "", script);
     return s;
 }
 
@@ -197,7 +206,9 @@ ledger_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer)
     l->cfg = cfg;
     ledger_format_config(l);
     l->w = writer;
-    if ((l->begin_text = ledger_compose_begin()) == NULL) {
+    if ((l->begin_text = ledger_compose(lua_begin, 1)) == NULL ||
+        (l->finish_text = ledger_compose(lua_finish, 0)) == NULL) {
+        free(l->begin_text);
         free(l);
         return NULL;
     }
@@ -255,6 +266,7 @@ ledger_free(struct ledger *l)
         free(l->batch[i].sent);
     }
     free(l->begin_text);
+    free(l->finish_text);
     free(l);
 }
 

@@ -1,7 +1,7 @@
 -- begin.lua: claimed jobs' first write (the ledger's "begin"), for a batch of
--- jobs in one call.  Runs after limits.lua, which otpd prepends as the local
--- function check_limits(KEYS, ARGV); see daemon/ledger.c and docs/protocol.md
--- section 8.
+-- jobs in one call.  Runs after batch.lua (run_batch, count, acks) and
+-- limits.lua, which otpd prepends as the local function check_limits(KEYS,
+-- ARGV); see daemon/ledger.c and docs/protocol.md section 8.
 --
 -- KEYS: 1 job stream, 2 events, 3 stats, 4 opt-outs (the rest are named
 --       from the prefix: with a hash-tagged prefix they share these keys' slot)
@@ -32,8 +32,6 @@ local FIELDS, FIRST = 15, 11
 local MAX_SENDS = tonumber(ARGV[11])
 local FINAL = {sent = 1, delivered = 1, undelivered = 1, failed = 1, expired = 1,
   rejected = 1, rate_limited = 1}
-local acks, counts = {}, {}
-
 -- The opt-outs, read once for the batch (limits.lua is told they were).
 local numbers, opted = {}, {}
 for base = FIRST, #ARGV - FIELDS, FIELDS do numbers[#numbers + 1] = ARGV[base + 11] end
@@ -42,10 +40,6 @@ if #numbers > 0 then
   for i, v in ipairs(numbers) do
     if found[i] then opted[v] = true end
   end
-end
-
-local function count(field)
-  counts[field] = (counts[field] or 0) + 1
 end
 
 local function event(j, status, code)
@@ -149,21 +143,8 @@ local function begin(j)
   return sending(j, job, st, 'new', j[5], {'go'})
 end
 
-local out = {}
+local jobs = {}
 for base = FIRST, #ARGV - FIELDS, FIELDS do
-  local j = {unpack(ARGV, base + 1, base + FIELDS)}
-  -- One job's failure (a key of the wrong type, say) must not end the others.
-  local ok, res = pcall(begin, j)
-  if not ok then
-    res = {'error', type(res) == 'table' and res.err or tostring(res)}
-  end
-  out[#out + 1] = res
+  jobs[#jobs + 1] = {unpack(ARGV, base + 1, base + FIELDS)}
 end
-if #acks > 0 then
-  redis.call('XACK', stream, group, unpack(acks))
-  redis.call('XDEL', stream, unpack(acks))
-end
-for field, n in pairs(counts) do
-  redis.call('HINCRBY', stats, field, tostring(n))
-end
-return out
+return run_batch(begin, jobs, stream, group, stats)

@@ -2,7 +2,7 @@
 -- call: each job's final status, event and counters, the receipt reference,
 -- the opt-out, the burnt code, and the entries' acknowledgement and
 -- deletion, in one script.  See daemon/ledger.c and docs/protocol.md
--- section 8.
+-- section 8.  Runs after batch.lua (run_batch, count, acks).
 --
 -- KEYS: 1 job stream, 2 events, 3 stats, 4 opt-outs, 5 the polling schedule
 --       (the rest are named from the prefix: with a hash-tagged prefix they
@@ -20,12 +20,6 @@
 local stream, events, stats, optout, polls = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local P, group, now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local FIXED, EXTRA, FIRST = 14, 4, 7
-local acks, counts = {}, {}
-
-local function count(field)
-  counts[field] = (counts[field] or 0) + 1
-end
-
 -- j: the job's fields, as above.
 local function finish(j)
   local entry, id, status, provider, ref = j[1], j[2], j[3], j[4], j[5]
@@ -72,24 +66,11 @@ local function finish(j)
   return 1
 end
 
-local out, i = {}, FIRST
+local jobs, i = {}, FIRST
 while i + FIXED <= #ARGV do
   local n = FIXED
   if ARGV[i + 13]:find('n', 1, true) then n = FIXED + EXTRA end
-  local j = {unpack(ARGV, i + 1, i + n)}
+  jobs[#jobs + 1] = {unpack(ARGV, i + 1, i + n)}
   i = i + n
-  -- One job's failure (a key of the wrong type, say) must not end the others.
-  local ok, res = pcall(finish, j)
-  if not ok then
-    res = {'error', type(res) == 'table' and res.err or tostring(res)}
-  end
-  out[#out + 1] = res
 end
-if #acks > 0 then
-  redis.call('XACK', stream, group, unpack(acks))
-  redis.call('XDEL', stream, unpack(acks))
-end
-for field, n in pairs(counts) do
-  redis.call('HINCRBY', stats, field, tostring(n))
-end
-return out
+return run_batch(finish, jobs, stream, group, stats)

@@ -1,0 +1,30 @@
+-- batch.lua: what begin.lua and finish.lua share; the ledger (daemon/ledger.c)
+-- puts it in front of both.  Each job of a batch runs under pcall, so one
+-- job's failure (a key of the wrong type, say) answers that job with
+-- {'error', why} and leaves the others alone; then the entries to
+-- acknowledge go in one XACK and one XDEL, and each counter in one HINCRBY.
+local acks, counts = {}, {}
+
+local function count(field)
+  counts[field] = (counts[field] or 0) + 1
+end
+
+-- step(j) for each job's fields j; returns the replies, in order.
+local function run_batch(step, jobs, stream, group, stats)
+  local out = {}
+  for _, j in ipairs(jobs) do
+    local ok, res = pcall(step, j)
+    if not ok then
+      res = {'error', type(res) == 'table' and res.err or tostring(res)}
+    end
+    out[#out + 1] = res
+  end
+  if #acks > 0 then
+    redis.call('XACK', stream, group, unpack(acks))
+    redis.call('XDEL', stream, unpack(acks))
+  end
+  for field, n in pairs(counts) do
+    redis.call('HINCRBY', stats, field, tostring(n))
+  end
+  return out
+end
