@@ -13,7 +13,8 @@ case $secs in '' | *[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-job config template twilio msg91 twilio_receipt msg91_receipt httpd}
+# Every fuzz_<name>.c here is a target (CMakeLists.txt builds the same set).
+targets=${FUZZ_TARGETS:-$(cd "$here" && for f in fuzz_*.c; do t=${f#fuzz_}; printf '%s ' "${t%.c}"; done)}
 
 command -v clang >/dev/null || { echo "run.sh: clang not found (apt install clang libclang-rt-14-dev)" >&2; exit 2; }
 mkdir -p "$build"
