@@ -14,6 +14,7 @@
 
 #include <sodium.h>
 
+#include "buf.h"
 #include "http.h"
 #include "log.h"
 
@@ -29,6 +30,7 @@ struct http_sock {
  * curl_slist_append copy, no CURLOPT_COPYPOSTFIELDS copy).
  */
 #define HTTP_MAX_HEADERS 8
+#define HTTP_BODY_MAX    (256 * 1024) /* a provider answer longer than this is cut */
 #define HTTP_SPARE_MAX   64
 
 struct http_call {
@@ -40,9 +42,8 @@ struct http_call {
     int prepared; /* the caller's own easy handle (another protocol): cleaned up, not kept */
     void (*release)(void *ctx);
     void *release_ctx;
-    char *reqbody; /* in store */
-    char *body;    /* the answer */
-    size_t len, cap;
+    char *reqbody;   /* in store */
+    struct buf body; /* the answer */
     long retry_after_s;
     int open_errno; /* socket() failed: EMFILE is ours to fix, not the provider's */
     http_done_cb *cb;
@@ -209,21 +210,8 @@ http_write_cb(char *data, size_t size, size_t nmemb, void *userp)
     size_t n = size * nmemb;
 
     /* Provider answers are small; a runaway body is cut, not buffered. */
-    if (c->len + n > (size_t)256 * 1024)
+    if (buf_append(&c->body, data, n, 1024, HTTP_BODY_MAX + 1) != 0)
         return 0;
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 1024;
-        while (cap < c->len + n + 1)
-            cap *= 2;
-        char *nb = realloc(c->body, cap);
-        if (nb == NULL)
-            return 0;
-        c->body = nb;
-        c->cap = cap;
-    }
-    memcpy(c->body + c->len, data, n);
-    c->len += n;
-    c->body[c->len] = '\0';
     return n;
 }
 
@@ -285,7 +273,7 @@ http_call_free(struct http_call *c)
         http_easy_put(h, c->easy);
     }
     free(c->store);
-    free(c->body);
+    buf_free(&c->body);
     free(c);
 }
 
@@ -542,8 +530,8 @@ http_finish(struct http *h, CURL *easy, CURLcode rc)
     h->connections += newconns;
     r.request_sent = reqsize > 0 || uploaded > 0;
     r.seconds = total;
-    r.body = c->body ? c->body : "";
-    r.len = c->len;
+    r.body = c->body.data ? c->body.data : "";
+    r.len = c->body.len;
     r.retry_after_s = c->retry_after_s;
     r.error = rc == CURLE_OK ? NULL : curl_easy_strerror(rc);
     /* The call is freed after its callback, never inside it. */

@@ -26,6 +26,7 @@
 #include <curl/curl.h>
 #include <http_parser.h>
 
+#include "buf.h"
 #include "httpd.h"
 #include "log.h"
 
@@ -48,25 +49,19 @@
 
 /* --- the reader: bytes in, one request out ------------------------------ */
 
-/* Grows from nothing, doubling, up to a limit. */
-struct httpd_buf {
-    char *data;
-    size_t len, cap;
-};
-
 struct httpd_reader {
     http_parser parser;
     size_t fed; /* bytes taken, framing included: the 16 KiB cap counts these */
     int status; /* HTTPD_READ_MORE, HTTPD_READ_DONE or the status to refuse with */
     int headers_done;
-    struct httpd_buf head; /* the URL, then each header name and value, NUL-terminated */
-    struct httpd_buf body; /* as decoded: a chunked body loses its framing here */
+    struct buf head; /* the URL, then each header name and value, NUL-terminated */
+    struct buf body; /* as decoded: a chunked body loses its framing here */
     size_t url_len;
     int nheaders, in_value;
     size_t name_off[HTTPD_MAX_HEADERS], value_off[HTTPD_MAX_HEADERS];
 };
 
-static int httpd_buf_append(struct httpd_buf *b, const char *at, size_t len);
+static int httpd_buf_append(struct buf *b, const char *at, size_t len);
 static int httpd_reader_fail(struct httpd_reader *rd, int status);
 static int httpd_on_url(http_parser *p, const char *at, size_t len);
 static int httpd_header_piece(struct httpd_reader *rd, const char *at, size_t len, int value);
@@ -172,27 +167,16 @@ static const http_parser_settings httpd_settings = {
  * with: 413 past HTTPD_BUF_MAX, 503 out of memory.
  */
 static int
-httpd_buf_append(struct httpd_buf *b, const char *at, size_t len)
+httpd_buf_append(struct buf *b, const char *at, size_t len)
 {
-    size_t need = b->len + len + 1, cap = b->cap ? b->cap : HTTPD_BUF_MIN;
-    char *p;
-
-    if (need > HTTPD_BUF_MAX)
+    switch (buf_append(b, at, len, HTTPD_BUF_MIN, HTTPD_BUF_MAX)) {
+    case 0:
+        return 0;
+    case BUF_TOO_BIG:
         return 413;
-    while (cap < need)
-        cap *= 2;
-    if (cap > HTTPD_BUF_MAX)
-        cap = HTTPD_BUF_MAX;
-    if (cap != b->cap) {
-        if ((p = realloc(b->data, cap)) == NULL)
-            return 503;
-        b->data = p;
-        b->cap = cap;
+    default:
+        return 503;
     }
-    memcpy(b->data + b->len, at, len);
-    b->len += len;
-    b->data[b->len] = '\0';
-    return 0;
 }
 
 /* Records the first refusal; the nonzero return stops http-parser. */
@@ -221,8 +205,8 @@ httpd_reader_free(struct httpd_reader *rd)
 {
     if (rd == NULL)
         return;
-    free(rd->head.data);
-    free(rd->body.data);
+    buf_free(&rd->head);
+    buf_free(&rd->body);
     free(rd);
 }
 

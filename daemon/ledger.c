@@ -16,6 +16,7 @@
 #include <openssl/evp.h>
 #include <sodium.h>
 
+#include "buf.h"
 #include "job.h"
 #include "ledger.h"
 #include "log.h"
@@ -61,8 +62,7 @@ struct ledger_batch {
     /* The arguments, copied (the callers' buffers do not live to the flush). */
     int nargs;
     size_t off[LEDGER_BATCH_ARGS], len[LEDGER_BATCH_ARGS];
-    char *text;
-    size_t used, cap;
+    struct buf text; /* the arguments, each NUL-terminated */
 };
 
 struct ledger {
@@ -262,7 +262,7 @@ ledger_free(struct ledger *l)
     if (l == NULL)
         return;
     for (int i = 0; i < 2; i++) {
-        free(l->batch[i].text);
+        buf_free(&l->batch[i].text);
         free(l->batch[i].sent);
     }
     free(l->begin_text);
@@ -433,23 +433,15 @@ ledger_batch_reply(redisAsyncContext *ac, void *r, void *priv)
 static int
 batch_push(struct ledger_batch *b, const char *s, size_t len)
 {
-    if (b->nargs == LEDGER_BATCH_ARGS)
+    size_t at = b->text.len;
+
+    if (b->nargs == LEDGER_BATCH_ARGS || buf_append(&b->text, s, len, 8192, 0) != 0 ||
+        buf_append(&b->text, "", 1, 8192, 0) != 0) {
+        b->text.len = at;
         return -1;
-    if (b->used + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 8192;
-        while (cap < b->used + len + 1)
-            cap *= 2;
-        char *t = realloc(b->text, cap);
-        if (t == NULL)
-            return -1;
-        b->text = t;
-        b->cap = cap;
     }
-    memcpy(b->text + b->used, s, len);
-    b->text[b->used + len] = '\0';
-    b->off[b->nargs] = b->used;
+    b->off[b->nargs] = at;
     b->len[b->nargs++] = len;
-    b->used += len + 1;
     return 0;
 }
 
@@ -506,11 +498,11 @@ ledger_flush(struct ledger *l, struct ledger_batch *b)
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     for (int i = 0; i < b->nargs; i++, argc++) {
-        argv[argc] = b->text + b->off[i];
+        argv[argc] = b->text.data + b->off[i];
         lens[argc] = b->len[i];
     }
     b->nargs = 0;
-    b->used = 0;
+    b->text.len = 0;
     if (!rconn_is_up(l->w) || rconn_command(l->w, ledger_batch_reply, sent, argc, argv, lens) < 0) {
         /* Answered from the loop, never inside a caller's own ledger_*() call. */
         sent->err = "Redis is not connected";
@@ -560,7 +552,7 @@ ledger_join(struct ledger *l, struct ledger_batch *b, struct ledger_op *op, int 
             const char **argv, const size_t *lens)
 {
     int nargs = b->nargs;
-    size_t used = b->used;
+    size_t used = b->text.len;
 
     if (b->sent == NULL) {
         if ((b->sent = calloc(1, sizeof(*b->sent))) == NULL)
@@ -571,7 +563,7 @@ ledger_join(struct ledger *l, struct ledger_batch *b, struct ledger_op *op, int 
     for (int i = 0; i < argc; i++) {
         if (batch_push(b, argv[i], lens ? lens[i] : strlen(argv[i])) < 0) {
             b->nargs = nargs;
-            b->used = used;
+            b->text.len = used;
             if (b->sent->njobs == 0) {
                 free(b->sent);
                 b->sent = NULL;
