@@ -44,6 +44,7 @@
 #include "queue.h"
 #include "rconn.h"
 #include "redis_server.h"
+#include "run_until.h"
 
 #define HASH_KEY     "fe1ab53ccdf61b29f349ed3b1df9a31956eff94b7ce788c1c5c9a71d9029a8e8"
 #define MAX_STEPS    1024 /* transitions recorded per test */
@@ -360,25 +361,7 @@ step_index(const struct fx *f, const char *id, const char *from, const char *to,
     return -1;
 }
 
-/* --- the loop ----------------------------------------------------------- */
-
-static void
-deadline_cb(uv_timer_t *t)
-{
-    ((struct fx *)t->data)->expired = 1;
-    uv_stop(t->loop);
-}
-
-/* Runs the loop until cond holds or ms pass; the caller asserts cond. */
-#define RUN_UNTIL(f, cond, ms)                                                                     \
-    do {                                                                                           \
-        (f)->expired = 0;                                                                          \
-        uv_update_time(&(f)->loop);                                                                \
-        uv_timer_start(&(f)->deadline, deadline_cb, (ms), 0);                                      \
-        while (!(cond) && !(f)->expired)                                                           \
-            uv_run(&(f)->loop, UV_RUN_ONCE);                                                       \
-        uv_timer_stop(&(f)->deadline);                                                             \
-    } while (0)
+/* --- the loop (run_until.h) -------------------------------------------- */
 
 /* Every entry taken so far has reached DONE, and n of them in all. */
 #define RUN_UNTIL_DONE(f, n)                                                                       \
@@ -469,7 +452,6 @@ fx_start(struct fx *f, const char *const *settings)
     fx_configure(f, settings);
     assert_int_equal(uv_loop_init(&f->loop), 0);
     assert_int_equal(uv_timer_init(&f->loop, &f->deadline), 0);
-    f->deadline.data = f;
     if ((f->providers = provider_set_open(&f->loop, cfg, err, sizeof(err))) == NULL)
         fail_msg("providers: %s", err);
     f->reader =

@@ -35,6 +35,7 @@
 #include "config.h"
 #include "rconn.h"
 #include "redis_server.h"
+#include "run_until.h"
 
 #define NO_REPLY (-1) /* a callback's "reply" was NULL (REDIS_REPLY_* are > 0) */
 
@@ -82,32 +83,7 @@ plain_connect(const struct fx *f)
     return c;
 }
 
-/* --- the loop ----------------------------------------------------------- */
-
-/*
- * Every callback of the fixture ends its uv_run(UV_RUN_ONCE) with
- * uv_stop(): without it, a timer callback that makes the awaited condition
- * true would be followed by a poll blocking until the next event.
- */
-static void
-deadline_cb(uv_timer_t *t)
-{
-    ((struct fx *)t->data)->expired = 1;
-    uv_stop(t->loop);
-}
-
-/* Runs the loop until cond holds or ms pass; the caller asserts cond. */
-#define RUN_UNTIL(f, cond, ms)                                                                     \
-    do {                                                                                           \
-        (f)->expired = 0;                                                                          \
-        uv_update_time(&(f)->loop);                                                                \
-        uv_timer_start(&(f)->deadline, deadline_cb, (ms), 0);                                      \
-        while (!(cond) && !(f)->expired)                                                           \
-            uv_run(&(f)->loop, UV_RUN_ONCE);                                                       \
-        uv_timer_stop(&(f)->deadline);                                                             \
-    } while (0)
-
-#define RUN_FOR(f, ms) RUN_UNTIL(f, 0, ms)
+/* --- the loop (run_until.h) -------------------------------------------- */
 
 static uint64_t
 now_ms(struct fx *f)
@@ -185,7 +161,6 @@ fx_setup(void **state)
     assert_non_null(f);
     assert_int_equal(uv_loop_init(&f->loop), 0);
     assert_int_equal(uv_timer_init(&f->loop, &f->deadline), 0);
-    f->deadline.data = f;
     test_redis_init(&f->srv, test_free_port());
     f->addr.host = "127.0.0.1";
     f->addr.port = f->srv.port;
