@@ -55,54 +55,57 @@ otp_mac(char *out, const unsigned char key[32], const char *purpose, const char 
 #define SEAL_CONTEXT "otpdseal" /* crypto_kdf: 8 bytes, this use only */
 #define SEAL_SUBKEY  1
 
-/* The record's associated data: purpose "\n" to (neither holds a newline). */
-static size_t
-seal_ad(unsigned char *ad, size_t len, const char *purpose, const char *to)
-{
-    int n = snprintf((char *)ad, len, "%s\n%s", purpose, to);
+/* What sealing and opening share: the key for this use and the record's bytes. */
+struct seal {
+    unsigned char k[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
+    unsigned char ad[160]; /* purpose "\n" to (neither holds a newline) */
+    size_t adlen;
+    unsigned char box[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + OTP_DIGITS_MAX +
+                      crypto_aead_xchacha20poly1305_ietf_ABYTES]; /* nonce || ciphertext */
+};
 
-    return n < 0 || (size_t)n >= len ? len - 1 : (size_t)n;
+static void
+seal_begin(struct seal *se, const unsigned char key[32], const char *purpose, const char *to)
+{
+    int n = snprintf((char *)se->ad, sizeof(se->ad), "%s\n%s", purpose, to);
+
+    se->adlen = n < 0 || (size_t)n >= sizeof(se->ad) ? sizeof(se->ad) - 1 : (size_t)n;
+    crypto_kdf_derive_from_key(se->k, sizeof(se->k), SEAL_SUBKEY, SEAL_CONTEXT, key);
 }
 
 void
 otp_seal(char *out, const unsigned char key[32], const char *purpose, const char *to,
          const char *code)
 {
-    unsigned char k[crypto_aead_xchacha20poly1305_ietf_KEYBYTES], ad[160];
-    unsigned char box[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + OTP_DIGITS_MAX +
-                      crypto_aead_xchacha20poly1305_ietf_ABYTES];
-    unsigned char *nonce = box, *ct = box + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+    const size_t head = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+    struct seal se;
     unsigned long long ctlen;
-    size_t n = strlen(code), adlen = seal_ad(ad, sizeof(ad), purpose, to);
 
-    crypto_kdf_derive_from_key(k, sizeof(k), SEAL_SUBKEY, SEAL_CONTEXT, key);
-    randombytes_buf(nonce, crypto_aead_xchacha20poly1305_ietf_NPUBBYTES);
-    crypto_aead_xchacha20poly1305_ietf_encrypt(ct, &ctlen, (const unsigned char *)code, n, ad,
-                                               adlen, NULL, nonce, k);
-    sodium_bin2hex(out, OTP_SEALED_HEX + 1, box,
-                   crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + (size_t)ctlen);
-    sodium_memzero(k, sizeof(k));
+    seal_begin(&se, key, purpose, to);
+    randombytes_buf(se.box, head);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(se.box + head, &ctlen, (const unsigned char *)code,
+                                               strlen(code), se.ad, se.adlen, NULL, se.box, se.k);
+    sodium_bin2hex(out, OTP_SEALED_HEX + 1, se.box, head + (size_t)ctlen);
+    sodium_memzero(&se, sizeof(se));
 }
 
 int
 otp_open(char *code, const unsigned char key[32], const char *purpose, const char *to,
          const char *sealed)
 {
-    unsigned char k[crypto_aead_xchacha20poly1305_ietf_KEYBYTES], ad[160];
-    unsigned char box[crypto_aead_xchacha20poly1305_ietf_NPUBBYTES + OTP_DIGITS_MAX +
-                      crypto_aead_xchacha20poly1305_ietf_ABYTES];
-    unsigned char plain[OTP_DIGITS_MAX];
     const size_t head = crypto_aead_xchacha20poly1305_ietf_NPUBBYTES;
+    struct seal se;
+    unsigned char plain[OTP_DIGITS_MAX];
     unsigned long long n;
-    size_t len, adlen = seal_ad(ad, sizeof(ad), purpose, to);
+    size_t len;
     int rc = -1;
 
-    if (sodium_hex2bin(box, sizeof(box), sealed, strlen(sealed), NULL, &len, NULL) != 0 ||
+    if (sodium_hex2bin(se.box, sizeof(se.box), sealed, strlen(sealed), NULL, &len, NULL) != 0 ||
         len < head + crypto_aead_xchacha20poly1305_ietf_ABYTES + 4)
         return -1;
-    crypto_kdf_derive_from_key(k, sizeof(k), SEAL_SUBKEY, SEAL_CONTEXT, key);
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(plain, &n, NULL, box + head, len - head, ad,
-                                                   adlen, box, k) == 0) {
+    seal_begin(&se, key, purpose, to);
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(plain, &n, NULL, se.box + head, len - head,
+                                                   se.ad, se.adlen, se.box, se.k) == 0) {
         rc = 0;
         for (unsigned long long i = 0; i < n; i++)
             if (plain[i] < '0' || plain[i] > '9')
@@ -112,7 +115,7 @@ otp_open(char *code, const unsigned char key[32], const char *purpose, const cha
             code[n] = '\0';
         }
     }
-    sodium_memzero(k, sizeof(k));
+    sodium_memzero(&se, sizeof(se));
     sodium_memzero(plain, sizeof(plain));
     return rc;
 }
