@@ -79,6 +79,20 @@ parse_bool(const char *v, int *out)
 static const struct config_entry config_table[] = {
     {"REDIS_URL", CT_REDIS_URL, OFF(redis_url), "redis://127.0.0.1:6379/0", 0, 0, CF_RESTART,
      "Redis to use: redis://[[user]:password@]host:port/db or unix:///path?db=N"},
+    {"OTPD_REDIS_SENTINELS", CT_STR, OFF(redis_sentinels_spec), "", 0, 2048, CF_RESTART,
+     "Redis under Sentinel: the sentinels to ask for the master, host:port,host:port,... "
+     "(empty: REDIS_URL's host is the server); REDIS_URL then gives only the user, "
+     "password and db"},
+    {"OTPD_REDIS_MASTER_NAME", CT_STR, OFF(redis_master_name), "mymaster", 1, 128,
+     CF_NAME | CF_RESTART, "the master's name in the sentinels' configuration"},
+    {"OTPD_REDIS_SENTINEL_PASSWORD", CT_STR, OFF(redis_sentinel_password), "", 0, 255,
+     CF_SECRET | CF_RESTART, "the sentinels' own password (requirepass), if they have one"},
+    {"OTPD_REDIS_WAIT_REPLICAS", CT_INT, OFF(redis_wait_replicas), "0", 0, 16, CF_RESTART,
+     "replicas the OTP record and the sending status must reach (WAIT) before the code is "
+     "texted, and the final status before the job is let go; a job waits while fewer "
+     "answer (0: off)"},
+    {"OTPD_REDIS_WAIT_TIMEOUT_MS", CT_INT, OFF(redis_wait_timeout_ms), "1000", 10, 5000, CF_RESTART,
+     "the longest one WAIT for replicas may take"},
     {"OTPD_HASH_KEY", CT_HEXKEY, OFF(hash_key_hex), NULL, 0, 0, CF_SECRET,
      "64 hex characters (32 bytes) shared with the web app; make one with otpd --gen-key. "
      "Refused at start: the documentation's test key and keys with fewer than 16 distinct "
@@ -824,6 +838,18 @@ config_finish(struct config *cfg, char *err, size_t errlen)
         otpd_seterr(err, errlen, "OTPD_COUNTRY_HOURLY_BUDGET: %s", why);
         return -1;
     }
+    if ((cfg->nsentinels = config_parse_sentinels(cfg->redis_sentinels_spec, cfg->sentinels,
+                                                  SENTINELS_MAX, why, sizeof(why))) < 0) {
+        otpd_seterr(err, errlen, "OTPD_REDIS_SENTINELS: %s", why);
+        return -1;
+    }
+    if (cfg->nsentinels > 0 && cfg->redis.path != NULL) {
+        otpd_seterr(err, errlen,
+                    "OTPD_REDIS_SENTINELS is set but REDIS_URL is a unix socket: with "
+                    "sentinels, REDIS_URL is redis://[user:password@]any-host/db (its host "
+                    "and port are not used)");
+        return -1;
+    }
     if (*cfg->consumer == '\0') {
         char host[256] = "otpd", name[300];
         gethostname(host, sizeof(host) - 1);
@@ -970,6 +996,85 @@ url_part(CURLU *u, CURLUPart part)
  * redis://[[user]:password@]host[:port][/db] and unix:///path[?db=N].
  * curl_url does the URL grammar (and percent-decoding of the password).
  */
+/* One sentinel, "host[:port]" or "[v6][:port]"; curl_url does the grammar. */
+static int
+config_parse_sentinel(const char *entry, struct sentinel_addr *sa, char *err, size_t errlen)
+{
+    char url[320];
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL, *user = NULL, *path = NULL;
+    long v = 26379;
+    int rc = -1;
+
+    if (u == NULL) {
+        otpd_seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(url, sizeof(url), "redis://%s", entry);
+    if (strlen(entry) > 262 ||
+        curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK ||
+        (host = url_part(u, CURLUPART_HOST)) == NULL || *host == '\0') {
+        otpd_seterr(err, errlen, "\"%s\" is not host:port", entry);
+        goto out;
+    }
+    user = url_part(u, CURLUPART_USER);
+    path = url_part(u, CURLUPART_PATH);
+    port = url_part(u, CURLUPART_PORT);
+    if (user != NULL || (path != NULL && strcmp(path, "/") != 0) || strchr(entry, '?')) {
+        otpd_seterr(err, errlen,
+                    "\"%s\" is not host:port (the sentinels' password is "
+                    "OTPD_REDIS_SENTINEL_PASSWORD)",
+                    entry);
+        goto out;
+    }
+    if (port != NULL && parse_int(port, 1, 65535, &v) < 0) {
+        otpd_seterr(err, errlen, "bad port in \"%s\"", entry);
+        goto out;
+    }
+    /* An IPv6 literal: bare, as getaddrinfo wants it. */
+    snprintf(sa->host, sizeof(sa->host), "%.*s", (int)strlen(host) - (host[0] == '[' ? 2 : 0),
+             host + (host[0] == '['));
+    sa->port = (int)v;
+    rc = 0;
+out:
+    free(host);
+    free(port);
+    free(user);
+    free(path);
+    curl_url_cleanup(u);
+    return rc;
+}
+
+int
+config_parse_sentinels(const char *spec, struct sentinel_addr *out, int max, char *err,
+                       size_t errlen)
+{
+    char entry[300];
+    int n = 0;
+
+    for (const char *p = spec; *p;) {
+        size_t len = strcspn(p, ",");
+        const char *s = p, *e = p + len;
+        while (s < e && (*s == ' ' || *s == '\t'))
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (e == s) {
+            otpd_seterr(err, errlen, "an empty entry (host:port,host:port,...)");
+            return -1;
+        }
+        if (n == max) {
+            otpd_seterr(err, errlen, "more than %d sentinels", max);
+            return -1;
+        }
+        snprintf(entry, sizeof(entry), "%.*s", (int)(e - s), s);
+        if (config_parse_sentinel(entry, &out[n++], err, errlen) < 0)
+            return -1;
+        p += len + (p[len] == ',');
+    }
+    return n;
+}
+
 int
 config_parse_redis_url(const char *url, struct redis_addr *a, char *err, size_t errlen)
 {

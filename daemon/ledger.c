@@ -7,6 +7,13 @@
  * the step is retried like any refused write.
  *
  * The country-budget alert lives here, with the limits that raise it.
+ *
+ * With OTPD_REDIS_WAIT_REPLICAS, each batch's EVALSHA is followed by WAIT
+ * on the same connection, and the batch is answered only when the WAIT is:
+ * a begin whose writes did not reach the replicas is answered as an error
+ * (the job waits and begins again: nothing is texted whose record a
+ * failover could lose); a finish is answered as written, and the shortfall
+ * counted and logged (docs/reliability.md section 10 says what that risks).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -89,6 +96,9 @@ struct ledger {
             optout[LEDGER_KEY_MAX], polls[LEDGER_KEY_MAX];
     } k;                        /* the batch scripts' declared keys */
     struct ledger_sent *failed; /* batches that could not be sent, answered next turn */
+    char wait_args[2][16];      /* WAIT's replica count and timeout */
+    uint64_t wait_warned_ms;
+    struct ledger_stats stats;
     void (*closed_cb)(void *arg);
     void *closed_arg;
     char *begin_text;  /* batch.lua, limits.lua as check_limits(), then begin.lua */
@@ -206,6 +216,8 @@ ledger_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer)
     l->cfg = cfg;
     ledger_format_config(l);
     l->w = writer;
+    snprintf(l->wait_args[0], sizeof(l->wait_args[0]), "%d", cfg->redis_wait_replicas);
+    snprintf(l->wait_args[1], sizeof(l->wait_args[1]), "%d", cfg->redis_wait_timeout_ms);
     if ((l->begin_text = ledger_compose(lua_begin, 1)) == NULL ||
         (l->finish_text = ledger_compose(lua_finish, 0)) == NULL) {
         free(l->begin_text);
@@ -231,6 +243,12 @@ ledger_new(uv_loop_t *loop, const struct config *cfg, struct rconn *writer)
     l->open_handles = 3;
     uv_timer_start(&l->housekeeping, ledger_housekeeping, LEDGER_PUBLISH_MS, LEDGER_PUBLISH_MS);
     return l;
+}
+
+const struct ledger_stats *
+ledger_stats(const struct ledger *l)
+{
+    return &l->stats;
 }
 
 static void
@@ -406,10 +424,48 @@ struct ledger_sent {
     struct ledger_sent *next; /* on l->failed */
     const char *err;          /* why it could not be sent */
     int script, njobs;
+    /* A WAIT follows the script: its reply (a copy) or failure is kept until the WAIT's. */
+    int waiting;
+    redisReply *reply;
+    char why[160];
     struct ledger_op *ops[LEDGER_BATCH_MAX];
 };
 
 static void ledger_answer(struct ledger_sent *sent, const redisReply *reply, const char *err);
+
+/* hiredis frees a reply when its callback returns; one that must wait for the WAIT is copied. */
+static redisReply *
+reply_copy(const redisReply *r)
+{
+    redisReply *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    c->type = r->type;
+    c->integer = r->integer;
+    if (r->str != NULL) {
+        if ((c->str = malloc(r->len + 1)) == NULL) {
+            free(c);
+            return NULL;
+        }
+        memcpy(c->str, r->str, r->len + 1);
+        c->len = r->len;
+    }
+    if (r->elements > 0 && (c->element = calloc(r->elements, sizeof(*c->element))) == NULL) {
+        freeReplyObject(c);
+        return NULL;
+    }
+    for (size_t i = 0; i < r->elements; i++) {
+        c->elements = i + 1;
+        if ((c->element[i] = reply_copy(r->element[i])) == NULL) {
+            freeReplyObject(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+static void ledger_wait_reply(redisAsyncContext *ac, void *r, void *priv);
 
 static void
 ledger_batch_reply(redisAsyncContext *ac, void *r, void *priv)
@@ -426,7 +482,58 @@ ledger_batch_reply(redisAsyncContext *ac, void *r, void *priv)
         ledger_check_noscript(sent->l, err);
         reply = NULL;
     }
-    ledger_answer(sent, reply, err);
+    if (!sent->waiting) {
+        ledger_answer(sent, reply, err);
+        return;
+    }
+    if (reply != NULL && (sent->reply = reply_copy(reply)) == NULL)
+        err = "out of memory";
+    if (sent->reply == NULL)
+        snprintf(sent->why, sizeof(sent->why), "%s", err);
+    if (sent->waiting == 2)
+        ledger_wait_reply(ac, NULL, sent);
+}
+
+/* The WAIT after a batch: how many replicas have its writes. */
+static void
+ledger_wait_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct ledger_sent *sent = priv;
+    struct ledger *l = sent->l;
+    const redisReply *w = r;
+    redisReply *kept = sent->reply;
+    long long acked = w != NULL && w->type == REDIS_REPLY_INTEGER ? w->integer : -1;
+    int step = sent->script == SCRIPT_BEGIN ? 0 : 1, need = l->cfg->redis_wait_replicas;
+    uint64_t now = uv_now(l->loop);
+
+    (void)ac;
+    l->stats.waits[step]++;
+    if (kept == NULL) {
+        ledger_answer(sent, NULL, sent->why);
+        return;
+    }
+    if (acked < need) {
+        l->stats.waits_short[step]++;
+        snprintf(sent->why, sizeof(sent->why),
+                 "%lld of the %d replicas OTPD_REDIS_WAIT_REPLICAS asks for confirmed the %s "
+                 "within %d ms",
+                 acked < 0 ? 0 : acked, need, step == 0 ? "OTP records" : "final statuses",
+                 l->cfg->redis_wait_timeout_ms);
+        if (step == 1 && now - l->wait_warned_ms >= 10000) {
+            log_warnx("ledger: %s; a failover now could lose them (the jobs would be sent "
+                      "again with the same codes)",
+                      sent->why);
+            l->wait_warned_ms = now;
+        }
+        if (step == 0) {
+            sent->reply = NULL;
+            freeReplyObject(kept);
+            ledger_answer(sent, NULL, sent->why);
+            return;
+        }
+    }
+    ledger_answer(sent, kept, NULL);
+    freeReplyObject(kept);
 }
 
 /* One argument, copied into the batch. */
@@ -508,6 +615,14 @@ ledger_flush(struct ledger *l, struct ledger_batch *b)
         sent->err = "Redis is not connected";
         sent->next = l->failed;
         l->failed = sent;
+        return;
+    }
+    if (l->cfg->redis_wait_replicas > 0) {
+        const char *wait[] = {"WAIT", l->wait_args[0], l->wait_args[1]};
+        sent->waiting = 1;
+        /* Unsent, the WAIT's callback still runs (with NULL) when the connection goes. */
+        if (rconn_command(l->w, ledger_wait_reply, sent, NARGS(wait), wait, NULL) < 0)
+            sent->waiting = 2; /* as a WAIT no replica answered, once the script's reply is in */
     }
 }
 

@@ -28,12 +28,14 @@
 #include "provider.h"
 #include "queue.h"
 #include "rconn.h"
+#include "sentinel.h"
 
 struct otpd {
     uv_loop_t loop;
     struct config cfg;
     struct provider_set *providers;
     struct rconn *reader, *writer;
+    struct sentinel *sentinel; /* NULL unless OTPD_REDIS_SENTINELS */
     struct ledger *ledger;
     struct queue *queue;
     struct deliveries *deliveries;
@@ -120,10 +122,28 @@ on_http(void *arg, const struct httpd_request *req, struct httpd_response *resp)
         return;
     }
     httpd_get_stats(o->httpd, &http);
+    struct metrics_redis redis = {
+        .reader_up = rconn_is_up(o->reader),
+        .writer_up = rconn_is_up(o->writer),
+        .ledger = ledger_stats(o->ledger),
+        .sentinel = o->sentinel ? sentinel_stats(o->sentinel) : NULL,
+    };
     resp->body = metrics_render(&o->cfg, o->deliveries, monitor_gauges(o->monitor), o->providers,
-                                &http, uv_now(&o->loop), &resp->len);
+                                &http, &redis, uv_now(&o->loop), &resp->len);
     resp->status = resp->body ? 200 : 500;
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+/* A failover: both connections leave the old master now, not at their deadlines. */
+static void
+on_master_moved(void *arg, const char *host, int port)
+{
+    struct otpd *o = arg;
+
+    if (o->stopping)
+        return;
+    rconn_master_moved(o->writer, host, port);
+    rconn_master_moved(o->reader, host, port);
 }
 
 static void
@@ -167,6 +187,8 @@ on_drained(void *arg, int handed_back)
     ledger_close(o->ledger, on_part_closed, o);
     rconn_close(o->reader, 1, on_part_closed, o);
     rconn_close(o->writer, handed_back > 0 || o->forced, on_part_closed, o);
+    if (o->sentinel)
+        sentinel_close(o->sentinel, on_part_closed, o);
     if (handed_back > 0)
         delivery_abandon(o->deliveries);
     provider_set_close(o->providers, on_part_closed, o);
@@ -185,7 +207,7 @@ otpd_shutdown(struct otpd *o)
 {
     o->stopping = 1;
     /* monitor (and httpd) now; reader, writer and providers after the drain */
-    o->closing = o->httpd ? 7 : 6;
+    o->closing = 6 + (o->httpd != NULL) + (o->sentinel != NULL);
     monitor_stop(o->monitor, on_part_closed, o);
     if (o->httpd)
         httpd_close(o->httpd, on_part_closed, o);
@@ -290,6 +312,12 @@ otpd_start(struct otpd *o)
     o->reader =
         rconn_new(&o->loop, &cfg->redis, "reader", cfg->block_ms + 5000, on_reader_state, o);
     o->writer = rconn_new(&o->loop, &cfg->redis, "writer", 10000, on_writer_state, o);
+    if (cfg->nsentinels > 0 && o->reader && o->writer) {
+        if ((o->sentinel = sentinel_new(&o->loop, cfg)) == NULL)
+            fatalx("out of memory at start-up");
+        rconn_set_sentinel(o->reader, o->sentinel);
+        rconn_set_sentinel(o->writer, o->sentinel);
+    }
     o->ledger = ledger_new(&o->loop, cfg, o->writer);
     o->deliveries = delivery_new(&o->loop, cfg, o->ledger, o->providers);
     o->queue = queue_new(&o->loop, cfg, o->reader, o->writer, delivery_batch, o->deliveries);
@@ -325,6 +353,15 @@ otpd_start(struct otpd *o)
         log_notice("metrics: http://%s/metrics", cfg->metrics_addr);
     }
     monitor_start(o->monitor);
+    if (o->sentinel) {
+        log_notice("redis: master %s, asked of %d sentinel(s)", cfg->redis_master_name,
+                   cfg->nsentinels);
+        sentinel_watch(o->sentinel, on_master_moved, o);
+    }
+    if (cfg->redis_wait_replicas > 0)
+        log_notice("redis: codes are texted only once %d replica(s) have their record (WAIT, "
+                   "up to %d ms)",
+                   cfg->redis_wait_replicas, cfg->redis_wait_timeout_ms);
     rconn_start(o->writer);
     rconn_start(o->reader);
 }
@@ -337,6 +374,8 @@ otpd_cleanup(struct otpd *o)
     ledger_free(o->ledger);
     rconn_free(o->reader);
     rconn_free(o->writer);
+    if (o->sentinel)
+        sentinel_free(o->sentinel);
     if (uv_loop_close(&o->loop) != 0)
         log_warnx("event loop closed with handles still open");
     sodium_munlock(o->cfg.hash_key, sizeof(o->cfg.hash_key));

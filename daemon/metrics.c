@@ -156,10 +156,40 @@ render_latency(struct page *pg)
     }
 }
 
+static void
+render_redis(struct page *pg, const struct metrics_redis *r)
+{
+    static const char *const steps[] = {"begin", "finish"};
+
+    family(pg, "otpd_redis_connected", "gauge",
+           "1 while the connection is up (and, under Sentinel, to the master).");
+    out(pg, "otpd_redis_connected{connection=\"reader\"} %d\n", r->reader_up);
+    out(pg, "otpd_redis_connected{connection=\"writer\"} %d\n", r->writer_up);
+    family(pg, "otpd_redis_waits_total", "counter",
+           "WAITs for replicas after a batch (OTPD_REDIS_WAIT_REPLICAS), by step.");
+    for (int i = 0; i < 2; i++)
+        out(pg, "otpd_redis_waits_total{step=\"%s\"} %llu\n", steps[i], r->ledger->waits[i]);
+    family(pg, "otpd_redis_waits_short_total", "counter",
+           "WAITs that fewer replicas answered than asked for: begin holds its jobs back, "
+           "finish goes on.");
+    for (int i = 0; i < 2; i++)
+        out(pg, "otpd_redis_waits_short_total{step=\"%s\"} %llu\n", steps[i],
+            r->ledger->waits_short[i]);
+    if (r->sentinel == NULL)
+        return;
+    family(pg, "otpd_redis_sentinel_asks_total", "counter",
+           "Times the sentinels were asked where the master is, and times none answered.");
+    out(pg, "otpd_redis_sentinel_asks_total{result=\"asked\"} %llu\n", r->sentinel->asked);
+    out(pg, "otpd_redis_sentinel_asks_total{result=\"unanswered\"} %llu\n", r->sentinel->failures);
+    family(pg, "otpd_redis_master_switches_total", "counter",
+           "+switch-master announcements heard for this master (failovers).");
+    out(pg, "otpd_redis_master_switches_total %llu\n", r->sentinel->switches);
+}
+
 char *
 metrics_render(const struct config *cfg, const struct deliveries *d, const struct monitor_gauges *g,
-               struct provider_set *providers, const struct httpd_stats *http, uint64_t now,
-               size_t *len)
+               struct provider_set *providers, const struct httpd_stats *http,
+               const struct metrics_redis *redis, uint64_t now, size_t *len)
 {
     const struct delivery_stats *s = delivery_stats(d);
     struct page pg = {.cap = 8192};
@@ -245,6 +275,7 @@ metrics_render(const struct config *cfg, const struct deliveries *d, const struc
         for (int i = 0; i < n; i++)
             out(&pg, "otpd_provider_inflight_cap{provider=\"%s\"} %d\n", names[i], caps[i]);
     }
+    render_redis(&pg, redis);
     render_latency(&pg);
     family(&pg, "otpd_delivery_latency_seconds", "histogram",
            "From the provider accepting a message to its delivery receipt.");

@@ -1,9 +1,15 @@
 /*
  * rconn.c: a self-healing hiredis async connection on libuv.
  *
- * States: DOWN -> (timer) CONNECTING -> (setup replies) UP -> DOWN ...;
- * CLOSING -> CLOSED ends it.  The context pointer is only valid while not
- * DOWN; hiredis frees it after the connect-failure or disconnect callback.
+ * States: DOWN -> (timer) [RESOLVING ->] CONNECTING -> (setup replies) UP
+ * -> DOWN ...; CLOSING -> CLOSED ends it.  RESOLVING asks the sentinels
+ * where the master is (sentinel.c), on every connect.  The context pointer
+ * is only valid in CONNECTING, UP and CLOSING; hiredis frees it after the
+ * connect-failure or disconnect callback.
+ *
+ * The setup also asks ROLE and refuses a server that is not the master; a
+ * READONLY reply (the server became a replica) ends the connection once
+ * its pending replies are in, so the next connect asks the sentinels again.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,8 +17,9 @@
 
 #include "log.h"
 #include "rconn.h"
+#include "sentinel.h"
 
-enum rconn_state { RC_DOWN, RC_CONNECTING, RC_UP, RC_CLOSING, RC_CLOSED };
+enum rconn_state { RC_DOWN, RC_RESOLVING, RC_CONNECTING, RC_UP, RC_CLOSING, RC_CLOSED };
 
 #define RC_BACKOFF_MIN_MS  100
 #define RC_BACKOFF_MAX_MS  5000
@@ -27,6 +34,9 @@ struct rconn_ev {
 struct rconn {
     uv_loop_t *loop;
     const struct redis_addr *addr;
+    struct sentinel *sentinel; /* NULL: addr's host and port are the server */
+    char host[256];            /* the server of this connection */
+    int port;
     char name[32];
     redisAsyncContext *ac;
     enum rconn_state state;
@@ -38,8 +48,8 @@ struct rconn {
     uint64_t progress_at;
     int reply_deadline_ms;
     long long client_id;
-    char last_error[128];
-    char refusal[128]; /* the last setup refusal said, until the connection is up */
+    char last_error[300];
+    char refusal[300]; /* the last setup refusal said, until the connection is up */
     int refused;       /* this connection's setup was refused: the drop is no news */
     char *fmt;         /* the command being formatted; reused */
     size_t fmtlen, fmtcap;
@@ -212,19 +222,35 @@ rconn_on_disconnect(const redisAsyncContext *ac, int status)
     rconn_set_down(rc, status == REDIS_OK ? "disconnected" : ac->errstr);
 }
 
+/* A write refused because the server is a replica now (also from inside a script). */
+static int
+rconn_is_readonly(const redisReply *reply)
+{
+    return reply != NULL && reply->type == REDIS_REPLY_ERROR &&
+           (strncmp(reply->str, "READONLY", 8) == 0 || strstr(reply->str, "-READONLY") != NULL ||
+            strstr(reply->str, "read only replica") != NULL);
+}
+
 static void
 rconn_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     struct rconn_req *req = privdata;
     struct rconn *rc = req->rc;
 
-    (void)ac;
     if (rc->pending > 0)
         rc->pending--;
     rc->progress_at = uv_now(rc->loop);
     if (req->cb)
         req->cb(ac, r, req->priv);
     free(req);
+    /* The pending replies still come in; then the connection ends and finds the master. */
+    if (rconn_is_readonly(r) && rc->state == RC_UP && !(ac->c.flags & REDIS_DISCONNECTING)) {
+        log_warnx("redis %s: %s:%d answered READONLY: it is a replica now; reconnecting%s",
+                  rc->name, rc->host, rc->port,
+                  rc->sentinel ? " to the master the sentinels name" : "");
+        rc->backoff_ms = 0;
+        redisAsyncDisconnect(ac);
+    }
 }
 
 static char *
@@ -330,10 +356,48 @@ rconn_setup_reply(redisAsyncContext *ac, void *r, void *priv)
         rc->backoff_ms = 0;
         rc->last_error[0] = '\0';
         rc->refusal[0] = '\0';
-        log_info("redis %s: connected (client id %lld)", rc->name, rc->client_id);
+        if (rc->sentinel)
+            log_notice("redis %s: connected to the master at %s:%d (client id %lld)", rc->name,
+                       rc->host, rc->port, rc->client_id);
+        else
+            log_info("redis %s: connected (client id %lld)", rc->name, rc->client_id);
         if (rc->state_cb)
             rc->state_cb(rc, 1, rc->state_arg);
     }
+}
+
+/*
+ * The server must say it is the master: a replica refuses every write.
+ * Under Sentinel an error counts as a refusal; without, a server that
+ * cannot answer ROLE (a proxy, a user without it) is taken at its word.
+ */
+static void
+rconn_role_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct rconn *rc = priv;
+    redisReply *reply = r;
+    const char *role;
+
+    if (reply == NULL || rc->state != RC_CONNECTING || (ac->c.flags & REDIS_DISCONNECTING))
+        return;
+    if (reply->type == REDIS_REPLY_ERROR && rc->sentinel == NULL)
+        return;
+    role = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+                   reply->element[0]->type == REDIS_REPLY_STRING
+               ? reply->element[0]->str
+               : "?";
+    if (strcmp(role, "master") == 0)
+        return;
+    /* Under Sentinel: a failover in progress, the sentinels have not caught up yet. */
+    snprintf(rc->last_error, sizeof(rc->last_error), "%s:%d is not the master (ROLE %s)", rc->host,
+             rc->port, reply->type == REDIS_REPLY_ERROR ? reply->str : role);
+    if (strncmp(rc->refusal, rc->last_error, sizeof(rc->refusal) - 1) != 0)
+        log_warnx("redis %s: %s; %s", rc->name, rc->last_error,
+                  rc->sentinel ? "asking the sentinels again"
+                               : "retrying (does REDIS_URL name a replica?)");
+    snprintf(rc->refusal, sizeof(rc->refusal), "%s", rc->last_error);
+    rc->refused = 1;
+    redisAsyncDisconnect(ac);
 }
 
 static void
@@ -356,6 +420,8 @@ rconn_queue_setup(struct rconn *rc)
         const char *argv[] = {"SELECT", db};
         rconn_send(rc, rconn_setup_reply, rc, NARGS(argv), argv, NULL);
     }
+    const char *role[] = {"ROLE"};
+    rconn_send(rc, rconn_role_reply, rc, NARGS(role), role, NULL);
     snprintf(cname, sizeof(cname), "otpd-%s", rc->name);
     const char *setname[] = {"CLIENT", "SETNAME", cname};
     rconn_send(rc, rconn_setup_reply, rc, NARGS(setname), setname, NULL);
@@ -364,14 +430,14 @@ rconn_queue_setup(struct rconn *rc)
 }
 
 static void
-rconn_connect(struct rconn *rc)
+rconn_connect_server(struct rconn *rc)
 {
     redisAsyncContext *ac;
 
     if (rc->addr->path)
         ac = redisAsyncConnectUnix(rc->addr->path);
     else
-        ac = redisAsyncConnect(rc->addr->host, rc->addr->port);
+        ac = redisAsyncConnect(rc->host, rc->port);
     if (ac == NULL) {
         rconn_set_down(rc, "out of memory");
         return;
@@ -400,6 +466,34 @@ rconn_connect(struct rconn *rc)
     redisAsyncSetConnectCallback(ac, rconn_on_connect);
     redisAsyncSetDisconnectCallback(ac, rconn_on_disconnect);
     rconn_queue_setup(rc);
+}
+
+static void
+rconn_resolved(void *arg, const char *host, int port, const char *err)
+{
+    struct rconn *rc = arg;
+
+    if (rc->state != RC_RESOLVING)
+        return;
+    if (host == NULL) {
+        rconn_set_down(rc, err);
+        return;
+    }
+    snprintf(rc->host, sizeof(rc->host), "%s", host);
+    rc->port = port;
+    rconn_connect_server(rc);
+}
+
+static void
+rconn_connect(struct rconn *rc)
+{
+    if (rc->sentinel == NULL) {
+        rconn_connect_server(rc);
+        return;
+    }
+    rc->state = RC_RESOLVING;
+    if (sentinel_resolve(rc->sentinel, rconn_resolved, rc) < 0)
+        rconn_set_down(rc, "cannot ask the sentinels");
 }
 
 static void
@@ -468,6 +562,9 @@ rconn_new(uv_loop_t *loop, const struct redis_addr *addr, const char *name, int 
     rc->addr = addr;
     snprintf(rc->name, sizeof(rc->name), "%s", name);
     rc->reply_deadline_ms = reply_deadline_ms;
+    if (addr->host != NULL)
+        snprintf(rc->host, sizeof(rc->host), "%s", addr->host);
+    rc->port = addr->port;
     rc->state_cb = cb;
     rc->state_arg = arg;
     rc->state = RC_DOWN;
@@ -484,6 +581,32 @@ rconn_start(struct rconn *rc)
 {
     uv_timer_start(&rc->watchdog, rconn_watchdog_cb, 500, 500);
     rconn_connect(rc);
+}
+
+void
+rconn_set_sentinel(struct rconn *rc, struct sentinel *s)
+{
+    rc->sentinel = s;
+}
+
+void
+rconn_master_moved(struct rconn *rc, const char *host, int port)
+{
+    if (rc->state == RC_DOWN) {
+        /* Not waiting out a long backoff for a master that is there now. */
+        rc->backoff_ms = 0;
+        uv_timer_start(&rc->retry, rconn_retry_cb, 0, 0);
+        return;
+    }
+    if ((rc->state != RC_UP && rc->state != RC_CONNECTING) ||
+        (strcmp(rc->host, host) == 0 && rc->port == port))
+        return;
+    /* The old master may be gone: its pending replies would only come at the deadline. */
+    log_notice("redis %s: leaving %s:%d for the new master %s:%d", rc->name, rc->host, rc->port,
+               host, port);
+    rc->backoff_ms = 0;
+    snprintf(rc->last_error, sizeof(rc->last_error), "the master moved");
+    rconn_drop(rc, "the master moved");
 }
 
 int
@@ -538,6 +661,8 @@ rconn_close(struct rconn *rc, int force, rconn_closed_cb *cb, void *arg)
     int had_context = rc->ac != NULL;
 
     uv_timer_stop(&rc->retry);
+    if (rc->sentinel != NULL)
+        sentinel_cancel(rc->sentinel, rc);
     rc->state = RC_CLOSING;
     /* The timers close once the context is gone; then the caller hears. */
     rc->closed_cb = cb;

@@ -21,9 +21,23 @@ struct redis_addr {
     int db;
 };
 
+#define SENTINELS_MAX 16
+
+/* A Redis Sentinel to ask for the master's address. */
+struct sentinel_addr {
+    char host[256];
+    int port;
+};
+
 struct config {
     char *redis_url;
     struct redis_addr redis;
+    /* Redis under Sentinel (empty list: REDIS_URL's host is the server). */
+    char *redis_sentinels_spec;
+    char *redis_master_name;
+    char *redis_sentinel_password;
+    int redis_wait_replicas;   /* WAIT for this many replicas before texting (0: off) */
+    int redis_wait_timeout_ms; /* how long one WAIT may take */
     char *hash_key_hex;
     unsigned char hash_key[32];
     char *prefix;
@@ -92,6 +106,8 @@ struct config {
     int dlr_poll_horizon_s;
     int dlr_poll_first_ms;
     /* derived by config_finish() */
+    struct sentinel_addr sentinels[SENTINELS_MAX];
+    int nsentinels;
     struct route_table routes;
     struct country_limits allowed;
     struct country_limits budgets;
@@ -127,6 +143,9 @@ int config_twilio_callbacks(const struct config *cfg);
 int config_reload(struct config *cur, struct config *next);
 void config_print_example(FILE *out);
 
+/* "host:port,host:port,..." (port 26379 if left out; [v6]:port) into out[]. */
+int config_parse_sentinels(const char *spec, struct sentinel_addr *out, int max, char *err,
+                           size_t errlen);
 int config_parse_redis_url(const char *url, struct redis_addr *addr, char *err, size_t errlen);
 void config_redis_addr_free(struct redis_addr *addr);
 /* The URL with any password replaced by "***", for logs. */

@@ -129,6 +129,12 @@ typedef void ledger_polls_cb(void *arg, const char *const *members, size_t n, co
 int ledger_poll_take(struct ledger *l, int max, int lease_ms, ledger_polls_cb *cb, void *arg);
 int ledger_poll_next(struct ledger *l, const char *member, const char *next, int64_t next_ms);
 
+/* WAITs for replicas after batches ([0] begin, [1] finish), and those fewer answered. */
+struct ledger_stats {
+    unsigned long long waits[2], waits_short[2];
+};
+const struct ledger_stats *ledger_stats(const struct ledger *l);
+
 /* The scripts, as compiled in (otpd --print-limits-script). */
 extern const char lua_limits[];
 

@@ -11,16 +11,26 @@
 
 #include "delivery.h"
 #include "httpd.h"
+#include "ledger.h"
 #include "monitor.h"
 #include "provider.h"
+#include "sentinel.h"
 
 void metrics_observe_request(const char *provider, enum send_outcome outcome, double seconds);
 /* Sent -> delivered, by provider and destination calling code. */
 void metrics_observe_delivery(const char *provider, const char *cc, double seconds);
 
+/* Redis as this instance sees it. */
+struct metrics_redis {
+    int reader_up, writer_up;
+    const struct ledger_stats *ledger;
+    const struct sentinel_stats *sentinel; /* NULL without Sentinel */
+};
+
 /* The whole page; malloc'd, *len set.  http: the endpoint's own connection counts. */
 char *metrics_render(const struct config *cfg, const struct deliveries *d,
                      const struct monitor_gauges *g, struct provider_set *providers,
-                     const struct httpd_stats *http, uint64_t now, size_t *len);
+                     const struct httpd_stats *http, const struct metrics_redis *redis,
+                     uint64_t now, size_t *len);
 
 #endif

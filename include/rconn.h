@@ -19,6 +19,7 @@
 #define NARGS(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
 struct rconn;
+struct sentinel;
 /* up is 1 once connected, authenticated and on the right db; 0 when lost. */
 typedef void rconn_state_cb(struct rconn *rc, int up, void *arg);
 typedef void rconn_closed_cb(void *arg);
@@ -29,7 +30,11 @@ typedef void rconn_closed_cb(void *arg);
  */
 struct rconn *rconn_new(uv_loop_t *loop, const struct redis_addr *addr, const char *name,
                         int reply_deadline_ms, rconn_state_cb *cb, void *arg);
+/* Ask s for the master on every connect, and confirm its ROLE (before rconn_start). */
+void rconn_set_sentinel(struct rconn *rc, struct sentinel *s);
 void rconn_start(struct rconn *rc);
+/* The sentinels moved the master: leave the old one now, connect to the new one soon. */
+void rconn_master_moved(struct rconn *rc, const char *host, int port);
 int rconn_is_up(const struct rconn *rc);
 /* Redis's CLIENT ID for this connection (valid while up). */
 long long rconn_client_id(const struct rconn *rc);

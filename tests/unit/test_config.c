@@ -522,6 +522,71 @@ test_load_file_and_env(void **state)
     assert_err_has(err, path, NULL);
 }
 
+/* ---- Sentinels ---- */
+
+static void
+test_sentinels_parse(void **state)
+{
+    struct sentinel_addr sa[SENTINELS_MAX];
+    char err[256] = "";
+
+    (void)state;
+    assert_int_equal(config_parse_sentinels("", sa, SENTINELS_MAX, err, sizeof(err)), 0);
+    assert_int_equal(config_parse_sentinels(" 10.0.0.1:26380 , s2.example.com,[::1]:5 ", sa,
+                                            SENTINELS_MAX, err, sizeof(err)),
+                     3);
+    assert_string_equal(sa[0].host, "10.0.0.1");
+    assert_int_equal(sa[0].port, 26380);
+    assert_string_equal(sa[1].host, "s2.example.com");
+    assert_int_equal(sa[1].port, 26379); /* Sentinel's own port when left out */
+    assert_string_equal(sa[2].host, "::1");
+    assert_int_equal(sa[2].port, 5);
+}
+
+static void
+test_sentinels_refused(void **state)
+{
+    static const struct {
+        const char *spec, *why;
+    } bad[] = {
+        {"a:1,,b:2", "empty entry"},
+        {"a:99999", "not host:port"},
+        {"a:0", "bad port"},
+        {"user:pw@a:1", "OTPD_REDIS_SENTINEL_PASSWORD"},
+        {"a:1/2", "not host:port"},
+        {"a:1?x=1", "not host:port"},
+        {"a b:1", "not host:port"},
+        {"a:1,b:1,c:1,d:1,e:1,f:1,g:1,h:1,i:1,j:1,k:1,l:1,m:1,n:1,o:1,p:1,q:1", "more than 16"},
+    };
+    struct sentinel_addr sa[SENTINELS_MAX];
+    char err[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        if (config_parse_sentinels(bad[i].spec, sa, SENTINELS_MAX, err, sizeof(err)) != -1)
+            fail_msg("\"%s\" was accepted", bad[i].spec);
+        assert_err_has(err, bad[i].why, NULL);
+    }
+}
+
+static void
+test_sentinels_need_a_tcp_url(void **state)
+{
+    struct config *cfg = *state;
+    char err[512] = "";
+
+    assert_int_equal(config_set(cfg, "OTPD_HASH_KEY", KEY2_HEX, err, sizeof(err)), 0);
+    assert_int_equal(config_set(cfg, "OTPD_REDIS_SENTINELS", "10.0.0.1,10.0.0.2", err, sizeof(err)),
+                     0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg->nsentinels, 2);
+    assert_string_equal(cfg->redis_master_name, "mymaster");
+    assert_int_equal(config_set(cfg, "REDIS_URL", "unix:///run/redis.sock", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), -1);
+    assert_err_has(err, "OTPD_REDIS_SENTINELS", "unix socket", NULL);
+}
+
 /* ---- Redis URLs ---- */
 
 static void
@@ -769,6 +834,9 @@ main(void)
         cmocka_unit_test(test_redis_url_valid),
         cmocka_unit_test(test_redis_url_errors),
         cmocka_unit_test_setup_teardown(test_redis_url_redacted, setup, teardown),
+        cmocka_unit_test(test_sentinels_parse),
+        cmocka_unit_test(test_sentinels_refused),
+        cmocka_unit_test_setup_teardown(test_sentinels_need_a_tcp_url, setup, teardown),
         cmocka_unit_test_setup_teardown(test_print_redacts_secrets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_example_round_trips, setup, teardown),
     };

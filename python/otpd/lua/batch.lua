@@ -15,7 +15,12 @@ local function run_batch(step, jobs, stream, group, stats)
   for _, j in ipairs(jobs) do
     local ok, res = pcall(step, j)
     if not ok then
-      res = {'error', type(res) == 'table' and res.err or tostring(res)}
+      local why = type(res) == 'table' and res.err or tostring(res)
+      -- A replica refuses every write: the server's state, not this job's.
+      -- The whole batch fails with it, so the connection sees READONLY and
+      -- goes to find the master (daemon/rconn.c).
+      if why:find('READONLY', 1, true) then error(res) end
+      res = {'error', why}
     end
     out[#out + 1] = res
   end
