@@ -234,17 +234,68 @@ sentinel_answer(struct sentinel *s, const char *host, int port, const char *err)
         w[i].cb(w[i].arg, host, port, err);
 }
 
+static int
+parse_port(const char *text, int *port)
+{
+    char *end;
+    long v = strtol(text, &end, 10);
+
+    if (end == text || *end != '\0' || v <= 0 || v > 65535)
+        return -1;
+    *port = (int)v;
+    return 0;
+}
+
+/* A host as a sentinel names one: an address or a name, nothing that could be more. */
+static int
+host_valid(const char *host, size_t hostlen)
+{
+    size_t n = strlen(host);
+
+    return n > 0 && n < hostlen &&
+           strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.:-_") == n;
+}
+
+int
+sentinel_parse_master(const redisReply *r, const char *name, char *host, size_t hostlen, int *port,
+                      char *why, size_t whylen)
+{
+    if (r->type == REDIS_REPLY_NIL) {
+        snprintf(why, whylen, "does not know a master named %s", name);
+        return -1;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(why, whylen, "refused: %s", r->str[0] ? r->str : "(no reason given)");
+        return -1;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING ||
+        !host_valid(r->element[0]->str, hostlen) || parse_port(r->element[1]->str, port) < 0) {
+        snprintf(why, whylen, "answered something that is not a host and a port");
+        return -1;
+    }
+    snprintf(host, hostlen, "%s", r->element[0]->str);
+    return 0;
+}
+
+int
+sentinel_parse_switch(const char *text, const char *name, char *host, size_t hostlen, int *port)
+{
+    char who[129], addr[256], port_text[16], rest;
+
+    if (sscanf(text, "%128s %*s %*s %255s %15s %c", who, addr, port_text, &rest) != 3 ||
+        strcmp(who, name) != 0 || !host_valid(addr, hostlen) || parse_port(port_text, port) < 0)
+        return -1;
+    snprintf(host, hostlen, "%s", addr);
+    return 0;
+}
+
 static void
-sentinel_found(struct sconn *sc, const char *host, const char *port_text)
+sentinel_found(struct sconn *sc, const char *host, int port)
 {
     struct sentinel *s = sc->s;
     const struct sentinel_addr *sa = sconn_addr(sc);
-    int port = atoi(port_text);
 
-    if (port <= 0 || port > 65535 || strlen(host) >= sizeof(s->master_host)) {
-        sconn_fail(sc, "answered an address that is not host and port");
-        return;
-    }
     if (strcmp(host, s->master_host) != 0 || port != s->master_port)
         log_notice("sentinel: master %s is at %s:%d (asked of %s:%d)", s->cfg->redis_master_name,
                    host, port, sa->host, sa->port);
@@ -260,34 +311,29 @@ sentinel_found(struct sconn *sc, const char *host, const char *port_text)
 static void
 sconn_ask_reply(struct sconn *sc, const redisReply *r)
 {
-    char why[256];
+    char why[256], host[256];
+    int port;
 
-    if (r->type == REDIS_REPLY_NIL) {
-        snprintf(why, sizeof(why), "does not know a master named %s",
-                 sc->s->cfg->redis_master_name);
+    if (sentinel_parse_master(r, sc->s->cfg->redis_master_name, host, sizeof(host), &port, why,
+                              sizeof(why)) < 0)
         sconn_fail(sc, why);
-    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-               r->element[0]->type == REDIS_REPLY_STRING &&
-               r->element[1]->type == REDIS_REPLY_STRING) {
-        sentinel_found(sc, r->element[0]->str, r->element[1]->str);
-    } else {
-        sconn_fail(sc, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected answer");
-    }
+    else
+        sentinel_found(sc, host, port);
 }
 
-/* "+switch-master" says: <name> <old-ip> <old-port> <new-ip> <new-port>. */
 static void
 sconn_switch_message(struct sconn *sc, const char *text)
 {
     struct sentinel *s = sc->s;
-    char name[129], host[256];
+    char host[256];
     int port;
 
-    if (sscanf(text, "%128s %*s %*s %255s %d", name, host, &port) != 3 ||
-        strcmp(name, s->cfg->redis_master_name) != 0 || port <= 0 || port > 65535)
+    /* Other masters' switches, and anything unreadable, are not ours. */
+    if (sentinel_parse_switch(text, s->cfg->redis_master_name, host, sizeof(host), &port) < 0)
         return;
     s->stats.switches++;
-    log_notice("sentinel: +switch-master: master %s moved to %s:%d", name, host, port);
+    log_notice("sentinel: +switch-master: master %s moved to %s:%d", s->cfg->redis_master_name,
+               host, port);
     snprintf(s->master_host, sizeof(s->master_host), "%s", host);
     s->master_port = port;
     if (s->moved_cb)

@@ -10,6 +10,7 @@
 #ifndef OTPD_SENTINEL_H
 #define OTPD_SENTINEL_H
 
+#include <hiredis/hiredis.h>
 #include <uv.h>
 
 #include "config.h"
@@ -28,6 +29,17 @@ struct sentinel_stats {
     unsigned long long failures; /* askings no sentinel answered */
     unsigned long long switches; /* +switch-master heard */
 };
+
+/*
+ * The two answers a sentinel gives, read (pure; fuzz_sentinel.c): the reply
+ * to SENTINEL get-master-addr-by-name, and a +switch-master message
+ * ("<name> <old-ip> <old-port> <new-ip> <new-port>") for our master's
+ * name.  0 with host and port set, or -1 (why says it for the first).
+ */
+int sentinel_parse_master(const redisReply *r, const char *name, char *host, size_t hostlen,
+                          int *port, char *why, size_t whylen);
+int sentinel_parse_switch(const char *text, const char *name, char *host, size_t hostlen,
+                          int *port);
 
 struct sentinel *sentinel_new(uv_loop_t *loop, const struct config *cfg);
 /* Subscribe to +switch-master on one sentinel (the next one if it goes). */
