@@ -19,6 +19,7 @@ from typing import Optional
 import redis as _redis
 
 from . import protocol
+from .connection import redis_from_settings
 
 # What wait() stops on by default: the final statuses, and `duplicate`,
 # which only events carry, so that a follower of {p}events stops on it too.
@@ -244,10 +245,17 @@ class OTPClient:
 
     @classmethod
     def from_env(cls):
-        """Build from REDIS_URL, OTPD_HASH_KEY, OTPD_PREFIX and OTPD_STATUS_TTL,
-        the same variables the daemon reads, so one environment serves both."""
+        """Build from REDIS_URL, OTPD_REDIS_SENTINELS, OTPD_REDIS_MASTER_NAME,
+        OTPD_REDIS_SENTINEL_PASSWORD, OTPD_HASH_KEY, OTPD_PREFIX and
+        OTPD_STATUS_TTL, the same variables the daemon reads, so one
+        environment serves both.  With sentinels, see otpd.connection for
+        what a failover does to calls."""
         return cls(
-            url=os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
+            redis=redis_from_settings(
+                os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
+                sentinels=os.environ.get("OTPD_REDIS_SENTINELS", ""),
+                master_name=os.environ.get("OTPD_REDIS_MASTER_NAME", ""),
+                sentinel_password=os.environ.get("OTPD_REDIS_SENTINEL_PASSWORD", "")),
             hash_key=os.environ.get("OTPD_HASH_KEY"),
             prefix=os.environ.get("OTPD_PREFIX", "otpd:"),
             status_ttl=int(os.environ.get("OTPD_STATUS_TTL", "86400")),
@@ -268,6 +276,14 @@ class OTPClient:
         surface as a ValueError in the request that made them rather than
         as a dead letter later; the daemon checks again.  Fields left as
         None are omitted so the daemon's configured defaults apply.
+
+        A redis.exceptions.ConnectionError (or TimeoutError) may come after
+        the job was queued: the reply to the XADD can be what was lost, as
+        when the master dies or fails over under the call.  Do not retry it
+        blindly, here or through redis-py's retry_on_timeout/retry_on_error:
+        a second XADD queues a second job, and the number gets its code
+        twice.  Let the user ask again instead (the resend above, within the
+        send limits).
         """
         to = _check_target(to, purpose, channel)
         job = {"v": 1, "to": to, "purpose": purpose}

@@ -28,7 +28,7 @@ import redis
 
 from .check import cmd_check
 from .common import (Failure, UsageError, emit_json, load_config, mask_text, parse_dotenv,
-                     redact_url, warn)
+                     redis_where, warn)
 from .dead import cmd_dead_list, cmd_dead_purge, cmd_dead_requeue, mask_payload, parse_duration
 from .hints import hint_for
 from .optout import cmd_optout
@@ -118,7 +118,7 @@ def main(argv=None):
             emit_json({"ok": False, "error": str(e)})
         return 1
     except redis.RedisError as e:
-        msg = "Redis at %s: %s" % (redact_url(cfg["REDIS_URL"]) if cfg else "?", e)
+        msg = "Redis at %s: %s" % (redis_where(cfg) if cfg else "?", e)
         warn(msg)
         if args.json:
             emit_json({"ok": False, "error": msg})

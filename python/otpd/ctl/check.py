@@ -17,7 +17,7 @@ import urllib.request
 import redis
 
 from ..client import parse_hash_key
-from .common import (E164, Failure, as_int, connect, emit_json, mask_text, redact_url,
+from .common import (E164, Failure, as_int, connect, emit_json, mask_text, redis_where,
                      truncate)
 from .hints import HINT_E164, HINT_TRIAL, HINT_TWILIO_AUTH, URL_BILLING
 
@@ -88,19 +88,19 @@ def check_redis(cfg, ck):
         ck.add("redis", "FAIL", str(e), "REDIS_URL is redis://[[user]:password@]host:port/db or unix:///path?db=N")
         return
     except redis.AuthenticationError as e:
-        ck.add("redis", "FAIL", "%s: %s" % (redact_url(cfg["REDIS_URL"]), e),
+        ck.add("redis", "FAIL", "%s: %s" % (redis_where(cfg), e),
                "check the password in REDIS_URL")
         return
     except redis.RedisError as e:
-        ck.add("redis", "FAIL", "cannot reach %s: %s" % (redact_url(cfg["REDIS_URL"]), e),
+        ck.add("redis", "FAIL", "cannot reach %s: %s" % (redis_where(cfg), e),
                "is redis-server running and REDIS_URL right?")
         return
     parts = tuple(as_int(x, 0) for x in (ver.split(".") + ["0", "0"])[:2])
     if parts < (6, 2):
-        ck.add("redis", "FAIL", "%s answers but is Redis %s" % (redact_url(cfg["REDIS_URL"]), ver),
+        ck.add("redis", "FAIL", "%s answers but is Redis %s" % (redis_where(cfg), ver),
                "otpd needs Redis 6.2 or later (XAUTOCLAIM)")
     else:
-        ck.add("redis", "ok", "%s is reachable (Redis %s)" % (redact_url(cfg["REDIS_URL"]), ver))
+        ck.add("redis", "ok", "%s is reachable (Redis %s)" % (redis_where(cfg), ver))
 
 
 def check_hash_key(cfg, ck):

@@ -15,13 +15,16 @@ import urllib.parse
 
 import dotenv
 import dotenv.parser
-import redis
 
 from .. import protocol
 from ..client import mask_phone
+from ..connection import parse_sentinels, redis_from_settings
 
 DEFAULTS = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
+    "OTPD_REDIS_SENTINELS": "",
+    "OTPD_REDIS_MASTER_NAME": "mymaster",
+    "OTPD_REDIS_SENTINEL_PASSWORD": "",
     "OTPD_PREFIX": "otpd:",
     "OTPD_GROUP": "otpd",
     "OTPD_HASH_KEY": "",
@@ -198,10 +201,26 @@ def warn(msg):
     sys.stderr.write("otpctl: %s\n" % msg)
 
 
+def redis_where(cfg):
+    """Where otpctl finds Redis, for messages: REDIS_URL, or the sentinels."""
+    if cfg["OTPD_REDIS_SENTINELS"]:
+        return "master %r via sentinels %s" % (cfg["OTPD_REDIS_MASTER_NAME"] or "mymaster",
+                                               cfg["OTPD_REDIS_SENTINELS"])
+    return redact_url(cfg["REDIS_URL"])
+
+
 def connect(cfg):
+    """The Redis client for cfg, directly or through Sentinel (otpd.connection).
+
+    A bad OTPD_REDIS_SENTINELS is a configuration error (exit status 2)."""
     try:
-        r = redis.Redis.from_url(cfg["REDIS_URL"], decode_responses=True,
-                                 socket_connect_timeout=5, socket_timeout=15)
+        sentinels = parse_sentinels(cfg["OTPD_REDIS_SENTINELS"])
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    try:
+        r = redis_from_settings(cfg["REDIS_URL"], sentinels, cfg["OTPD_REDIS_MASTER_NAME"],
+                                cfg["OTPD_REDIS_SENTINEL_PASSWORD"],
+                                socket_connect_timeout=5, socket_timeout=15)
     except ValueError as e:
         raise Failure("REDIS_URL: %s" % e) from None
     return r

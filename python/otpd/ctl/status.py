@@ -7,7 +7,7 @@ receipts from {p}events, and active alerts; writes nothing.
 import redis
 
 from .. import protocol as P
-from .common import (as_int, connect, emit_json, fmt_age, id_ms, instance_pattern, redact_url,
+from .common import (as_int, connect, emit_json, fmt_age, id_ms, instance_pattern, redis_where,
                      redis_now_ms, table, warn)
 from .hints import TWILIO_ERRORS
 
@@ -23,7 +23,7 @@ HEARTBEAT_FIELDS = ("version", "pid", "host", "consumer", "started_ms", "updated
 def gather_status(r, cfg, n_errors=5, scan_limit=5000):
     p, g = cfg["OTPD_PREFIX"], cfg["OTPD_GROUP"]
     now = redis_now_ms(r)
-    st = {"redis": redact_url(cfg["REDIS_URL"]), "prefix": p, "group": g, "now_ms": now}
+    st = {"redis": redis_where(cfg), "prefix": p, "group": g, "now_ms": now}
 
     jobs = p + P.JOBS
     st["backlog"] = r.xlen(jobs)

@@ -5,6 +5,8 @@ import re
 from django.conf import settings
 from django.core import checks
 
+from ..connection import DEFAULT_MASTER_NAME
+
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_PREFIX = "otpd:"
 
@@ -13,6 +15,21 @@ _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 
 def redis_url():
     return getattr(settings, "OTPD_REDIS_URL", None) or DEFAULT_REDIS_URL
+
+
+def redis_sentinels():
+    """OTPD_REDIS_SENTINELS: "host:port,host:port", or a list of "host:port"
+    strings or (host, port) pairs; empty for no Sentinel (OTPD_REDIS_URL's
+    host is the server)."""
+    return getattr(settings, "OTPD_REDIS_SENTINELS", None) or ""
+
+
+def redis_master_name():
+    return getattr(settings, "OTPD_REDIS_MASTER_NAME", None) or DEFAULT_MASTER_NAME
+
+
+def redis_sentinel_password():
+    return getattr(settings, "OTPD_REDIS_SENTINEL_PASSWORD", None) or ""
 
 
 def hash_key():

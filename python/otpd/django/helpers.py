@@ -8,6 +8,7 @@ from django.core.signals import setting_changed
 
 from .. import FINAL, OTPClient
 from .. import protocol as P
+from ..connection import redis_from_settings
 from . import conf
 
 
@@ -38,8 +39,10 @@ def get_client():
         with _lock:
             if _client is None:
                 try:
-                    _client = OTPClient(url=conf.redis_url(), hash_key=conf.hash_key(),
-                                        prefix=conf.prefix())
+                    r = redis_from_settings(conf.redis_url(), conf.redis_sentinels(),
+                                            conf.redis_master_name(),
+                                            conf.redis_sentinel_password())
+                    _client = OTPClient(redis=r, hash_key=conf.hash_key(), prefix=conf.prefix())
                 except ValueError as e:
                     raise ImproperlyConfigured(str(e)) from None
             c = _client
