@@ -26,6 +26,11 @@ from there; Redis commands per OTP (MONITOR, commandstats), Redis and otpd CPU
 per OTP, callgrind and a perf profile of redis-server; it writes
 bench/results/latest-<scale>-compare.json.  Without the commit (a shallow
 clone) it says why and skips the comparison.
+BENCH_ONLY=wait runs only what OTPD_REDIS_WAIT_REPLICAS=1 costs against 0: the
+comparison's runs of the current otpd, each redis-server with one replica, both
+settings alternating (BENCH_WAIT_N jobs, BENCH_WAIT_REPS runs each); Redis CPU
+of the primary and the replica, otpd CPU, WAITs per OTP, throughput; it writes
+bench/results/latest-<scale>-wait.json.
 Every wait is bounded; a run that does not finish in time is reported as such.
 """
 import json
@@ -42,6 +47,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -82,8 +88,8 @@ BASELINE_CONFIGS = [("prefork", 2), ("prefork", 4), ("gevent", 64)]
 REAL_LATENCY_S = 0.300
 REAL_TARGET = 0.80  # throughput ÷ (request cap ÷ latency)
 BENCH_ONLY = os.environ.get("BENCH_ONLY", "")
-if BENCH_ONLY not in ("", "realistic", "compare"):
-    sys.exit("BENCH_ONLY must be empty, realistic or compare, not %r" % BENCH_ONLY)
+if BENCH_ONLY not in ("", "realistic", "compare", "wait"):
+    sys.exit("BENCH_ONLY must be empty, realistic, compare or wait, not %r" % BENCH_ONLY)
 
 _procs = []
 
@@ -270,6 +276,28 @@ class Env:
                 return False
         wait_for(up, 10, what="redis-server")
         self.redis_url = "redis://127.0.0.1:%d/0" % self.redis_port
+
+    def start_replica(self):
+        """A replica of the current redis-server (--replicaof, no persistence) on a free
+        loopback port, once its link is up and the primary counts it online: (process,
+        client).  The caller stops it."""
+        self.r.config_set("repl-diskless-sync-delay", 0)  # sync at once, not after 5 s
+        port = free_port()
+        p = spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--dir", self.work, "--dbfilename", "replica.rdb",
+                   "--daemonize", "no", "--logfile", os.path.join(self.work, "redis-replica.log"),
+                   "--replicaof", "127.0.0.1", str(self.redis_port)],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        c = redis.Redis(port=port, decode_responses=True)
+
+        def up():
+            try:
+                return (c.info("replication").get("master_link_status") == "up"
+                        and (self.r.info("replication").get("slave0") or {}).get("state") == "online")
+            except redis.exceptions.ConnectionError:
+                return False
+        wait_for(up, 20, what="the replica's link to the primary")
+        return p, c
 
     @staticmethod
     def _listening(port):
@@ -952,15 +980,19 @@ class Monitor:
         return find()
 
 
-def compare_run(env, label, binary, n, rep, monitor=False, profile=None):
+def compare_run(env, label, binary, n, rep, monitor=False, profile=None, replica=False, extra=None):
     """One run of one build: a fresh redis-server, otpd started on an empty stream and
     ready, then stopped (SIGSTOP) while the n jobs are XADDed and the bench's own cost
     is measured; the counters are read, otpd continued (SIGCONT) and the run ends when
     every job is sent and acknowledged (XPENDING empty).  monitor: MONITOR attached;
-    profile: a path, perf record samples redis-server into it."""
+    profile: a path, perf record samples redis-server into it; replica: a replica of
+    that redis-server too, whose CPU is measured the same way; extra: more otpd
+    settings (with OTPD_METRICS_ADDR, its otpd_redis_waits counters are read at the end)."""
     env.start_redis()
+    rp, rc = env.start_replica() if replica else (None, None)
     name = "cmp-%s-%d%s" % (label, rep, "-monitor" if monitor else "-perf" if profile else "")
-    run = OtpdRun(env, name, otpd_env(env, "h2"), binary=binary)
+    extra = extra or {}
+    run = OtpdRun(env, name, otpd_env(env, "h2", **extra), binary=binary)
     run.wait_ready()
     time.sleep(0.3)  # its start-up writes (scripts, group, heartbeat) are done
     pid = run.proc.pid
@@ -975,13 +1007,17 @@ def compare_run(env, label, binary, n, rep, monitor=False, profile=None):
         # The bench's own load on Redis, alone: the same polling for CMP_CALIB_S with
         # otpd stopped (idle cost of redis-server included).
         c0, _ = redis_snapshot(b)
+        r0 = redis_snapshot(rc)[0] if rc else 0.0
         t0 = time.monotonic()
         while time.monotonic() - t0 < CMP_CALIB_S:
             b.hget(stats_key, "jobs:sent")
             time.sleep(CMP_POLL_S)
         c1, _ = redis_snapshot(b)
+        r1 = redis_snapshot(rc)[0] if rc else 0.0
         bench_rate = (c1 - c0) / (time.monotonic() - t0)
+        replica_rate = (r1 - r0) / (time.monotonic() - t0)  # idle timers and the INFOs
         cpu0, cmds0 = redis_snapshot(b)
+        rcpu0 = redis_snapshot(rc)[0] if rc else 0.0
         o0 = otpd_cpu(pid)
         if monitor:
             mon = Monitor(env.redis_port)
@@ -1012,6 +1048,7 @@ def compare_run(env, label, binary, n, rep, monitor=False, profile=None):
     t_end = time.monotonic()
     o1 = otpd_cpu(pid)
     cpu1, cmds1 = redis_snapshot(b)
+    rcpu1 = redis_snapshot(rc)[0] if rc else 0.0
     if profile:
         perf.send_signal(signal.SIGINT)
         perf.wait(120)
@@ -1042,6 +1079,14 @@ def compare_run(env, label, binary, n, rep, monitor=False, profile=None):
            "bench_commands": own, "commands": cmds,
            "commands_per_otp": sum(v["calls"] for v in cmds.values()) / n,
            "commandstats_usec_per_otp": sum(v["usec"] for v in cmds.values()) / n}
+    if rc:
+        res["replica_cpu_us_per_otp"] = ((rcpu1 - rcpu0) - replica_rate * window) / n * 1e6
+    if extra:
+        res["settings"] = {k: str(v) for k, v in extra.items()}
+    if extra.get("OTPD_METRICS_ADDR"):
+        with urllib.request.urlopen("http://%s/metrics" % extra["OTPD_METRICS_ADDR"], timeout=10) as f:
+            res["metrics"] = {m.group(1): int(float(m.group(2))) for m in re.finditer(
+                r"^(otpd_redis_waits\w*\{[^}]*\}) (\S+)$", f.read().decode(), re.M)}
     if mon:
         seen = mon.until(addr, "INFO")
         # MONITOR shows a transaction as MULTI, then at EXEC time its queued commands
@@ -1084,11 +1129,16 @@ def compare_run(env, label, binary, n, rep, monitor=False, profile=None):
                refused=n - len(times))
     b.close()
     run.finish()
-    log("compare %s run %d%s: Redis CPU %.1f µs/OTP (bench's %.1f ms removed), otpd CPU %.1f µs/OTP "
+    if rp:
+        rc.close()
+        stop(rp)
+    log("compare %s run %d%s: Redis CPU %.1f µs/OTP (bench's %.1f ms removed)%s, otpd CPU %.1f µs/OTP "
         "(ticks: %.0f), %.1f commands/OTP%s, %s OTP/s, not sent %d"
         % (label, rep, " (MONITOR)" if monitor else " (perf profile, %d jobs)" % n if profile else "",
            res["redis_cpu_us_per_otp"],
-           res["bench_redis_cpu_s"] * 1e3, res["otpd_cpu_us_per_otp"],
+           res["bench_redis_cpu_s"] * 1e3,
+           ", replica %.1f µs/OTP" % res["replica_cpu_us_per_otp"] if rc else "",
+           res["otpd_cpu_us_per_otp"],
            res["otpd_cpu_ticks_us_per_otp"], res["commands_per_otp"],
            (", top-level %.2f/OTP, in scripts %.2f/OTP, %d connections"
             % (res["toplevel_per_otp"], res["in_scripts_per_otp"], res["otpd_connections"]))
@@ -1370,6 +1420,109 @@ def compare_report(C):
                  % (o["otpd_connections"], w["otpd_connections"], o["not_sent"], w["not_sent"],
                     o["retries"], w["retries"]))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- WAIT for replicas
+#
+# BENCH_ONLY=wait: what OTPD_REDIS_WAIT_REPLICAS=1 costs against 0.  Each run is a
+# compare_run of the current build with a replica attached to its fresh redis-server
+# (both no persistence), WAIT_REPS runs per setting, alternating; medians with min–max.
+
+WAIT_N = int(os.environ.get("BENCH_WAIT_N", "3000"))  # jobs per run
+WAIT_REPS = int(os.environ.get("BENCH_WAIT_REPS", "5"))  # runs per setting
+WAIT_FIGURES = [  # (key, table row, whether WAIT=1 ÷ WAIT=0 means anything)
+    ("otp_per_s", "throughput, first to last sent (OTP/s)", True),
+    ("otp_per_s_steady_p10_p90", "steady rate, 10th to 90th percentile of sent times (OTP/s)", True),
+    ("first_sent_after_resume_ms", "first OTP sent, after SIGCONT (ms)", True),
+    ("redis_cpu_us_per_otp", "primary Redis CPU per OTP (µs)", True),
+    ("replica_cpu_us_per_otp", "replica Redis CPU per OTP (µs)", True),
+    ("otpd_cpu_us_per_otp", "otpd CPU per OTP, start-up excluded (µs, schedstat)", True),
+    ("commands_per_otp", "all commands per OTP on the primary (commandstats)", True),
+    ("evalsha_per_otp", "EVALSHA per OTP (begin/finish batches + single scripts)", True),
+    ("wait_per_otp", "WAIT commands per OTP (commandstats cmdstat_wait ÷ N)", False),
+    ("replconf_per_otp", "REPLCONF per OTP on the primary (the replica's ACKs)", False),
+    ("waits_begin", "otpd_redis_waits_total{step=begin} per run", False),
+    ("waits_finish", "otpd_redis_waits_total{step=finish} per run", False),
+    ("waits_short", "otpd_redis_waits_short_total, both steps, per run", False),
+]
+
+
+def bench_wait(env):
+    e = otpd_env(env, "h2", OTPD_REDIS_WAIT_REPLICAS=1)
+    cfg, _ = check_config(e)
+    if "OTPD_REDIS_WAIT_REPLICAS" not in cfg:
+        raise RuntimeError("%s has no OTPD_REDIS_WAIT_REPLICAS setting" % OTPD)
+    res = {"jobs": WAIT_N, "reps": WAIT_REPS, "poll_s": CMP_POLL_S,
+           "settings": {k: v for k, v in e.items() if k.startswith("OTPD_") and k != "OTPD_HASH_KEY"},
+           "check_config": {k: cfg.get(k) for k in ("OTPD_REDIS_WAIT_REPLICAS", "OTPD_REDIS_WAIT_TIMEOUT_MS",
+                                                    "OTPD_BATCH", "OTPD_MAX_INFLIGHT")}}
+    runs = {0: [], 1: []}
+    for rep in range(WAIT_REPS):  # alternate, so a busy spell on the machine hits both
+        for w in (0, 1):
+            r = compare_run(env, "wait%d" % w, OTPD, WAIT_N, rep, replica=True,
+                            extra={"OTPD_REDIS_WAIT_REPLICAS": w,
+                                   "OTPD_METRICS_ADDR": "127.0.0.1:%d" % free_port()})
+            m = r["metrics"]
+            r.update({c + "_per_otp": r["commands"].get(c, {}).get("calls", 0) / WAIT_N
+                      for c in ("wait", "replconf", "evalsha")})
+            r.update(waits_begin=m.get('otpd_redis_waits_total{step="begin"}'),
+                     waits_finish=m.get('otpd_redis_waits_total{step="finish"}'),
+                     waits_short=sum(v for k, v in m.items() if k.startswith("otpd_redis_waits_short")))
+            log("wait=%d run %d: %.3f WAIT/OTP, otpd counted %s + %s WAITs (%s short)"
+                % (w, rep, r["wait_per_otp"], fmt(r["waits_begin"]), fmt(r["waits_finish"]),
+                   fmt(r["waits_short"])))
+            runs[w].append(r)
+    res["runs"] = runs
+    for w in (0, 1):
+        s = {}
+        for k, _, _ in WAIT_FIGURES:
+            xs = [r[k] for r in runs[w] if r.get(k) is not None]
+            s[k] = {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "runs": xs} if xs else None
+        s["not_sent"] = sum(r["not_sent"] for r in runs[w])
+        s["retries"] = sum(r["retries"] for r in runs[w])
+        res["wait%d" % w] = s
+    return res
+
+
+def wait_report(W):
+    a, b = W["wait0"], W["wait1"]
+
+    def f(v):  # WAITs per OTP are fractions: three decimals
+        return "%.3f" % v if isinstance(v, float) and 0 < abs(v) < 1 else fmt(v)
+
+    def cell(x):
+        if x is None:
+            return "-"
+        return f(x["median"]) + (" (%s–%s)" % (f(x["min"]), f(x["max"])) if x["min"] != x["max"] else "")
+    rows = []
+    for k, what, ratio in WAIT_FIGURES:
+        x, y = a[k], b[k]
+        rows.append((what, cell(x), cell(y),
+                     "%.2f×" % (y["median"] / x["median"]) if ratio and x and y and x["median"] else "-"))
+    head = ("figure", "WAIT=0 (baseline)", "WAIT=1", "WAIT=1 ÷ WAIT=0")
+    return "\n".join([
+        "WAIT for replicas: OTPD_REDIS_WAIT_REPLICAS=1 against 0 (OTPD_REDIS_WAIT_TIMEOUT_MS=%s), "
+        "%d jobs per run, instant HTTP/2 mock, a fresh redis-server and one replica per run; "
+        "medians (min–max) of %d runs per setting" % (W["check_config"]["OTPD_REDIS_WAIT_TIMEOUT_MS"],
+                                                     W["jobs"], W["reps"]),
+        "", render(rows, head), "",
+        "jobs not sent: %d (WAIT=0), %d (WAIT=1); retried sends: %d (WAIT=0), %d (WAIT=1)"
+        % (a["not_sent"], b["not_sent"], a["retries"], b["retries"])])
+
+
+def wait_only(R, work):
+    """BENCH_ONLY=wait: the mock, and the WAIT=0 / WAIT=1 runs, each with a replica."""
+    try:
+        env = Env(work)
+        R["wait"] = bench_wait(env)
+    finally:
+        cleanup()
+    R["elapsed_s"] = time.monotonic() - T_START
+    t = wait_report(R["wait"])
+    R["table"] = t
+    path = write_results(R, "-wait")
+    print("\n%s\n\n%d cores, %.0f s" % (t, os.cpu_count(), R["elapsed_s"]))
+    print("\nraw numbers: %s" % os.path.relpath(path, ROOT))
 
 
 # ---------------------------------------------------------------- baseline
@@ -1775,12 +1928,12 @@ def main():
     # Run a private copy: a rebuild of build/otpd during the run must not mix binaries.
     subprocess.run(["cp", "-p", OTPD, os.path.join(work, "otpd")], check=True)
     OTPD = os.path.join(work, "otpd")
-    if BENCH_ONLY in ("realistic", "compare"):
+    if BENCH_ONLY:
         del R["otpd"], R["baseline"]
         if BENCH_ONLY == "realistic":
             del R["otpd_tuning"]
         R["only"] = BENCH_ONLY
-        (realistic_only if BENCH_ONLY == "realistic" else compare_only)(R, work)
+        {"realistic": realistic_only, "compare": compare_only, "wait": wait_only}[BENCH_ONLY](R, work)
         if not os.environ.get("BENCH_KEEP"):
             subprocess.run(["rm", "-rf", work])
         return
