@@ -103,6 +103,8 @@ on_writer_state(struct rconn *rc, int up, void *arg)
 
     (void)rc;
     delivery_writer_state(o->deliveries, up);
+    if (up)
+        monitor_writer_up(o->monitor);
 }
 
 static void

@@ -199,6 +199,14 @@ monitor_ready(struct monitor *m)
     monitor_beat(m); /* the heartbeat appears at once, not after a period */
 }
 
+/* Ready before the writer was up, or back after an outage: the heartbeat now, not a period late. */
+void
+monitor_writer_up(struct monitor *m)
+{
+    if (m->ready_sent)
+        monitor_beat(m);
+}
+
 static void
 monitor_closed(uv_handle_t *h)
 {

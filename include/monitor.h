@@ -32,6 +32,8 @@ struct monitor *monitor_new(uv_loop_t *loop, const struct config *cfg, struct rc
 void monitor_start(struct monitor *m);
 /* Say READY=1 to systemd (once Redis is reachable and the group exists). */
 void monitor_ready(struct monitor *m);
+/* The writer connected (again): write the heartbeat at once. */
+void monitor_writer_up(struct monitor *m);
 /* STOPPING=1, delete the heartbeat key, close timers. */
 void monitor_stop(struct monitor *m, monitor_closed_cb *cb, void *arg);
 void monitor_free(struct monitor *m);
