@@ -1510,21 +1510,6 @@ def wait_report(W):
         % (a["not_sent"], b["not_sent"], a["retries"], b["retries"])])
 
 
-def wait_only(R, work):
-    """BENCH_ONLY=wait: the mock, and the WAIT=0 / WAIT=1 runs, each with a replica."""
-    try:
-        env = Env(work)
-        R["wait"] = bench_wait(env)
-    finally:
-        cleanup()
-    R["elapsed_s"] = time.monotonic() - T_START
-    t = wait_report(R["wait"])
-    R["table"] = t
-    path = write_results(R, "-wait")
-    print("\n%s\n\n%d cores, %.0f s" % (t, os.cpu_count(), R["elapsed_s"]))
-    print("\nraw numbers: %s" % os.path.relpath(path, ROOT))
-
-
 # ---------------------------------------------------------------- baseline
 
 
@@ -1900,19 +1885,29 @@ def realistic_only(R, work):
     print("\nraw numbers: %s" % os.path.relpath(path, ROOT))
 
 
-def compare_only(R, work):
-    """BENCH_ONLY=compare: redis, the mock, and the before/after comparison."""
+def table_only(R, work, key, measure, report):
+    """BENCH_ONLY=compare|wait: redis and the mock, then R[key] = measure(env), one table."""
     try:
         env = Env(work)
-        R["compare"] = bench_compare(env)
+        R[key] = measure(env)
     finally:
         cleanup()
     R["elapsed_s"] = time.monotonic() - T_START
-    t = compare_report(R["compare"])
+    t = report(R[key])
     R["table"] = t
-    path = write_results(R, "-compare")
+    path = write_results(R, "-" + key)
     print("\n%s\n\n%d cores, %.0f s" % (t, os.cpu_count(), R["elapsed_s"]))
     print("\nraw numbers: %s" % os.path.relpath(path, ROOT))
+
+
+def compare_only(R, work):
+    """BENCH_ONLY=compare: the before/after comparison."""
+    table_only(R, work, "compare", bench_compare, compare_report)
+
+
+def wait_only(R, work):
+    """BENCH_ONLY=wait: the WAIT=0 / WAIT=1 runs, each with a replica."""
+    table_only(R, work, "wait", bench_wait, wait_report)
 
 
 def main():

@@ -72,7 +72,7 @@ struct sentinel {
     int nwaiters;
     char master_host[256];
     int master_port;
-    char last_error[256];
+    char last_error[600];
     struct sentinel_stats stats;
     int live; /* connections not yet freed, and the rewatch timer */
     void (*closed_cb)(void *);
@@ -517,7 +517,7 @@ sconn_fail(struct sconn *sc, const char *why)
 static void
 sentinel_ask_next(struct sentinel *s, int pos)
 {
-    char why[320];
+    char why[800];
 
     for (; pos < s->cfg->nsentinels; pos++) {
         struct sconn *sc = sconn_new(s, SC_ASK, pos);

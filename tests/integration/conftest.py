@@ -114,6 +114,9 @@ class Daemon:
         self.env = env
         self.args = list(args)
         self.preexec = None  # e.g. a lower RLIMIT_NOFILE, as systemd's default
+        self.wrapper = []    # what runs the binary, e.g. ["ip", "netns", "exec", NAME]
+        self.ready_timeout = 10
+        self.where = ""      # for messages: " on <host>"
         self.proc = None
         self.out_path = os.path.join(tmpdir, "otpd.%d.out" % id(self))
         self.err_path = os.path.join(tmpdir, "otpd.%d.err" % id(self))
@@ -124,11 +127,12 @@ class Daemon:
         full_env.update(self.env)
         self.out = open(self.out_path, "ab")
         self.err = open(self.err_path, "ab")
-        self.proc = subprocess.Popen([otpd_binary()] + self.args, env=full_env,
+        self.proc = subprocess.Popen(self.wrapper + [otpd_binary()] + self.args, env=full_env,
                                      stdout=self.out, stderr=self.err, preexec_fn=self.preexec)
         if wait_ready:
             wait_for(lambda: "queue: ready" in self.stderr or self.proc.poll() is not None,
-                     10, what="otpd to connect and join its consumer group")
+                     self.ready_timeout,
+                     what="otpd%s to connect and join its consumer group" % self.where)
             self.assert_alive()
         return self
 

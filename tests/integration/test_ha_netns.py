@@ -56,22 +56,14 @@ class NsDaemon(Daemon):
         self.ha, self.host = ha, host
         self.out_path = os.path.join(ha.dir, "otpd-%s-%s.out" % (tag, host))
         self.err_path = os.path.join(ha.dir, "otpd-%s-%s.err" % (tag, host))
+        # `ip netns exec` execs the binary in place: the pid, signals and exit code are otpd's.
+        self.wrapper = ["ip", "netns", "exec", ha.topo[host].ns]
+        self.ready_timeout = 30 if ASAN else 15
+        self.where = " on " + host
 
     def start(self, wait_ready=True):
-        full_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("OTPD_", "TWILIO_", "MSG91_", "REDIS_"))}
-        full_env.update(self.env)
-        self.out = open(self.out_path, "ab")
-        self.err = open(self.err_path, "ab")
-        # `ip netns exec` execs the binary in place: the pid, signals and exit code are otpd's.
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ha.topo[self.host].ns,
-                                      otpd_binary()] + self.args, env=full_env,
-                                     stdout=self.out, stderr=self.err)
+        super().start(wait_ready)
         self.ha.topo.procs.append(self.proc)
-        if wait_ready:
-            wait_for(lambda: "queue: ready" in self.stderr or self.proc.poll() is not None,
-                     30 if ASAN else 15, what="otpd on %s to join its consumer group" % self.host)
-            self.assert_alive()
         return self
 
     def figures(self):
