@@ -451,7 +451,7 @@ reply_copy(const redisReply *r)
         memcpy(c->str, r->str, r->len + 1);
         c->len = r->len;
     }
-    if (r->elements > 0 && (c->element = calloc(r->elements, sizeof(*c->element))) == NULL) {
+    if (r->elements > 0 && (c->element = calloc(r->elements, sizeof(redisReply *))) == NULL) {
         freeReplyObject(c);
         return NULL;
     }

@@ -23,6 +23,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "buf.h"
 #include "log.h"
 #include "rconn.h"
 #include "sentinel.h"
@@ -49,8 +50,7 @@ struct sconn {
     uv_timer_t timer;
     uv_write_t wr;
     redisReader *reader;
-    char *out; /* the commands, RESP */
-    size_t outlen, outcap;
+    struct buf out; /* the commands, RESP */
     char in[4096];
 };
 
@@ -111,7 +111,7 @@ sconn_maybe_free(struct sconn *sc)
         return;
     if (sc->reader)
         redisReaderFree(sc->reader);
-    free(sc->out);
+    buf_free(&sc->out);
     free(sc);
     s->live--;
     sentinel_maybe_closed(s);
@@ -156,21 +156,14 @@ sconn_queue(struct sconn *sc, int argc, const char **argv)
     char *cmd = NULL;
     size_t cap = 0, len = 0;
 
-    if (rconn_format_command(&cmd, &cap, &len, argc, argv, NULL) < 0)
+    if (rconn_format_command(&cmd, &cap, &len, argc, argv, NULL) < 0 || cmd == NULL) {
+        free(cmd);
         return -1;
-    if (sc->outlen + len > sc->outcap) {
-        char *grown = realloc(sc->out, sc->outlen + len);
-        if (grown == NULL) {
-            free(cmd);
-            return -1;
-        }
-        sc->out = grown;
-        sc->outcap = sc->outlen + len;
     }
-    memcpy(sc->out + sc->outlen, cmd, len);
-    sc->outlen += len;
+    int rc = buf_append(&sc->out, cmd, len, 256, 0);
+
     free(cmd);
-    return 0;
+    return rc == 0 ? 0 : -1;
 }
 
 /* What this connection says first: AUTH if the sentinels want it, then its question. */
@@ -208,7 +201,7 @@ sconn_new(struct sentinel *s, enum sc_kind kind, int pos)
     if ((sc->reader = redisReaderCreate()) == NULL || sconn_commands(sc) < 0) {
         if (sc->reader)
             redisReaderFree(sc->reader);
-        free(sc->out);
+        buf_free(&sc->out);
         free(sc);
         return NULL;
     }
@@ -433,7 +426,7 @@ static void
 sconn_connected(uv_connect_t *req, int status)
 {
     struct sconn *sc = req->data;
-    uv_buf_t b = uv_buf_init(sc->out, (unsigned)sc->outlen);
+    uv_buf_t b = uv_buf_init(sc->out.data, (unsigned)sc->out.len);
 
     if (sc->closing)
         return;
