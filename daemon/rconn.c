@@ -306,6 +306,12 @@ rconn_format_command(char **buf, size_t *cap, size_t *len, int argc, const char 
         *p++ = '\n';
     }
     *len = (size_t)(p - *buf);
+    /*
+     * hiredis 0.14 compares a command's name with "subscribe\r\n" and the
+     * like over 11 bytes, past the end of a short one ("ROLE"): what it reads
+     * there must be defined (valgrind), and need left 16 bytes for it.
+     */
+    memset(p, 0, *cap - *len < 16 ? *cap - *len : 16);
     return 0;
 }
 
