@@ -225,17 +225,143 @@ def _check_target(to, purpose, channel="sms"):
     return to
 
 
-class OTPClient:
-    """Enqueue OTP jobs, read their status and verify codes.
+# --- The steps of the calls that do no I/O ----------------------------------
+# OTPClient and otpd.aio.AsyncOTPClient do only the Redis round trips between
+# these, so the two cannot differ in what they check, write or answer.
 
-    Give it a redis-py client (bytes or decoded replies both work) or a URL.
-    """
+def _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, channel):
+    """send()'s arguments checked with the daemon's rules, as the job's fields
+    (all but created_ms, which is set once the limits allow the send)."""
+    to = _check_target(to, purpose, channel)
+    job = {"v": 1, "to": to, "purpose": purpose}
+    if channel != "sms":
+        job["channel"] = channel
+    if id is None:
+        id = "%s-%s" % (purpose, secrets.token_hex(8))
+    elif not isinstance(id, str) or not _JOB_ID.fullmatch(id):
+        raise ValueError("id must match [A-Za-z0-9_.:-]{1,64}, got %r" % (id,))
+    job["id"] = id
+    if ttl is not None:
+        _check_int("ttl", ttl, 30, 3600)
+        job["ttl"] = ttl
+    if digits is not None:
+        _check_int("digits", digits, 4, 10)
+        job["digits"] = digits
+    if max_attempts is not None:
+        _check_int("max_attempts", max_attempts, 1, 20)
+        job["max_attempts"] = max_attempts
+    if message is not None:
+        if not isinstance(message, str) or "{code}" not in message:
+            raise ValueError("message must be a string containing {code}")
+        try:
+            message.encode()
+        except UnicodeEncodeError:  # lone surrogates; the daemon wants UTF-8
+            raise ValueError("message is not valid Unicode text") from None
+        minutes = math.ceil((ttl or DEFAULT_TTL) / 60)
+        text = message.replace("{code}", "0" * (digits or DEFAULT_DIGITS))
+        text = text.replace("{minutes}", str(minutes))
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise ValueError("message is %d characters once rendered; the limit is %d"
+                             % (len(text), MAX_MESSAGE_CHARS))
+        job["message"] = message
+    if not isinstance(fresh, bool):
+        raise ValueError("fresh must be True or False")
+    if fresh:
+        job["fresh"] = True
+    if provider is not None:
+        if provider not in PROVIDERS:
+            raise ValueError("provider must be one of %s, got %r"
+                             % (", ".join(sorted(PROVIDERS)), provider))
+        job["provider"] = provider
+    return job
+
+
+def _limits_request(prefix, to, purpose, job_id, now):
+    """The keys and args of the limits script in "check" mode, for this send."""
+    cc = country_code(to)
+    return {"keys": protocol.limits_keys(prefix, purpose, to, cc),
+            "args": ["check", now, job_id, to, cc, purpose]}
+
+
+def _limits_verdict(res):
+    """Raise RateLimited or OptedOut if the limits script's reply refuses the send."""
+    if int(res[0]) == 0:
+        return
+    reason = _text(res[1])
+    if reason == "opted_out":
+        raise OptedOut()
+    raise RateLimited(reason, int(res[2]) / 1000.0)
+
+
+def _stage_job(pipe, prefix, job, now, status_ttl):
+    """Stage the job's XADD and its queued status record on `pipe`, a MULTI
+    pipeline of redis-py or of redis.asyncio (staging does no I/O in either)."""
+    job = dict(job, created_ms=now)
+    # No size check: with the limits of _job() the payload stays far below
+    # the daemon's 65536-byte cap.
+    payload = json.dumps(job, separators=(",", ":"))
+
+    # The queued record lets wait() tell "not picked up yet" from
+    # "unknown id".  HSETNX, not HSET: re-sending an id that already ran
+    # must not overwrite its real status with "queued".
+    skey = protocol.job_key(prefix, job["id"])
+    pipe.xadd(prefix + protocol.JOBS, {"job": payload})
+    for field, value in (("status", protocol.QUEUED), ("to", mask_phone(job["to"])),
+                         ("purpose", job["purpose"]), ("created_ms", now), ("updated_ms", now)):
+        pipe.hsetnx(skey, field, value)
+    pipe.expire(skey, status_ttl)
+
+
+def _status_record(raw):
+    """HGETALL's reply as a dict of str."""
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _wait_over(job_id, st, final, deadline, timeout):
+    """True if wait() has its answer in `st`; TimeoutError once past `deadline`."""
+    if st.get("status") in final:
+        return True
+    if time.monotonic() >= deadline:
+        raise TimeoutError("job %s still %r after %.1fs" % (job_id, st.get("status"), timeout))
+    return False
+
+
+def _verify_request(key, prefix, to, code, purpose, channel):
+    """The keys and args of the verify script for this code, or None when the
+    input cannot be a code (verify() answers 'invalid' without Redis)."""
+    to = _check_target(to, purpose, channel)
+    if not isinstance(code, str):
+        raise TypeError("code must be a str (an int would lose leading zeros)")
+    code = code.strip()
+    if not _CODE.fullmatch(code):
+        return None
+    return {"keys": [protocol.otp_key(prefix, purpose, to)],
+            "args": [_mac(key, purpose, to, code)]}
+
+
+def _verify_result(res):
+    """The verify script's reply as a VerifyResult."""
+    status, left, job = res
+    return VerifyResult(_text(status), int(left), _text(job) or None)
+
+
+class _ClientBase:
+    """How OTPClient and otpd.aio.AsyncOTPClient are built; each says which
+    redis-py client url= and from_env() make.  The calls are theirs."""
+
+    @staticmethod
+    def _redis_from_url(url):
+        return _redis.Redis.from_url(url, decode_responses=True)
+
+    @staticmethod
+    def _redis_from_settings(*args, **kwargs):
+        return redis_from_settings(*args, **kwargs)
 
     def __init__(self, redis=None, url=None, hash_key=None, prefix="otpd:", status_ttl=86400):
         if redis is None:
             if url is None:
-                raise ValueError("OTPClient needs a redis client or a url")
-            redis = _redis.Redis.from_url(url, decode_responses=True)
+                raise ValueError("%s needs a redis client or a url" % type(self).__name__)
+            redis = self._redis_from_url(url)
         self.redis = redis
         self._key = parse_hash_key(hash_key)
         self.prefix = prefix
@@ -251,7 +377,7 @@ class OTPClient:
         environment serves both.  With sentinels, see otpd.connection for
         what a failover does to calls."""
         return cls(
-            redis=redis_from_settings(
+            redis=cls._redis_from_settings(
                 os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
                 sentinels=os.environ.get("OTPD_REDIS_SENTINELS", ""),
                 master_name=os.environ.get("OTPD_REDIS_MASTER_NAME", ""),
@@ -260,6 +386,14 @@ class OTPClient:
             prefix=os.environ.get("OTPD_PREFIX", "otpd:"),
             status_ttl=int(os.environ.get("OTPD_STATUS_TTL", "86400")),
         )
+
+
+class OTPClient(_ClientBase):
+    """Enqueue OTP jobs, read their status and verify codes.
+
+    Give it a redis-py client (bytes or decoded replies both work) or a URL.
+    otpd.aio.AsyncOTPClient is the same for redis.asyncio.
+    """
 
     def send(self, to, purpose="login", *, id=None, ttl=None, digits=None,
              max_attempts=None, message=None, provider=None, fresh=False, channel="sms"):
@@ -285,83 +419,21 @@ class OTPClient:
         twice.  Let the user ask again instead (the resend above, within the
         send limits).
         """
-        to = _check_target(to, purpose, channel)
-        job = {"v": 1, "to": to, "purpose": purpose}
-        if channel != "sms":
-            job["channel"] = channel
-        if id is None:
-            id = "%s-%s" % (purpose, secrets.token_hex(8))
-        elif not isinstance(id, str) or not _JOB_ID.fullmatch(id):
-            raise ValueError("id must match [A-Za-z0-9_.:-]{1,64}, got %r" % (id,))
-        job["id"] = id
-        if ttl is not None:
-            _check_int("ttl", ttl, 30, 3600)
-            job["ttl"] = ttl
-        if digits is not None:
-            _check_int("digits", digits, 4, 10)
-            job["digits"] = digits
-        if max_attempts is not None:
-            _check_int("max_attempts", max_attempts, 1, 20)
-            job["max_attempts"] = max_attempts
-        if message is not None:
-            if not isinstance(message, str) or "{code}" not in message:
-                raise ValueError("message must be a string containing {code}")
-            try:
-                message.encode()
-            except UnicodeEncodeError:  # lone surrogates; the daemon wants UTF-8
-                raise ValueError("message is not valid Unicode text") from None
-            minutes = math.ceil((ttl or DEFAULT_TTL) / 60)
-            text = message.replace("{code}", "0" * (digits or DEFAULT_DIGITS))
-            text = text.replace("{minutes}", str(minutes))
-            if len(text) > MAX_MESSAGE_CHARS:
-                raise ValueError("message is %d characters once rendered; the limit is %d"
-                                 % (len(text), MAX_MESSAGE_CHARS))
-            job["message"] = message
-        if not isinstance(fresh, bool):
-            raise ValueError("fresh must be True or False")
-        if fresh:
-            job["fresh"] = True
-        if provider is not None:
-            if provider not in PROVIDERS:
-                raise ValueError("provider must be one of %s, got %r"
-                                 % (", ".join(sorted(PROVIDERS)), provider))
-            job["provider"] = provider
+        job = _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, channel)
         now = _now_ms()
-        self._check_limits(to, purpose, id, now)
-        job["created_ms"] = now
-        # No size check: with the limits above the payload stays far below
-        # the daemon's 65536-byte cap.
-        payload = json.dumps(job, separators=(",", ":"))
-
-        # The queued record lets wait() tell "not picked up yet" from
-        # "unknown id".  HSETNX, not HSET: re-sending an id that already ran
-        # must not overwrite its real status with "queued".
-        skey = protocol.job_key(self.prefix, id)
+        self._check_limits(job["to"], purpose, job["id"], now)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(self.prefix + protocol.JOBS, {"job": payload})
-        for field, value in (("status", protocol.QUEUED), ("to", mask_phone(to)),
-                             ("purpose", purpose), ("created_ms", now), ("updated_ms", now)):
-            pipe.hsetnx(skey, field, value)
-        pipe.expire(skey, self.status_ttl)
+        _stage_job(pipe, self.prefix, job, now, self.status_ttl)
         pipe.execute()
-        return id
+        return job["id"]
 
     def _check_limits(self, to, purpose, job_id, now):
         """Raise RateLimited or OptedOut if the daemon would refuse this send."""
-        cc = country_code(to)
-        keys = protocol.limits_keys(self.prefix, purpose, to, cc)
-        res = self._limits(keys=keys, args=["check", now, job_id, to, cc, purpose])
-        if int(res[0]) == 0:
-            return
-        reason = _text(res[1])
-        if reason == "opted_out":
-            raise OptedOut()
-        raise RateLimited(reason, int(res[2]) / 1000.0)
+        _limits_verdict(self._limits(**_limits_request(self.prefix, to, purpose, job_id, now)))
 
     def status(self, job_id):
         """The job's status record as a dict of str, or {} if unknown or expired."""
-        raw = self.redis.hgetall(protocol.job_key(self.prefix, job_id))
-        return {_text(k): _text(v) for k, v in raw.items()}
+        return _status_record(self.redis.hgetall(protocol.job_key(self.prefix, job_id)))
 
     def wait(self, job_id, timeout=10.0, poll=0.05, final=FINAL):
         """Poll until the job's status is in `final` and return the record.
@@ -372,11 +444,8 @@ class OTPClient:
         deadline = time.monotonic() + timeout
         while True:
             st = self.status(job_id)
-            if st.get("status") in final:
+            if _wait_over(job_id, st, final, deadline, timeout):
                 return st
-            if time.monotonic() >= deadline:
-                raise TimeoutError("job %s still %r after %.1fs"
-                                   % (job_id, st.get("status"), timeout))
             time.sleep(poll)
 
     def verify(self, to, code, purpose="login", channel="sms"):
@@ -387,12 +456,7 @@ class OTPClient:
         match, so counting it would only let typos lock users out.  A bad
         `to` or `purpose` is the caller's bug and raises ValueError.
         """
-        to = _check_target(to, purpose, channel)
-        if not isinstance(code, str):
-            raise TypeError("code must be a str (an int would lose leading zeros)")
-        code = code.strip()
-        if not _CODE.fullmatch(code):
+        request = _verify_request(self._key, self.prefix, to, code, purpose, channel)
+        if request is None:
             return VerifyResult("invalid")
-        key = protocol.otp_key(self.prefix, purpose, to)
-        status, left, job = self._verify(keys=[key], args=[_mac(self._key, purpose, to, code)])
-        return VerifyResult(_text(status), int(left), _text(job) or None)
+        return _verify_result(self._verify(**request))

@@ -251,40 +251,59 @@ def test_twilio_trial_failure_shows_the_hint(site):
 
 
 def test_rate_limit_feedback(site, monkeypatch):
-    """The daemon does not rate-limit yet; play its status record and the
-    client's future RateLimited error to check that retry_after reaches the user."""
+    """A job the daemon refused over a limit (its record as the daemon writes
+    it, retry_at_ms) and the client's RateLimited both reach the user with
+    the wait; RateLimited is recognised by its class, not by its name."""
+    import time
+    from otpd import RateLimited
     from otpd.django import OTPRateLimited, get_client, otp_status, send_otp
     b = site.browser
     job = ask_code(b)
     final_status(b, job)
-    site.r.hset("otpd:job:" + job, mapping={"status": "rate_limited", "retry_after": "30"})
+    site.r.hset("otpd:job:" + job, mapping={
+        "status": "rate_limited", "error_code": "interval",
+        "retry_at_ms": str(int(time.time() * 1000) + 29500)})
     st = otp_status(job)
     assert st["status"] == "rate_limited" and st["final"] and st["retry_after"] == 30
     page = text(b.get("/forgot-password/sent/%s/" % job))
-    assert "Too many codes requested. Try again in 30 seconds." in page
-
-    RateLimited = type("RateLimited", (Exception,), {"__module__": "otpd.client"})
+    assert "Too many codes were requested. Try again in 30 seconds." in page
+    assert final_status(b, job)["label"] == \
+        "Too many codes were requested. Try again in 30 seconds."
 
     def refuse(*a, **kw):
-        e = RateLimited("slow down")
-        e.retry_after = 12.2
-        raise e
+        raise RateLimited("interval", 12.2)
     monkeypatch.setattr(get_client(), "send", refuse)
     with pytest.raises(OTPRateLimited) as ei:
         send_otp(PHONE, "password_reset")
-    assert ei.value.retry_after == 13
+    assert ei.value.retry_after == 13 and isinstance(ei.value.__cause__, RateLimited)
     resp = b.post("/forgot-password/", {"method": "sms", "phone": PHONE})
     assert resp.status_code == 429 and "Try again in 13 seconds." in text(resp)
+    assert 'id="forgot-password-errors"' in text(resp)
+
+    # An exception that only shares the name is not otpd's: a bug, not a refusal.
+    Impostor = type("RateLimited", (Exception,), {"__module__": "otpd.client"})
+
+    def impostor(*a, **kw):
+        e = Impostor("slow down")
+        e.retry_after = 12.2
+        raise e
+    monkeypatch.setattr(get_client(), "send", impostor)
+    with pytest.raises(Impostor):
+        send_otp(PHONE, "password_reset")
 
 
 def test_helpers_and_system_check(site):
     from django.core import checks
     from django.test import override_settings
-    from otpd.django import OTPError, send_otp, verify_otp
-    with pytest.raises(OTPError, match="E.164"):
+    from otpd.django import OTPError, OTPInvalidInput, send_otp, verify_otp
+    with pytest.raises(OTPInvalidInput) as ei:
         send_otp("0044 20 7946 0000", "password_reset")
-    with pytest.raises(OTPError, match="purpose"):
+    assert ei.value.field == "phone" and "E.164" in ei.value.detail
+    assert "0044" not in str(ei.value) and str(ei.value) == ei.value.message
+    with pytest.raises(OTPError) as ei:
         verify_otp(PHONE, "123456", "Password Reset")
+    assert isinstance(ei.value, OTPInvalidInput) and ei.value.field is None
+    assert "purpose" in ei.value.detail and isinstance(ei.value.__cause__, ValueError)
     assert verify_otp(PHONE, "123456", "password_reset").status == "expired"
 
     def otpd_errors():

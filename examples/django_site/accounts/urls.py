@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
+from . import async_views
 from . import views
 
 JOB = r"(?P<job_id>[A-Za-z0-9_.:-]{1,64})"
@@ -16,4 +17,5 @@ urlpatterns = [
     path("forgot-password/verify/", views.verify_code, name="verify_code"),
     path("forgot-password/new-password/", views.new_password, name="new_password"),
     path("forgot-password/done/", views.done, name="reset_done"),
+    re_path(r"^async/status/%s\.json$" % JOB, async_views.status_json, name="async_status"),
 ]

@@ -1,198 +1,170 @@
 """Forgot password by e-mail or SMS, the guide's two methods: address or phone
-number -> code -> new password.
+number -> code -> new password, built on otpd.django's flow
+(otpd.django.views) with this site's URLs and templates.
 
-The session carries the flow: "pwreset" while a code is pending (to, channel,
-job, user), "pwreset_ok" once the code was right.  A number with no account gets
-the same pages and answers, but nothing is sent: its progress and its wrong
-codes are simulated here, so the site does not tell who has an account.
+A recipient with no account gets the same pages and answers, but nothing is
+sent: should_send() says no, and the flow plays a decoy (its progress and its
+wrong codes are simulated), so the site does not tell who has an account.
+After a right code the flow leaves a proof in the session (verified()),
+which opens the new-password page for RESET_WINDOW seconds and one change.
+
+The same site also mounts the flow as it comes, at /otp/ ("log in with a
+code"): settings.OTPD_* configure it, and on_login_code() below, connected to
+otp_verified, logs the user in.
+
+The pending request stays in the session under "pwreset" (to, channel, job,
+at, wrong, and user: the account's pk, None for a decoy), which
+async_views.py reads through _state(), _status() and _label().
 """
-import re
-import secrets
-import time
-
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, login
 from django.contrib.auth.forms import SetPasswordForm
-from django.http import JsonResponse
 from django.shortcuts import redirect, render
-from django.template.defaultfilters import pluralize
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET, require_POST
 
-from otpd import mask_to
-from otpd.django import OTPError, OTPRateLimited, otp_status, send_otp, verify_otp
+from otpd.django import views as otp_views
+from otpd.django.errors import OTPSendFailed, error_for_status
 
-from .forms import CodeForm, ForgotPasswordForm
+from .forms import ForgotPasswordForm
 from .models import Profile
 
 PURPOSE = "password_reset"
 CODE_TTL = 300          # seconds a code is valid (sent with each job)
 MAX_ATTEMPTS = 5        # wrong codes before it locks (sent with each job)
 RESET_WINDOW = 600      # seconds to choose a new password after a right code
-FAKE_SEND_S = 1.0       # how long a simulated send "takes"
-
-STATUS_TEXT = {
-    "queued": "Waiting to be sent…",
-    "sending": "Sending…",
-    "retrying": "Sending (the SMS provider is slow, retrying)…",
-    "sent": "Sent. Check your phone.",
-    "delivered": "Delivered to your phone.",
-    "undelivered": "Your carrier could not deliver the SMS.",
-    "failed": "Sending failed.",
-    "expired": "The code expired before it could be sent.",
-    "rejected": "The request was rejected.",
-    "duplicate": "Sent. Check your phone.",
-    "unknown": "This request is unknown or too old.",
-}
+LOGIN_PURPOSE = "login"  # settings.OTPD_PURPOSE, the /otp/ flow's
+FAKE_SEND_S = otp_views.DECOY_SEND_S  # how long a decoy "takes"
+# The status JSON's keys (the flow's kind and message are told by the label here).
+JSON_FIELDS = ("id", "status", "final", "error", "error_code", "to", "attempts", "retry_after",
+               "label")
 
 
-def _label(st):
-    if st["status"] == "rate_limited":
-        if st.get("retry_after") is not None:
-            return "Too many codes requested. Try again in %d seconds." % st["retry_after"]
-        return "Too many codes requested. Try again later."
-    return STATUS_TEXT.get(st["status"], st["status"])
+def find_user(to, channel):
+    """The active user a phone number or an e-mail address belongs to, or None."""
+    if channel == "email":
+        return (get_user_model().objects.filter(email__iexact=to, is_active=True)
+                .order_by("pk").first())
+    profile = (Profile.objects.select_related("user")
+               .filter(phone=to, user__is_active=True).first())
+    return profile.user if profile is not None else None
+
+
+def has_account(to, channel):
+    """settings.OTPD_RECIPIENT_CHECK: codes go only to known users."""
+    return find_user(to, channel) is not None
+
+
+def on_login_code(sender, request, to, channel, purpose, **kwargs):
+    """otp_verified receiver: a right code of the /otp/ flow logs its owner in."""
+    if purpose != LOGIN_PURPOSE:
+        return
+    user = find_user(to, channel)
+    if user is not None:
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+
+
+def _label(st, channel="sms"):
+    """The status line: the OTPError's message when a refusal explains it
+    (over a limit, opted out, country, bad number), else the status's label."""
+    err = error_for_status(st)
+    if err is not None and not isinstance(err, OTPSendFailed):
+        return err.message
+    return otp_views.status_label(st, channel)
+
+
+STATUS_TEXT = {s: _label({"status": s}) for s in (
+    "queued", "sending", "retrying", "sent", "delivered", "undelivered", "failed", "expired",
+    "rejected", "duplicate", "unknown")}
+
+
+class ResetFlow:
+    """What the three forgot-password views share: purpose, options, URLs."""
+
+    purpose = PURPOSE
+    channels = ("email", "sms")
+    send_options = {"ttl": CODE_TTL, "max_attempts": MAX_ATTEMPTS}
+    success_url = "new_password"
+    show_provider_error = True  # the page shows the provider's hint (a Twilio trial, ...)
+    template_name = "accounts/code_sent.html"
+    json_fields = JSON_FIELDS
+
+    def pending_key(self):
+        return "pwreset"
+
+    def get_label(self, st, channel):
+        return _label(st, channel)
+
+    def get_start_url(self):
+        return reverse("forgot_password")
+
+    def get_progress_url(self, pending):
+        return reverse("code_sent", args=[pending["job"]])
+
+    def get_status_url(self, pending):
+        return reverse("code_status", args=[pending["job"]])
+
+    def get_verify_url(self, pending):
+        return reverse("verify_code")
+
+
+class ForgotPasswordView(ResetFlow, otp_views.SendCodeView):
+    form_class = ForgotPasswordForm
+    template_name = "accounts/forgot_password.html"
+
+    def should_send(self, to, channel):
+        self.user = find_user(to, channel)
+        return self.user is not None
+
+    def make_pending(self, to, channel, job, decoy):
+        return dict(super().make_pending(to, channel, job, decoy),
+                    user=None if decoy else self.user.pk)
+
+
+class CodeSentView(ResetFlow, otp_views.ProgressView):
+    pass
+
+
+class VerifyCodeView(ResetFlow, otp_views.VerifyCodeView):
+    pass
+
+
+# The names urls.py routes to.
+forgot_password = ForgotPasswordView.as_view()
+code_sent = CodeSentView.as_view()
+code_status = CodeSentView.as_view(response_format="json")  # only the session that asked
+verify_code = VerifyCodeView.as_view()
 
 
 def _state(request, job_id=None):
+    """The pending request of this session (for job_id, if given), or None."""
     st = request.session.get("pwreset")
-    if st is None or (job_id is not None and st["job"] != job_id):
+    if not isinstance(st, dict) or (job_id is not None and st.get("job") != job_id):
         return None
     return st
 
 
 def _status(state):
-    if state["user"] is not None:
-        st = otp_status(state["job"])
-    else:
-        done = time.time() - state["at"] >= FAKE_SEND_S
-        st = {"id": state["job"], "status": "sent" if done else "sending", "final": done,
-              "error": "", "error_code": "", "to": mask_to(state["to"]),
-              "attempts": 1, "retry_after": None}
-    st["label"] = _label(st)
-    return st
-
-
-def _fake_verify(request, state, code):
-    """What verify would answer for a number that got no code."""
-    if not re.fullmatch(r"[0-9]{4,10}", code.strip()):
-        return "invalid", 0
-    if time.time() > state["at"] + CODE_TTL:
-        return "expired", 0
-    if state["wrong"] >= MAX_ATTEMPTS:
-        return "locked", 0
-    state["wrong"] += 1
-    request.session.modified = True
-    if state["wrong"] >= MAX_ATTEMPTS:
-        return "locked", 0
-    return "mismatch", MAX_ATTEMPTS - state["wrong"]
+    """The status JSON for a pending request, as code_status answers it."""
+    view = CodeSentView()
+    st, _ = view.get_status(state)
+    return view.json_status(st)
 
 
 def home(request):
     return render(request, "accounts/home.html")
 
 
-def forgot_password(request):
-    form = ForgotPasswordForm(request.POST or None)
-    status = 200
-    if request.method == "POST" and form.is_valid():
-        channel = form.cleaned_data["method"]
-        if channel == "email":
-            to = form.cleaned_data["email"].strip().lower()
-            user = (get_user_model().objects.filter(email__iexact=to, is_active=True)
-                    .order_by("pk").first())
-        else:
-            to = form.cleaned_data["phone"]
-            profile = (Profile.objects.select_related("user")
-                       .filter(phone=to, user__is_active=True).first())
-            user = profile.user if profile is not None else None
-        try:
-            if user is not None:
-                job = send_otp(to, PURPOSE, ttl=CODE_TTL, max_attempts=MAX_ATTEMPTS,
-                               channel=channel)
-            else:
-                job = "%s-%s" % (PURPOSE, secrets.token_hex(8))  # looks like a real one
-        except OTPRateLimited as e:
-            status = 429
-            form.add_error(None, "Too many codes were requested for this %s. " % (
-                "address" if channel == "email" else "number") + (
-                "Try again in %d seconds." % e.retry_after if e.retry_after is not None
-                else "Try again later."))
-        except OTPError as e:
-            form.add_error("email" if channel == "email" else "phone", str(e))
-        else:
-            request.session.pop("pwreset_ok", None)
-            request.session["pwreset"] = {
-                "to": to, "channel": channel, "job": job, "at": time.time(), "wrong": 0,
-                "user": user.pk if user is not None else None,
-            }
-            return redirect("code_sent", job_id=job)
-    return render(request, "accounts/forgot_password.html", {"form": form}, status=status)
-
-
-def _render_sent(request, state, error=None, renew=False):
-    return render(request, "accounts/code_sent.html", {
-        "job_id": state["job"], "to": mask_to(state["to"]),
-        "st": _status(state), "form": CodeForm(), "error": error, "renew": renew,
-    })
-
-
-@require_GET
-@never_cache
-def code_sent(request, job_id):
-    state = _state(request, job_id)
-    if state is None:
-        return redirect("forgot_password")
-    return _render_sent(request, state)
-
-
-@require_GET
-@never_cache
-def code_status(request, job_id):
-    state = _state(request, job_id)
-    if state is None:  # only the session that asked may watch
-        return JsonResponse({"id": job_id, "status": "unknown", "final": True,
-                             "label": STATUS_TEXT["unknown"]}, status=404)
-    return JsonResponse(_status(state))
-
-
-@require_POST
-@never_cache
-def verify_code(request):
-    state = _state(request)
-    if state is None:
-        return redirect("forgot_password")
-    code = request.POST.get("code", "")
-    if state["user"] is not None:
-        res = verify_otp(state["to"], code, PURPOSE, state.get("channel", "sms"))
-        result, left = res.status, res.attempts_left
-    else:
-        result, left = _fake_verify(request, state, code)
-    if result == "ok":
-        del request.session["pwreset"]
-        request.session.cycle_key()
-        request.session["pwreset_ok"] = {"user": state["user"], "at": time.time()}
-        return redirect("new_password")
-    error = {
-        "mismatch": "Wrong code, %d attempt%s left." % (left, pluralize(left)),
-        "locked": "Too many wrong codes, request a new one.",
-        "expired": "This code has expired, request a new one.",
-    }.get(result, "Enter the digits from the SMS.")
-    return _render_sent(request, state, error, renew=result in ("locked", "expired"))
-
-
 @never_cache
 def new_password(request):
-    ok = request.session.get("pwreset_ok")
-    user = None
-    if ok and time.time() - ok["at"] <= RESET_WINDOW:
-        user = get_user_model().objects.filter(pk=ok["user"], is_active=True).first()
+    proof = otp_views.verified(request, PURPOSE, max_age=RESET_WINDOW)
+    user = find_user(proof["to"], proof["channel"]) if proof else None
     if user is None:
-        request.session.pop("pwreset_ok", None)
+        otp_views.verified(request, PURPOSE, consume=True)
         return redirect("forgot_password")
     form = SetPasswordForm(user, request.POST or None)
     if request.method == "POST" and form.is_valid():
         form.save()
-        del request.session["pwreset_ok"]
+        otp_views.verified(request, PURPOSE, consume=True)  # one change per code
         return redirect("reset_done")
     return render(request, "accounts/new_password.html", {"form": form})
 

@@ -5,6 +5,8 @@ machines comes from the environment:
                    unix:///path/redis.sock works too)
   OTPD_HASH_KEY    the daemon's key, 64 hex characters (required)
   OTPD_PREFIX      key prefix, default "otpd:"
+  OTPD_ALLOWED_COUNTRIES  the daemon's calling codes, e.g. "1,44" (default
+                   all): numbers elsewhere are refused on the form at once
   DJANGO_DB        SQLite file (default db.sqlite3 next to manage.py)
   DJANGO_DEBUG     "0" to turn debug off (then set DJANGO_ALLOWED_HOSTS)
   DJANGO_SECRET_KEY
@@ -74,3 +76,12 @@ USE_TZ = True
 OTPD_REDIS_URL = os.environ.get("REDIS_URL", "redis://localhost:6379/0")
 OTPD_HASH_KEY = os.environ.get("OTPD_HASH_KEY")
 OTPD_PREFIX = os.environ.get("OTPD_PREFIX", "otpd:")
+OTPD_ALLOWED_COUNTRIES = os.environ.get("OTPD_ALLOWED_COUNTRIES", "")
+
+# The reusable flow at /otp/ (otpd.django.urls): log in with a code.  Codes go
+# only to known users (the others get a decoy), and accounts.views.on_login_code
+# (connected to otp_verified) logs the user in before the redirect home.
+OTPD_PURPOSE = "login"
+OTPD_SEND_OPTIONS = {"ttl": 300, "max_attempts": 5}
+OTPD_SUCCESS_URL = "home"
+OTPD_RECIPIENT_CHECK = "accounts.views.has_account"

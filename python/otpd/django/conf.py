@@ -1,14 +1,24 @@
 """otpd settings, read from django.conf.settings when needed (never cached
-here, so override_settings works), and the system check that guards them."""
+here, so override_settings works), and the system check that guards them.
+
+Connection: OTPD_REDIS_URL, OTPD_REDIS_SENTINELS, OTPD_REDIS_MASTER_NAME,
+OTPD_REDIS_SENTINEL_PASSWORD, OTPD_HASH_KEY, OTPD_PREFIX.
+The flow (otpd.django.views): OTPD_PURPOSE, OTPD_CHANNELS, OTPD_SEND_OPTIONS,
+OTPD_SUCCESS_URL, OTPD_RECIPIENT_CHECK.  Both: OTPD_ALLOWED_COUNTRIES.
+"""
 import re
 
 from django.conf import settings
 from django.core import checks
+from django.utils.module_loading import import_string
 
+from ..client import CHANNELS, country_code
 from ..connection import DEFAULT_MASTER_NAME
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 DEFAULT_PREFIX = "otpd:"
+DEFAULT_PURPOSE = "login"
+DEFAULT_SUCCESS_URL = "/"
 
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -40,12 +50,96 @@ def prefix():
     return getattr(settings, "OTPD_PREFIX", None) or DEFAULT_PREFIX
 
 
+def purpose():
+    """OTPD_PURPOSE: the purpose of the flow's codes (default "login")."""
+    return getattr(settings, "OTPD_PURPOSE", None) or DEFAULT_PURPOSE
+
+
+def channels():
+    """OTPD_CHANNELS: what the flow's form offers, in order; default both,
+    ("sms", "email")."""
+    return tuple(getattr(settings, "OTPD_CHANNELS", None) or CHANNELS)
+
+
+def send_options():
+    """OTPD_SEND_OPTIONS: keyword arguments for every send of the flow, e.g.
+    {"ttl": 300, "max_attempts": 5} (default none: the daemon's)."""
+    return dict(getattr(settings, "OTPD_SEND_OPTIONS", None) or {})
+
+
+def success_url():
+    """OTPD_SUCCESS_URL: where the flow goes after a right code; a path or a
+    URL name (default "/")."""
+    return getattr(settings, "OTPD_SUCCESS_URL", None) or DEFAULT_SUCCESS_URL
+
+
+def recipient_check():
+    """OTPD_RECIPIENT_CHECK: a callable (or its dotted path) taking (to,
+    channel) and returning whether a code should really be sent; None sends
+    to everyone.  When it says no, the flow answers as if it had sent one."""
+    v = getattr(settings, "OTPD_RECIPIENT_CHECK", None)
+    return import_string(v) if isinstance(v, str) else v
+
+
+def parse_countries(value):
+    """The calling codes of OTPD_ALLOWED_COUNTRIES ("1,44,91", a leading +
+    allowed, as the daemon reads it; or a list) as a frozenset; empty means
+    all.  ValueError for anything that is not a calling code."""
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+    elif value is None:
+        items = []
+    else:
+        raise ValueError("OTPD_ALLOWED_COUNTRIES must be a string or a list")
+    out = set()
+    for item in items:
+        cc = str(item).strip()
+        cc = cc[1:] if cc.startswith("+") else cc
+        if not cc:
+            continue
+        # As daemon/route.c: a code is what country_code() finds at the start of a number.
+        if not re.fullmatch(r"[1-9][0-9]{0,2}", cc) or country_code("+" + cc + "0000000") != cc:
+            raise ValueError("OTPD_ALLOWED_COUNTRIES: %r is not a country calling code" % item)
+        out.add(cc)
+    return frozenset(out)
+
+
+def allowed_countries():
+    """OTPD_ALLOWED_COUNTRIES, the daemon's setting, if the site has it too: the
+    calling codes SMS may go to (empty: all).  The client then refuses other
+    numbers before enqueueing; the daemon refuses them anyway."""
+    return parse_countries(getattr(settings, "OTPD_ALLOWED_COUNTRIES", None) or "")
+
+
 def check_settings(app_configs=None, **kwargs):
-    """otpd.E001: OTPD_HASH_KEY missing; otpd.E002: not 64 hex characters.
+    """otpd.E001: OTPD_HASH_KEY missing; otpd.E002: not 64 hex characters;
+    otpd.E003: OTPD_ALLOWED_COUNTRIES unreadable; otpd.E004: OTPD_CHANNELS
+    not a list of "sms" and "email".
 
     A wrong key still makes MACs, just ones that never match what the daemon
     stored, so every code would be "wrong".  The key itself is never echoed.
     """
+    return _check_key() + _check_flow()
+
+
+def _check_flow():
+    errors = []
+    try:
+        allowed_countries()
+    except ValueError as e:
+        errors.append(checks.Error(str(e), hint='Calling codes separated by commas, e.g. "1,44,91",'
+                                   " the daemon's value.", id="otpd.E003"))
+    ch = getattr(settings, "OTPD_CHANNELS", None)
+    if ch is not None and (isinstance(ch, str) or not ch or any(c not in CHANNELS for c in ch)):
+        errors.append(checks.Error("OTPD_CHANNELS must be a list of \"sms\" and \"email\"",
+                                   hint='For example ("sms",) or ("sms", "email").',
+                                   id="otpd.E004"))
+    return errors
+
+
+def _check_key():
     hint = ("Set OTPD_HASH_KEY to the daemon's key: 64 hex characters "
             "(openssl rand -hex 32), identical on both sides.")
     key = hash_key()

@@ -1,30 +1,31 @@
 """What a view needs: send a code, report its progress, check what the user
-typed.  All of it goes through one OTPClient per process."""
+typed.  All of it goes through one OTPClient per process.
+
+Every exception on the way is raised as one of otpd.django.errors (OTPError
+and its subclasses), with the client's exception chained: a view catches
+OTPError and shows its message.
+"""
+import logging
 import math
 import threading
+import time
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
-from .. import FINAL, OTPClient
+from .. import FINAL, OTPClient, country_code
 from .. import protocol as P
+from ..client import _E164, normalize_email
 from ..connection import redis_from_settings
 from . import conf
+from .errors import (OTPCountryNotAllowed, OTPError, OTPInvalidInput, OTPRateLimited,
+                     OTPServiceUnavailable, error_for_status, seconds, translate)
 
+log = logging.getLogger("otpd.django")
 
-class OTPError(Exception):
-    """The request cannot be sent as given; str() says why (the client's
-    ValueError message)."""
-
-
-class OTPRateLimited(OTPError):
-    """Too many codes were asked for.  retry_after: seconds, or None if unknown."""
-
-    def __init__(self, retry_after=None, message=None):
-        self.retry_after = retry_after
-        super().__init__(message or (
-            "too many codes requested; try again in %d s" % retry_after
-            if retry_after is not None else "too many codes requested; try again later"))
+# Importable from here as before.
+__all__ = ["OTPError", "OTPRateLimited", "check_recipient", "get_client", "otp_status",
+           "reset_client", "send_otp", "verify_otp", "error_for_status"]
 
 
 _lock = threading.Lock()
@@ -66,34 +67,56 @@ def _on_setting_changed(setting, **kwargs):
 setting_changed.connect(_on_setting_changed)
 
 
-def _seconds(v):
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return max(0, math.ceil(v))
-
-
-def _rate_limit(exc):
-    """An OTPRateLimited for otpd's RateLimited error (any class of that name
-    defined in the otpd package and carrying retry_after), else None."""
-    for cls in type(exc).__mro__:
-        if (cls.__name__ == "RateLimited" and cls.__module__.split(".")[0] == "otpd"
-                and hasattr(exc, "retry_after")):
-            return OTPRateLimited(_seconds(exc.retry_after))
-    return None
-
-
 def _call(fn, *args, **kwargs):
+    """fn(...), its exceptions raised as the OTPError translate() gives.  The
+    recipient was checked before (check_recipient), so a ValueError left is
+    the site's bad argument (field None), logged as such."""
     try:
         return fn(*args, **kwargs)
     except Exception as e:
-        rl = _rate_limit(e)
-        if rl is not None:
-            raise rl from e
-        if isinstance(e, ValueError):
-            raise OTPError(str(e)) from e
-        raise
+        err = translate(e)
+        if err is None:
+            raise
+        if isinstance(err, OTPServiceUnavailable):
+            # Broken settings are the site's to fix (with the traceback); an
+            # outage is the operator's, and its one line says which.
+            if isinstance(e, ImproperlyConfigured):
+                log.error("otpd: %s", err.detail, exc_info=e)
+            else:
+                log.warning("otpd: Redis unavailable: %s", err.detail)
+        elif isinstance(err, OTPInvalidInput) and err.field is None:
+            log.error("otpd: the site passed a bad argument: %s", err.detail)
+        if err is e:
+            raise
+        raise err from e
+
+
+def check_recipient(to, channel="sms"):
+    """The recipient as otpd keys it, or OTPInvalidInput (field "phone" or
+    "email") / OTPCountryNotAllowed (OTPD_ALLOWED_COUNTRIES, when the site has
+    it).  send_otp runs it first; a flow that decides not to send runs it too,
+    so that a stranger's number is refused like anybody's."""
+    if channel == "email":
+        try:
+            return normalize_email(to)
+        except ValueError as e:
+            raise OTPInvalidInput(str(e), field="email") from e
+    if channel != "sms":
+        raise OTPInvalidInput("channel must be 'sms' or 'email', got %r" % (channel,))
+    if not isinstance(to, str) or not _E164.fullmatch(to):
+        raise OTPInvalidInput("not an E.164 number: %r" % (to,), field="phone")
+    try:
+        allowed = conf.allowed_countries()
+    except ValueError as e:
+        raise OTPServiceUnavailable(str(e)) from e
+    if allowed and country_code(to) not in allowed:
+        raise OTPCountryNotAllowed("destination country +%s is not in OTPD_ALLOWED_COUNTRIES"
+                                   % country_code(to))
+    return to
+
+
+def _the_client():
+    return _call(get_client)
 
 
 def send_otp(phone, purpose="login", **options):
@@ -101,9 +124,13 @@ def send_otp(phone, purpose="login", **options):
     and return the job id.
 
     options go to OTPClient.send (ttl, digits, max_attempts, message, provider,
-    id, fresh, channel).  Raises OTPError for invalid input and OTPRateLimited if refused.
+    id, fresh, channel).  Raises an OTPError: OTPInvalidInput (field "phone" or
+    "email" for the recipient, None for a bad option), OTPCountryNotAllowed,
+    OTPRateLimited, OTPOptedOut, OTPServiceUnavailable.
     """
-    return _call(get_client().send, phone, purpose, **options)
+    channel = options.get("channel", "sms")
+    to = check_recipient(phone, channel)
+    return _call(_the_client().send, to, purpose, **options)
 
 
 def otp_status(job_id):
@@ -112,15 +139,19 @@ def otp_status(job_id):
     id, status ("unknown" if there is no record), final (stop polling),
     error and error_code (provider's explanation, "" if none), to (masked),
     attempts (send attempts) and retry_after (seconds, for rate_limited;
-    None when not known).
+    None when not known).  Raises OTPServiceUnavailable when Redis cannot
+    be reached.  error_for_status() turns a failure into its OTPError.
     """
-    st = get_client().status(job_id)
+    st = _call(_the_client().status, job_id)
     status = st.get("status") or "unknown"
     retry_after = None
     if status == P.RATE_LIMITED:
-        retry_after = _seconds(st.get("retry_after"))
+        retry_after = seconds(st.get("retry_after"))
+        if retry_after is None and st.get("retry_at_ms"):  # what the daemon writes
+            at = seconds(st.get("retry_at_ms"))
+            retry_after = None if at is None else max(0, math.ceil(at / 1000 - time.time()))
         if retry_after is None and st.get("retry_after_ms"):
-            ms = _seconds(st.get("retry_after_ms"))
+            ms = seconds(st.get("retry_after_ms"))
             retry_after = None if ms is None else math.ceil(ms / 1000)
     try:
         attempts = int(st.get("attempts") or 0)
@@ -141,5 +172,14 @@ def otp_status(job_id):
 def verify_otp(phone, code, purpose="login", channel="sms"):
     """Check a code the user typed; returns otpd.VerifyResult (status ok,
     mismatch, expired, locked or invalid, and attempts_left).  `phone` is an
-    e-mail address with channel="email"."""
-    return _call(get_client().verify, phone, code, purpose, channel)
+    e-mail address with channel="email".  Raises OTPInvalidInput for a bad
+    recipient or purpose (or a code that is not a str), OTPServiceUnavailable
+    when Redis cannot be reached."""
+    if channel == "email":
+        try:
+            phone = normalize_email(phone)
+        except ValueError as e:
+            raise OTPInvalidInput(str(e), field="email") from e
+    elif channel == "sms" and not (isinstance(phone, str) and _E164.fullmatch(phone)):
+        raise OTPInvalidInput("not an E.164 number: %r" % (phone,), field="phone")
+    return _call(_the_client().verify, phone, code, purpose, channel)
