@@ -259,6 +259,8 @@ dlv_end(struct dlv *dlv, enum job_status st, int burn_code)
         s->channel_sent[dlv->job.channel == JOB_CHANNEL_EMAIL]++;
     else
         s->channel_failed[dlv->job.channel == JOB_CHANNEL_EMAIL]++;
+    metrics_observe_end(dlv->out.provider, dlv->cc, st,
+                        (double)(otpd_now_ms() - dlv->job.created_ms) / 1000.0);
     dlv_wipe(dlv);
     dlv_log_outcome(dlv);
     enter_state(dlv, DLV_FINISHING);
@@ -361,10 +363,12 @@ claimed_begun(void *arg, const struct ledger_begun *b)
         break;
     default: {
         char masked[LOG_MASK_MAX];
-        if (strcmp(b->status, PROTO_STATUS_RATE_LIMITED) == 0)
+        int limited = strcmp(b->status, PROTO_STATUS_RATE_LIMITED) == 0;
+        if (limited)
             s->rate_limited++;
         else
             s->failed++;
+        metrics_observe_end("", dlv->cc, limited ? JOB_RATE_LIMITED : JOB_FAILED, 0);
         if (strcmp(b->error_code, "country_budget") == 0)
             s->budget_alerts++;
         log_notice("job %s: %s for %s code %s: %s", dlv->job.id, b->status,

@@ -85,6 +85,47 @@ metrics_observe_delivery(const char *provider, const char *cc, double seconds)
     delivery[i].h.sum += seconds;
 }
 
+/*
+ * A job's end as the site sees it: enqueue to sent (per provider), and
+ * outcomes per provider and calling code ("" provider: ended before one was
+ * tried), in one bounded table like the delivery latencies.
+ */
+static struct histogram to_sent[NPROVIDERS];
+#define NOUTCOME_ROWS 128
+static struct {
+    char provider[16], cc[4];
+    uint64_t n[JOB_STATUS_COUNT];
+} ends[NOUTCOME_ROWS];
+static int nends;
+
+void
+metrics_observe_end(const char *provider, const char *cc, enum job_status status,
+                    double since_enqueue_s)
+{
+    int i, p;
+
+    if (status == JOB_SENT && (p = provider_slot(provider)) >= 0) {
+        for (size_t b = 0; b < NBUCKETS; b++)
+            if (since_enqueue_s <= buckets[b])
+                to_sent[p].bucket[b]++;
+        to_sent[p].count++;
+        to_sent[p].sum += since_enqueue_s;
+    }
+    if ((unsigned)status >= JOB_STATUS_COUNT)
+        return;
+    for (i = 0; i < nends; i++)
+        if (strcmp(ends[i].provider, provider) == 0 && strcmp(ends[i].cc, cc) == 0)
+            break;
+    if (i == nends) {
+        if (nends == NOUTCOME_ROWS)
+            return; /* bounded label set */
+        snprintf(ends[i].provider, sizeof(ends[i].provider), "%s", provider);
+        snprintf(ends[i].cc, sizeof(ends[i].cc), "%s", cc);
+        nends++;
+    }
+    ends[i].n[status]++;
+}
+
 struct page {
     char *buf;
     size_t len, cap;
@@ -126,37 +167,6 @@ family(struct page *pg, const char *name, const char *type, const char *help)
 }
 
 static void
-render_latency(struct page *pg)
-{
-    family(pg, "otpd_provider_request_duration_seconds", "histogram",
-           "Provider send requests by provider and result, from request to answer.");
-    for (size_t p = 0; p < nproviders; p++) {
-        for (int o = 0; o < NOUTCOMES; o++) {
-            const struct histogram *h = &latency[p][o];
-            const char *res = provider_outcome_name((enum send_outcome)o);
-            if (h->count == 0)
-                continue;
-            for (size_t b = 0; b < NBUCKETS; b++)
-                out(pg,
-                    "otpd_provider_request_duration_seconds_bucket{provider=\"%s\",result=\"%s\","
-                    "le=\"%g\"} %llu\n",
-                    provider_names[p], res, buckets[b], (unsigned long long)h->bucket[b]);
-            out(pg,
-                "otpd_provider_request_duration_seconds_bucket{provider=\"%s\",result=\"%s\","
-                "le=\"+Inf\"} %llu\n",
-                provider_names[p], res, (unsigned long long)h->count);
-            out(pg,
-                "otpd_provider_request_duration_seconds_sum{provider=\"%s\",result=\"%s\"} %.6f\n",
-                provider_names[p], res, h->sum);
-            out(pg,
-                "otpd_provider_request_duration_seconds_count{provider=\"%s\",result=\"%s\"} "
-                "%llu\n",
-                provider_names[p], res, (unsigned long long)h->count);
-        }
-    }
-}
-
-static void
 render_redis(struct page *pg, const struct metrics_redis *r)
 {
     static const char *const steps[] = {"begin", "finish"};
@@ -186,6 +196,59 @@ render_redis(struct page *pg, const struct metrics_redis *r)
     out(pg, "otpd_redis_master_switches_total %llu\n", r->sentinel->switches);
 }
 
+static void
+render_histogram(struct page *pg, const char *name, const char *labels, const struct histogram *h)
+{
+    for (size_t b = 0; b < NBUCKETS; b++)
+        out(pg, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, buckets[b],
+            (unsigned long long)h->bucket[b]);
+    out(pg, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)h->count);
+    out(pg, "%s_sum{%s} %.6f\n", name, labels, h->sum);
+    out(pg, "%s_count{%s} %llu\n", name, labels, (unsigned long long)h->count);
+}
+
+static void
+render_latency(struct page *pg)
+{
+    char labels[64];
+
+    family(pg, "otpd_provider_request_duration_seconds", "histogram",
+           "Provider send requests by provider and result, from request to answer.");
+    for (size_t p = 0; p < nproviders; p++) {
+        for (int o = 0; o < NOUTCOMES; o++) {
+            if (latency[p][o].count == 0)
+                continue;
+            snprintf(labels, sizeof(labels), "provider=\"%s\",result=\"%s\"", provider_names[p],
+                     provider_outcome_name((enum send_outcome)o));
+            render_histogram(pg, "otpd_provider_request_duration_seconds", labels, &latency[p][o]);
+        }
+    }
+}
+
+static void
+render_ends(struct page *pg)
+{
+    char labels[64];
+
+    family(pg, "otpd_enqueue_to_sent_seconds", "histogram",
+           "From the site enqueuing a job to the provider accepting its message, by provider.");
+    for (size_t p = 0; p < nproviders; p++) {
+        snprintf(labels, sizeof(labels), "provider=\"%s\"", provider_names[p]);
+        render_histogram(pg, "otpd_enqueue_to_sent_seconds", labels, &to_sent[p]);
+    }
+    family(pg, "otpd_country_jobs_total", "counter",
+           "Jobs ended by this instance after their claim, by provider (empty: none was tried), "
+           "destination calling code and status.");
+    for (int i = 0; i < nends; i++)
+        for (int st = 0; st < JOB_STATUS_COUNT; st++)
+            if (ends[i].n[st] > 0)
+                out(pg,
+                    "otpd_country_jobs_total{provider=\"%s\",country=\"%s\",status=\"%s\"} "
+                    "%llu\n",
+                    ends[i].provider, ends[i].cc, job_status_name((enum job_status)st),
+                    (unsigned long long)ends[i].n[st]);
+}
+
 char *
 metrics_render(const struct config *cfg, const struct deliveries *d, const struct monitor_gauges *g,
                struct provider_set *providers, const struct httpd_stats *http,
@@ -193,7 +256,7 @@ metrics_render(const struct config *cfg, const struct deliveries *d, const struc
 {
     const struct delivery_stats *s = delivery_stats(d);
     struct page pg = {.cap = 8192};
-    char desc[256];
+    char desc[256], labels[64];
 
     if ((pg.buf = malloc(pg.cap)) == NULL)
         return NULL;
@@ -236,6 +299,10 @@ metrics_render(const struct config *cfg, const struct deliveries *d, const struc
     out(&pg, "otpd_backlog %lld\n", (long long)g->backlog);
     family(&pg, "otpd_pending", "gauge", "Entries claimed by the group and not acknowledged.");
     out(&pg, "otpd_pending %lld\n", (long long)g->pending);
+    family(&pg, "otpd_oldest_pending_seconds", "gauge",
+           "Age of the oldest entry claimed by the group and not acknowledged (0: none); past "
+           "a code's lifetime, a job is stuck.");
+    out(&pg, "otpd_oldest_pending_seconds %.3f\n", (double)g->oldest_pending_ms / 1000.0);
     family(&pg, "otpd_dead_letters", "gauge", "Entries in the dead-letter stream.");
     out(&pg, "otpd_dead_letters %lld\n", (long long)g->dead_letters);
     family(&pg, "otpd_dead_letters_max", "gauge",
@@ -277,23 +344,13 @@ metrics_render(const struct config *cfg, const struct deliveries *d, const struc
     }
     render_redis(&pg, redis);
     render_latency(&pg);
+    render_ends(&pg);
     family(&pg, "otpd_delivery_latency_seconds", "histogram",
            "From the provider accepting a message to its delivery receipt.");
     for (int i = 0; i < ndelivery; i++) {
-        const struct histogram *h = &delivery[i].h;
-        for (size_t b = 0; b < NBUCKETS; b++)
-            out(&pg,
-                "otpd_delivery_latency_seconds_bucket{provider=\"%s\",country=\"%s\","
-                "le=\"%g\"} %llu\n",
-                delivery[i].provider, delivery[i].cc, buckets[b], (unsigned long long)h->bucket[b]);
-        out(&pg,
-            "otpd_delivery_latency_seconds_bucket{provider=\"%s\",country=\"%s\",le=\"+Inf\"} "
-            "%llu\n",
-            delivery[i].provider, delivery[i].cc, (unsigned long long)h->count);
-        out(&pg, "otpd_delivery_latency_seconds_sum{provider=\"%s\",country=\"%s\"} %.6f\n",
-            delivery[i].provider, delivery[i].cc, h->sum);
-        out(&pg, "otpd_delivery_latency_seconds_count{provider=\"%s\",country=\"%s\"} %llu\n",
-            delivery[i].provider, delivery[i].cc, (unsigned long long)h->count);
+        snprintf(labels, sizeof(labels), "provider=\"%.15s\",country=\"%.3s\"",
+                 delivery[i].provider, delivery[i].cc);
+        render_histogram(&pg, "otpd_delivery_latency_seconds", labels, &delivery[i].h);
     }
     if (pg.failed) {
         free(pg.buf);

@@ -63,9 +63,17 @@ monitor_pending_reply(redisAsyncContext *ac, void *r, void *priv)
     struct monitor *m = priv;
 
     (void)ac;
-    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1 &&
-        reply->element[0]->type == REDIS_REPLY_INTEGER)
-        m->g.pending = reply->element[0]->integer;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+        reply->element[0]->type != REDIS_REPLY_INTEGER)
+        return;
+    m->g.pending = reply->element[0]->integer;
+    m->g.oldest_pending_ms = 0;
+    /* The summary's smallest id: "<ms>-<seq>", the time the site added the oldest one. */
+    if (m->g.pending > 0 && reply->element[1]->type == REDIS_REPLY_STRING) {
+        long long added = atoll(reply->element[1]->str), now = (long long)otpd_now_ms();
+        if (added > 0 && now > added)
+            m->g.oldest_pending_ms = now - added;
+    }
 }
 
 static void

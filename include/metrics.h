@@ -20,6 +20,13 @@ void metrics_observe_request(const char *provider, enum send_outcome outcome, do
 /* Sent -> delivered, by provider and destination calling code. */
 void metrics_observe_delivery(const char *provider, const char *cc, double seconds);
 
+/*
+ * A job's end: its status by provider ("" if none was tried) and calling
+ * code; for sent, the time since the site enqueued it (created_ms).
+ */
+void metrics_observe_end(const char *provider, const char *cc, enum job_status status,
+                         double since_enqueue_s);
+
 /* Redis as this instance sees it. */
 struct metrics_redis {
     int reader_up, writer_up;

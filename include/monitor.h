@@ -17,10 +17,11 @@
 #include "rconn.h"
 
 struct monitor_gauges {
-    int64_t backlog;      /* XLEN of the job stream */
-    int64_t dead_letters; /* XLEN of the dead-letter stream */
-    int64_t pending;      /* entries claimed by the group, not yet acked */
-    uint64_t loop_lag_ms; /* worst lateness of a timer over the last period */
+    int64_t backlog;           /* XLEN of the job stream */
+    int64_t dead_letters;      /* XLEN of the dead-letter stream */
+    int64_t pending;           /* entries claimed by the group, not yet acked */
+    int64_t oldest_pending_ms; /* age of the oldest of them (its entry id's time); 0 if none */
+    uint64_t loop_lag_ms;      /* worst lateness of a timer over the last period */
     int64_t started_ms;
 };
 

@@ -57,6 +57,7 @@ enum job_status {
     JOB_RATE_LIMITED,
     JOB_DUPLICATE,
 };
+#define JOB_STATUS_COUNT (JOB_DUPLICATE + 1)
 
 const char *job_status_name(enum job_status st);
 

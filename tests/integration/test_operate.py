@@ -155,6 +155,21 @@ def scrape(port):
     return text, samples
 
 
+def test_oldest_pending_age(otpd_factory, mock, client, r):
+    """A job stuck at a slow provider shows as the age of the oldest pending entry."""
+    from conftest import free_port
+    port = free_port()
+    mock.ctl("config", {"default_delay_ms": 4000})
+    otpd_factory(twilio_env(mock, OTPD_METRICS_ADDR="127.0.0.1:%d" % port,
+                            OTPD_HEARTBEAT_MS="200", OTPD_HTTP_TIMEOUT_MS="10000"))
+    job = client.send("+14155550130")
+    wait_for(lambda: scrape(port)[1]["otpd_oldest_pending_seconds"] >= 1.5, 10,
+             what="the oldest pending job's age to pass 1.5 s")
+    client.wait(job, timeout=15)
+    wait_for(lambda: scrape(port)[1]["otpd_oldest_pending_seconds"] == 0, 5,
+             what="the age to go back to 0 once the job is acknowledged")
+
+
 def test_metrics_endpoint(otpd_factory, mock, client, r):
     from conftest import free_port
     port = free_port()
@@ -185,6 +200,12 @@ def test_metrics_endpoint(otpd_factory, mock, client, r):
     assert m['otpd_provider_request_duration_seconds_count{provider="twilio",result="ambiguous"}'] == 2
     inf = 'otpd_provider_request_duration_seconds_bucket{provider="twilio",result="ok",le="+Inf"}'
     assert m[inf] == 5
+    # Enqueue to sent, and each end by provider and destination country.
+    assert m['otpd_enqueue_to_sent_seconds_count{provider="twilio"}'] == 5
+    assert 0 < m['otpd_enqueue_to_sent_seconds_sum{provider="twilio"}'] < 5 * 15
+    assert m['otpd_country_jobs_total{provider="twilio",country="1",status="sent"}'] == 5
+    assert m['otpd_country_jobs_total{provider="twilio",country="1",status="failed"}'] == 1
+    assert m["otpd_oldest_pending_seconds"] == 0
     # Other paths and methods are refused; the daemon keeps serving.
     import urllib.error
     import urllib.request
