@@ -257,8 +257,11 @@ def test_msg91_bad_key_marks_provider_down(otpd_factory, mock, client):
 
 def test_500_slow_requests_run_concurrently(otpd_factory, mock, client, r):
     mock.ctl("config", {"default_delay_ms": 1000})
+    # A long request timeout: on a loaded machine a 1 s answer can pass twilio_env's 3 s,
+    # and a timed-out request's connection is closed, which the cap below would count.
     otpd = otpd_factory(twilio_env(mock, OTPD_HTTP_MAX_CONNS="250", OTPD_TWILIO_MAX_INFLIGHT="500", OTPD_MAX_INFLIGHT="1000",
-                                   OTPD_BATCH="500", OTPD_LOG_LEVEL="notice"))
+                                   OTPD_BATCH="500", OTPD_LOG_LEVEL="notice",
+                                   OTPD_HTTP_TIMEOUT_MS="15000"))
     t0 = time.monotonic()
     pipe = r.pipeline(transaction=False)
     for i in range(500):
