@@ -1229,7 +1229,7 @@ config_print_example(FILE *out)
           "# know are ignored (except misspelt OTPD_* keys, which are errors).  Environment\n"
           "# variables of the same names override this file.  Check a file with\n"
           "#   otpd -c FILE --check-config\n"
-          "# Keep this file mode 0600: it holds secrets.\n",
+          "# It holds secrets: mode 0640, owner root, group otpd (the service reads it).\n",
           out);
     for (size_t i = 0; i < CONFIG_NENTRIES; i++) {
         const struct config_entry *e = &config_table[i];
