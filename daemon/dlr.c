@@ -93,6 +93,7 @@ dlr_applied(void *arg, int verdict, const char *job_id, long long sent_ms, const
         log_debug("receipt: a %s message otpd does not know (expired or not ours)", c->provider);
     else if (verdict == 2) {
         log_info("job %s: %s (%s receipt)", job_id, job_status_name(c->rc.status), c->provider);
+        metrics_observe_receipt(c->provider, cc, c->rc.status);
         if (c->rc.status == JOB_DELIVERED && sent_ms > 0)
             metrics_observe_delivery(c->provider, cc, (double)(otpd_now_ms() - sent_ms) / 1000.0);
     }

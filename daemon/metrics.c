@@ -87,23 +87,48 @@ metrics_observe_delivery(const char *provider, const char *cc, double seconds)
 }
 
 /*
- * A job's end as the site sees it: enqueue to sent (per provider), and
- * outcomes per provider and calling code ("" provider: ended before one was
- * tried), in one bounded table like the delivery latencies.
+ * Counts by provider, calling code and status, in a bounded table (a
+ * pumping run across many countries must not grow the page without end):
+ * jobs' ends ("" provider: ended before one was tried) and the receipts
+ * that changed a job.
  */
-static struct histogram to_sent[NPROVIDERS];
 #define NOUTCOME_ROWS 128
-static struct {
-    char provider[16], cc[4];
-    uint64_t n[JOB_STATUS_COUNT];
-} ends[NOUTCOME_ROWS];
-static int nends;
+struct outcome_table {
+    struct {
+        char provider[16], cc[4];
+        uint64_t n[JOB_STATUS_COUNT];
+    } row[NOUTCOME_ROWS];
+    int nrows;
+};
+
+static struct outcome_table ends, receipts;
+static struct histogram to_sent[NPROVIDERS]; /* enqueue to sent, per provider */
+
+static void
+outcome_count(struct outcome_table *t, const char *provider, const char *cc, enum job_status status)
+{
+    int i;
+
+    if ((unsigned)status >= JOB_STATUS_COUNT)
+        return;
+    for (i = 0; i < t->nrows; i++)
+        if (strcmp(t->row[i].provider, provider) == 0 && strcmp(t->row[i].cc, cc) == 0)
+            break;
+    if (i == t->nrows) {
+        if (t->nrows == NOUTCOME_ROWS)
+            return; /* bounded label set */
+        snprintf(t->row[i].provider, sizeof(t->row[i].provider), "%s", provider);
+        snprintf(t->row[i].cc, sizeof(t->row[i].cc), "%s", cc);
+        t->nrows++;
+    }
+    t->row[i].n[status]++;
+}
 
 void
 metrics_observe_end(const char *provider, const char *cc, enum job_status status,
                     double since_enqueue_s)
 {
-    int i, p;
+    int p;
 
     if (status == JOB_SENT && (p = provider_slot(provider)) >= 0) {
         for (size_t b = 0; b < NBUCKETS; b++)
@@ -112,19 +137,13 @@ metrics_observe_end(const char *provider, const char *cc, enum job_status status
         to_sent[p].count++;
         to_sent[p].sum += since_enqueue_s;
     }
-    if ((unsigned)status >= JOB_STATUS_COUNT)
-        return;
-    for (i = 0; i < nends; i++)
-        if (strcmp(ends[i].provider, provider) == 0 && strcmp(ends[i].cc, cc) == 0)
-            break;
-    if (i == nends) {
-        if (nends == NOUTCOME_ROWS)
-            return; /* bounded label set */
-        snprintf(ends[i].provider, sizeof(ends[i].provider), "%s", provider);
-        snprintf(ends[i].cc, sizeof(ends[i].cc), "%s", cc);
-        nends++;
-    }
-    ends[i].n[status]++;
+    outcome_count(&ends, provider, cc, status);
+}
+
+void
+metrics_observe_receipt(const char *provider, const char *cc, enum job_status status)
+{
+    outcome_count(&receipts, provider, cc, status);
 }
 
 struct page {
@@ -227,6 +246,17 @@ render_latency(struct page *pg)
 }
 
 static void
+render_outcomes(struct page *pg, const char *name, const struct outcome_table *t)
+{
+    for (int i = 0; i < t->nrows; i++)
+        for (int st = 0; st < JOB_STATUS_COUNT; st++)
+            if (t->row[i].n[st] > 0)
+                out(pg, "%s{provider=\"%s\",country=\"%s\",status=\"%s\"} %llu\n", name,
+                    t->row[i].provider, t->row[i].cc, job_status_name((enum job_status)st),
+                    (unsigned long long)t->row[i].n[st]);
+}
+
+static void
 render_ends(struct page *pg)
 {
     char labels[64];
@@ -240,14 +270,11 @@ render_ends(struct page *pg)
     family(pg, "otpd_country_jobs_total", "counter",
            "Jobs ended by this instance after their claim, by provider (empty: none was tried), "
            "destination calling code and status.");
-    for (int i = 0; i < nends; i++)
-        for (int st = 0; st < JOB_STATUS_COUNT; st++)
-            if (ends[i].n[st] > 0)
-                out(pg,
-                    "otpd_country_jobs_total{provider=\"%s\",country=\"%s\",status=\"%s\"} "
-                    "%llu\n",
-                    ends[i].provider, ends[i].cc, job_status_name((enum job_status)st),
-                    (unsigned long long)ends[i].n[st]);
+    render_outcomes(pg, "otpd_country_jobs_total", &ends);
+    family(pg, "otpd_receipts_total", "counter",
+           "Delivery receipts that changed a job (delivered, undelivered, failed), by provider, "
+           "calling code and status; counted by the instance that received them.");
+    render_outcomes(pg, "otpd_receipts_total", &receipts);
 }
 
 char *

@@ -27,6 +27,9 @@ void metrics_observe_delivery(const char *provider, const char *cc, double secon
 void metrics_observe_end(const char *provider, const char *cc, enum job_status status,
                          double since_enqueue_s);
 
+/* A delivery receipt that changed a job: its new status, by provider and calling code. */
+void metrics_observe_receipt(const char *provider, const char *cc, enum job_status status);
+
 /* Redis as this instance sees it. */
 struct metrics_redis {
     int reader_up, writer_up;

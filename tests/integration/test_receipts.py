@@ -89,6 +89,11 @@ def test_undelivered_with_carrier_hint(otpd_factory, mock, client, port):
     callback(mock, port, sid, "undelivered", error_code=30006)
     st = client.wait(job, final={"undelivered"}, timeout=5)
     assert st["error_code"] == "30006" and "landline" in st["error"]
+    # Counted by provider, country and status, which the delivery-rate alert needs.
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as f:
+        page = f.read().decode()
+    assert 'otpd_receipts_total{provider="twilio",country="1",status="undelivered"} 1\n' in page
 
 
 def test_signature_with_or_without_the_port(otpd_factory, mock, client, port):
