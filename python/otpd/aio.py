@@ -63,7 +63,7 @@ from .client import (FINAL, OptedOut, RateLimited, SendRefused, VerifyResult, _C
                      _limits_request, _limits_verdict, _now_ms, _stage_job, _status_record,
                      _verify_request, _verify_result, _wait_over)
 from .connection import (DEFAULT_MASTER_NAME, SENTINEL_BACKOFF, SENTINEL_RECHECK,
-                         SENTINEL_TIMEOUT, parse_sentinels)
+                         SENTINEL_TIMEOUT, discover, parse_sentinels)
 
 __all__ = ["AsyncOTPClient", "FINAL", "MasterNotFoundError", "OptedOut", "RateLimited",
            "SendRefused", "VerifyResult", "redis_from_settings"]
@@ -197,28 +197,22 @@ class MasterNotFoundError(aiosentinel.MasterNotFoundError, redis.sentinel.Master
 
 
 class _Sentinel(aiosentinel.Sentinel):
-    """otpd.connection._Sentinel on redis.asyncio: a sentinel that refuses us
-    is skipped like one that is down, and "no master" says what each one
-    answered and which settings to check."""
+    """otpd.connection._Sentinel on redis.asyncio: the same discover() loop,
+    each sentinel asked with await."""
 
     async def discover_master(self, service_name):
-        why = []
-        for i, sentinel in enumerate(self.sentinels):
-            kw = sentinel.connection_pool.connection_kwargs
-            where = ("[%s]:%d" if ":" in kw["host"] else "%s:%d") % (kw["host"], kw["port"])
-            try:
-                state = (await sentinel.sentinel_masters()).get(service_name)
-            except redis.RedisError as e:
-                why.append("%s: %s" % (where, e))
-                continue
-            if state and self.check_master_state(state, service_name):
-                self.sentinels[0], self.sentinels[i] = sentinel, self.sentinels[0]
-                return state["ip"], state["port"]
-            why.append("%s: %s" % (where, "sees it down" if state else "does not know it"))
-        raise MasterNotFoundError(
-            "no sentinel gave the address of master %r (%s); check OTPD_REDIS_SENTINELS, "
-            "OTPD_REDIS_MASTER_NAME and OTPD_REDIS_SENTINEL_PASSWORD"
-            % (service_name, "; ".join(why)))
+        steps = discover(self.sentinels, service_name, self.check_master_state,
+                         MasterNotFoundError)
+        answer = None
+        try:
+            while True:
+                sentinel = steps.send(answer)
+                try:
+                    answer = await sentinel.sentinel_masters()
+                except redis.RedisError as e:
+                    answer = e
+        except StopIteration as done:
+            return done.value
 
 
 class _CheckedMasterPool(aiosentinel.SentinelConnectionPool):

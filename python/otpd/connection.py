@@ -124,30 +124,49 @@ def redis_from_settings(url, sentinels="", master_name=DEFAULT_MASTER_NAME, sent
         decode_responses=decode_responses, **timeouts)
 
 
+def discover(sentinels, service_name, check_master_state, not_found=MasterNotFoundError):
+    """discover_master()'s loop with the I/O left to the caller, so the sync
+    and asyncio Sentinels share it: a generator that yields each sentinel in
+    turn and is sent what its SENTINEL MASTERS answered (a dict, or the
+    redis.RedisError it raised); it returns (ip, port) and moves the sentinel
+    that answered to the front, or raises `not_found` saying what each one
+    answered and which settings to check.  A sentinel refusing us (a wrong
+    password is a ResponseError, which ends redis-py's own loop) is skipped
+    like one that is down."""
+    why = []
+    for i, sentinel in enumerate(sentinels):
+        kw = sentinel.connection_pool.connection_kwargs
+        where = ("[%s]:%d" if ":" in kw["host"] else "%s:%d") % (kw["host"], kw["port"])
+        answer = yield sentinel
+        if isinstance(answer, redis.RedisError):
+            why.append("%s: %s" % (where, answer))
+            continue
+        state = answer.get(service_name)
+        if state and check_master_state(state, service_name):
+            sentinels[0], sentinels[i] = sentinel, sentinels[0]
+            return state["ip"], state["port"]
+        why.append("%s: %s" % (where, "sees it down" if state else "does not know it"))
+    raise not_found(
+        "no sentinel gave the address of master %r (%s); check OTPD_REDIS_SENTINELS, "
+        "OTPD_REDIS_MASTER_NAME and OTPD_REDIS_SENTINEL_PASSWORD"
+        % (service_name, "; ".join(why)))
+
+
 class _Sentinel(Sentinel):
-    """redis-py's Sentinel, with discover_master() rewritten so that a
-    sentinel refusing us (a wrong password is a ResponseError, which stops
-    redis-py's loop) is skipped like one that is down, and so that "no
-    master" says what each sentinel answered and which settings to check."""
+    """redis-py's Sentinel, its discover_master() being discover()."""
 
     def discover_master(self, service_name):
-        why = []
-        for i, sentinel in enumerate(self.sentinels):
-            kw = sentinel.connection_pool.connection_kwargs
-            where = ("[%s]:%d" if ":" in kw["host"] else "%s:%d") % (kw["host"], kw["port"])
-            try:
-                state = sentinel.sentinel_masters().get(service_name)
-            except redis.RedisError as e:
-                why.append("%s: %s" % (where, e))
-                continue
-            if state and self.check_master_state(state, service_name):
-                self.sentinels[0], self.sentinels[i] = sentinel, self.sentinels[0]
-                return state["ip"], state["port"]
-            why.append("%s: %s" % (where, "sees it down" if state else "does not know it"))
-        raise MasterNotFoundError(
-            "no sentinel gave the address of master %r (%s); check OTPD_REDIS_SENTINELS, "
-            "OTPD_REDIS_MASTER_NAME and OTPD_REDIS_SENTINEL_PASSWORD"
-            % (service_name, "; ".join(why)))
+        steps = discover(self.sentinels, service_name, self.check_master_state)
+        answer = None
+        try:
+            while True:
+                sentinel = steps.send(answer)
+                try:
+                    answer = sentinel.sentinel_masters()
+                except redis.RedisError as e:
+                    answer = e
+        except StopIteration as done:
+            return done.value
 
 
 class _CheckedMasterPool(SentinelConnectionPool):

@@ -456,41 +456,8 @@ def test_failover_next_call_reaches_the_new_master(tmp_path, monkeypatch):
 
 # --- the example site's async views -----------------------------------------
 
-SITE = os.path.join(ROOT, "examples", "django_site")
-PHONE = "+14155552671"        # the demo user's (createdemo)
-STRANGER = "+14155550123"     # no account
-
-
-@pytest.fixture(scope="module")
-def django_site(tmp_path_factory):
-    """Django set up as test_django_site.py does (once per process)."""
-    pytest.importorskip("django")
-    import django
-    for p in (os.path.join(ROOT, "python"), SITE):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    from django.apps import apps
-    from django.core.management import call_command
-    from django.test.utils import setup_test_environment, teardown_test_environment
-
-    env = {"DJANGO_SETTINGS_MODULE": "site_project.settings", "OTPD_HASH_KEY": HASH_KEY,
-           "DJANGO_DB": str(tmp_path_factory.mktemp("django-aio") / "db.sqlite3"),
-           "REDIS_URL": "redis://127.0.0.1:1/0"}  # each test sets OTPD_REDIS_URL
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        if not apps.ready:
-            django.setup()
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    setup_test_environment()
-    call_command("migrate", verbosity=0)
-    yield
-    teardown_test_environment()
+# Django is set up once per process, as test_django_site.py does it.
+from test_django_site import PHONE, STRANGER, django_site  # noqa: E402,F401
 
 
 @pytest.fixture
