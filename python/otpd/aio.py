@@ -56,14 +56,13 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
-from redis.connection import parse_url
 
 from . import protocol
 from .client import (FINAL, OptedOut, RateLimited, SendRefused, VerifyResult, _ClientBase, _job,
                      _limits_request, _limits_verdict, _now_ms, _stage_job, _status_record,
                      _verify_request, _verify_result, _wait_over)
 from .connection import (DEFAULT_MASTER_NAME, SENTINEL_BACKOFF, SENTINEL_RECHECK,
-                         SENTINEL_TIMEOUT, discover, parse_sentinels)
+                         build, discover)
 
 __all__ = ["AsyncOTPClient", "FINAL", "MasterNotFoundError", "OptedOut", "RateLimited",
            "SendRefused", "VerifyResult", "redis_from_settings"]
@@ -173,22 +172,8 @@ def redis_from_settings(url, sentinels="", master_name=DEFAULT_MASTER_NAME, sent
     from `url` alone when `sentinels` is empty, else for the master the
     sentinels name `master_name`.  The same arguments, checks and errors;
     nothing connects until the first command."""
-    nodes = parse_sentinels(sentinels)
-    timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
-    if not nodes:
-        return aioredis.Redis.from_url(url, decode_responses=decode_responses, **timeouts)
-    # As otpd.connection.redis_from_settings (which has no I/O to share).
-    if not url.startswith("redis://"):
-        raise ValueError("with OTPD_REDIS_SENTINELS set, REDIS_URL must be "
-                         "redis://[[user]:password@]any-host/db (its host and port are not used)")
-    u = parse_url(url)
-    skw = {"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT}
-    if sentinel_password:
-        skw["password"] = sentinel_password
-    return _Sentinel(nodes, sentinel_kwargs=skw).master_for(
-        master_name or DEFAULT_MASTER_NAME, connection_pool_class=_CheckedMasterPool,
-        username=u.get("username"), password=u.get("password"), db=u.get("db", 0),
-        decode_responses=decode_responses, **timeouts)
+    return build(aioredis.Redis, _Sentinel, _CheckedMasterPool, url, sentinels, master_name,
+                 sentinel_password, decode_responses, socket_timeout, socket_connect_timeout)
 
 
 class MasterNotFoundError(aiosentinel.MasterNotFoundError, redis.sentinel.MasterNotFoundError):

@@ -107,10 +107,19 @@ def redis_from_settings(url, sentinels="", master_name=DEFAULT_MASTER_NAME, sent
     none); each sentinel gets SENTINEL_TIMEOUT.  Raises ValueError for a bad
     setting; nothing connects until the first command.
     """
+    return build(redis.Redis, _Sentinel, _CheckedMasterPool, url, sentinels, master_name,
+                 sentinel_password, decode_responses, socket_timeout, socket_connect_timeout)
+
+
+def build(redis_class, sentinel_class, pool_class, url, sentinels, master_name,
+          sentinel_password, decode_responses, socket_timeout, socket_connect_timeout):
+    """redis_from_settings() for either flavour of redis-py: the classes of
+    the plain client, the Sentinel and the checked pool (otpd.aio passes
+    redis.asyncio's)."""
     nodes = parse_sentinels(sentinels)
     timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_connect_timeout}
     if not nodes:
-        return redis.Redis.from_url(url, decode_responses=decode_responses, **timeouts)
+        return redis_class.from_url(url, decode_responses=decode_responses, **timeouts)
     if not url.startswith("redis://"):  # as the daemon: no unix socket (nor TLS) here
         raise ValueError("with OTPD_REDIS_SENTINELS set, REDIS_URL must be "
                          "redis://[[user]:password@]any-host/db (its host and port are not used)")
@@ -118,8 +127,8 @@ def redis_from_settings(url, sentinels="", master_name=DEFAULT_MASTER_NAME, sent
     skw = {"socket_timeout": SENTINEL_TIMEOUT, "socket_connect_timeout": SENTINEL_TIMEOUT}
     if sentinel_password:
         skw["password"] = sentinel_password
-    return _Sentinel(nodes, sentinel_kwargs=skw).master_for(
-        master_name or DEFAULT_MASTER_NAME, connection_pool_class=_CheckedMasterPool,
+    return sentinel_class(nodes, sentinel_kwargs=skw).master_for(
+        master_name or DEFAULT_MASTER_NAME, connection_pool_class=pool_class,
         username=u.get("username"), password=u.get("password"), db=u.get("db", 0),
         decode_responses=decode_responses, **timeouts)
 

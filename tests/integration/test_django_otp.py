@@ -537,7 +537,7 @@ def scenario_refusals(a):
         assert uk.verify_token(uk_code) is False and uk.last_verify is None
         [msg] = errors(login(Client(), otp_device=uk.persistent_id, otp_challenge="1"))
         assert msg == CHALLENGE_ERROR + str(E.unavailable()), msg
-    return {"uk_code": uk_code, "us_job": us_job.last_job_id, "family": E.FAMILY}
+    return {"uk_code": uk_code, "us_job": us_job.last_job_id}
 
 
 def scenario_resend_cap(a):
