@@ -379,7 +379,19 @@ class Topology:
 # --------------------------------------------------------------------------
 # processes on the hosts
 # --------------------------------------------------------------------------
-class RedisNode:
+class _Node:
+    """A server process on one of the hosts (self.proc, started by its subclass)."""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self):
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class RedisNode(_Node):
     def __init__(self, topo, host):
         self.topo, self.host, self.ip, self.port = topo, host, topo.ip(host), 6379
         self.dir = os.path.join(topo.dir, host)
@@ -403,16 +415,8 @@ class RedisNode:
         self.proc = self.topo.popen(self.host, argv, "%s.stdout" % self.host,
                                     stdin=subprocess.DEVNULL)
 
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
 
-    def kill(self):
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-class SentinelNode:
+class SentinelNode(_Node):
     def __init__(self, topo, host, master_name, master_ip, quorum=2, down_after_ms=1000,
                  failover_timeout_ms=3000):
         self.topo, self.host, self.ip, self.port = topo, host, topo.ip(host), 26379
@@ -440,14 +444,6 @@ class SentinelNode:
         self.proc = self.topo.popen(self.host, [shutil.which("redis-sentinel") or
                                                 "/usr/bin/redis-sentinel", self.conf],
                                     "%s.stdout" % self.host, stdin=subprocess.DEVNULL)
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self):
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(5)
 
     def log(self):
         try:
