@@ -184,6 +184,40 @@ static const struct config_entry config_table[] = {
     {"OTPD_COUNTRY_HOURLY_BUDGET", CT_STR, OFF(budget_spec), "", 0, 1024, 0,
      "codes per hour per destination country, e.g. \"91=5000;*=200\"; past it sends to that "
      "country stop and an alert is raised (empty: no budget)"},
+    {"OTPD_BLOCKED_PREFIXES", CT_STR, OFF(blocked_prefixes_spec), "", 0, 2048, 0,
+     "number prefixes never texted, e.g. \"+88213,+4470\" (satellite and premium ranges); "
+     "their jobs end failed with error_code blocked_prefix (empty: none)"},
+    {"OTPD_FRAUD_PREFIX_DIGITS", CT_INT, OFF(fraud_prefix_digits), "6", 0, 15, 0,
+     "leading digits of a number (country code included) that make its prefix, the unit the "
+     "SMS-pumping model counts and pauses (0: the model is off)"},
+    {"OTPD_FRAUD_WINDOW_S", CT_INT, OFF(fraud_window_s), "3600", 60, 86400, 0,
+     "the recent window the model compares with a prefix's baseline"},
+    {"OTPD_FRAUD_SETTLE_S", CT_INT, OFF(fraud_settle_s), "60", 0, 3600, 0,
+     "a code younger than this is not counted as unverified yet (people need time to type it)"},
+    {"OTPD_FRAUD_BASELINE_S", CT_INT, OFF(fraud_baseline_s), "604800", 3600, 7776000, 0,
+     "time constant of a prefix's baseline (a moving average of its codes per window)"},
+    {"OTPD_FRAUD_SPIKE_FACTOR", CT_INT, OFF(fraud_spike_factor), "3", 1, 1000, 0,
+     "a prefix is suspect when its codes in the window exceed this many times its baseline"},
+    {"OTPD_FRAUD_MIN_CODES", CT_INT, OFF(fraud_min_codes), "20", 1, 1000000, 0,
+     "and it has at least this many codes in the window, and as many judged for conversion"},
+    {"OTPD_FRAUD_MIN_CONVERSION", CT_INT, OFF(fraud_min_conversion), "25", 0, 100, 0,
+     "and fewer than this percentage of its codes were verified: then it is paused"},
+    {"OTPD_FRAUD_PAUSE_S", CT_INT, OFF(fraud_pause_s), "43200", 60, 2592000, 0,
+     "how long an automatic pause lasts (otpctl fraud allow or clear ends it sooner)"},
+    {"OTPD_FRAUD_AUTO_PAUSE", CT_BOOL, OFF(fraud_auto_pause), "1", 0, 1, 0,
+     "pause suspect prefixes (0: measure and report only)"},
+    {"OTPD_SMS_PRICES", CT_STR, OFF(sms_prices_spec), "", 0, 2048, 0,
+     "price of one SMS segment by calling code, in OTPD_PRICE_CURRENCY, e.g. "
+     "\"1=0.0083;44=0.0524;91=0.0827;*=0.10\" (empty: unknown until a provider reports it)"},
+    {"OTPD_PRICE_CURRENCY", CT_STR, OFF(price_currency), "USD", 3, 3, CF_NAME,
+     "currency of OTPD_SMS_PRICES and the spend budgets (ISO 4217); provider prices in "
+     "another currency are not counted"},
+    {"OTPD_DAILY_SPEND_BUDGET", CT_STR, OFF(spend_budget_spec), "", 0, 32, 0,
+     "SMS spend per UTC day, at most, e.g. \"50.00\"; past it sends stop until midnight UTC "
+     "and an alert is raised (empty: no budget; needs OTPD_SMS_PRICES)"},
+    {"OTPD_COUNTRY_DAILY_SPEND_BUDGET", CT_STR, OFF(country_spend_budget_spec), "", 0, 1024, 0,
+     "SMS spend per UTC day by calling code, e.g. \"91=20;*=5\" (empty: none; needs "
+     "OTPD_SMS_PRICES)"},
     {"OTPD_LIMIT_INTERVAL_S", CT_INT, OFF(limit_interval_s), "30", 0, 86400, 0,
      "least time between two codes to one number for one purpose (0: off)"},
     {"OTPD_LIMIT_PER_HOUR", CT_INT, OFF(limit_per_hour), "10", 0, 1000000, 0,
@@ -671,6 +705,44 @@ config_key_weak(const struct config *cfg, char *why, size_t whylen)
     return 0;
 }
 
+/* The block list, the prices and the money budgets. */
+static int
+config_finish_fraud(struct config *cfg, char *err, size_t errlen)
+{
+    char why[160];
+
+    if (route_parse_prefixes(&cfg->blocked, cfg->blocked_prefixes_spec, why, sizeof(why)) < 0) {
+        otpd_seterr(err, errlen, "OTPD_BLOCKED_PREFIXES: %s", why);
+        return -1;
+    }
+    if (route_parse_countries(&cfg->prices, cfg->sms_prices_spec, ROUTE_MONEY, why, sizeof(why)) <
+        0) {
+        otpd_seterr(err, errlen, "OTPD_SMS_PRICES: %s", why);
+        return -1;
+    }
+    if (route_parse_countries(&cfg->spend_budgets, cfg->country_spend_budget_spec, ROUTE_MONEY, why,
+                              sizeof(why)) < 0) {
+        otpd_seterr(err, errlen, "OTPD_COUNTRY_DAILY_SPEND_BUDGET: %s", why);
+        return -1;
+    }
+    cfg->spend_budget = -1;
+    if (*cfg->spend_budget_spec &&
+        (cfg->spend_budget = route_parse_money(cfg->spend_budget_spec)) < 0) {
+        otpd_seterr(err, errlen, "OTPD_DAILY_SPEND_BUDGET: \"%s\" is not an amount such as 50.00",
+                    cfg->spend_budget_spec);
+        return -1;
+    }
+    /* A budget counts only what has a price: without a "*" price, some sends would pass free. */
+    if ((cfg->spend_budget >= 0 || cfg->spend_budgets.n > 0 || cfg->spend_budgets.deflt >= 0) &&
+        cfg->prices.deflt < 0) {
+        otpd_seterr(err, errlen,
+                    "a spend budget needs OTPD_SMS_PRICES with a \"*\" price for the countries "
+                    "it does not list, e.g. OTPD_SMS_PRICES=\"91=0.0827;*=0.10\"");
+        return -1;
+    }
+    return 0;
+}
+
 int
 config_twilio_configured(const struct config *cfg)
 {
@@ -838,6 +910,8 @@ config_finish(struct config *cfg, char *err, size_t errlen)
         otpd_seterr(err, errlen, "OTPD_COUNTRY_HOURLY_BUDGET: %s", why);
         return -1;
     }
+    if (config_finish_fraud(cfg, err, errlen) < 0)
+        return -1;
     if ((cfg->nsentinels = config_parse_sentinels(cfg->redis_sentinels_spec, cfg->sentinels,
                                                   SENTINELS_MAX, why, sizeof(why))) < 0) {
         otpd_seterr(err, errlen, "OTPD_REDIS_SENTINELS: %s", why);
@@ -1299,5 +1373,9 @@ config_reload(struct config *cur, struct config *next)
     cur->routes = next->routes;
     cur->allowed = next->allowed;
     cur->budgets = next->budgets;
+    cur->blocked = next->blocked;
+    cur->prices = next->prices;
+    cur->spend_budget = next->spend_budget;
+    cur->spend_budgets = next->spend_budgets;
     return applied;
 }

@@ -34,6 +34,7 @@
 
 #include "delivery.h"
 #include "dlr.h"
+#include "fraud.h"
 #include "job.h"
 #include "log.h"
 #include "metrics.h"
@@ -41,6 +42,8 @@
 #include "protocol.h"
 #include "route.h"
 #include "secmem.h"
+#include "segments.h"
+#include "spend.h"
 
 enum dlv_state {
     DLV_REJECTING,
@@ -92,6 +95,8 @@ struct dlv {
     uint64_t backoff_ms;
     uv_timer_t timer;          /* BACKOFF; closing it frees the delivery */
     struct dlv_secret *secret; /* code and text, in locked memory until sent */
+    struct sms_size size;      /* of the text (SMS) */
+    char fraud_px[16];         /* the number's prefix for the pumping model */
     /* the outcome to record */
     struct ledger_outcome out;
     struct send_result result;
@@ -297,6 +302,31 @@ rejecting_run(struct dlv *dlv)
 /* --- CLAIMED: begin -------------------------------------------------------- */
 
 /*
+ * What the text costs (SMS): its segments, and the price the ledger
+ * charges until the provider says.  Email costs nothing here.
+ */
+static void
+dlv_measure(struct dlv *dlv)
+{
+    const struct config *cfg = dlv->d->cfg;
+    struct ledger_job *lj = &dlv->lj;
+
+    lj->segments = 0;
+    lj->encoding = NULL;
+    lj->price_micro = -1;
+    lj->fraud_prefix = "";
+    if (dlv->job.channel != JOB_CHANNEL_SMS)
+        return;
+    if (segments_count(dlv->secret->body, strlen(dlv->secret->body), &dlv->size) < 0)
+        return; /* otp_render wrote valid UTF-8: cannot happen */
+    lj->segments = dlv->size.segments;
+    lj->encoding = dlv->size.encoding == SMS_GSM7 ? "gsm7" : "ucs2";
+    lj->price_micro = spend_price(cfg, dlv->cc, dlv->size.segments);
+    fraud_prefix(cfg, dlv->job.to, dlv->fraud_px);
+    lj->fraud_prefix = dlv->fraud_px;
+}
+
+/*
  * The code of record instead of the one made at intake: a resend keeps the
  * record's deadline and says how many minutes are left; this job's own code
  * after a crash is rendered exactly as the first time, and the provider is
@@ -318,6 +348,7 @@ dlv_take_code(struct dlv *dlv, const struct ledger_begun *b)
         return -1;
     if (b->expires_ms > 0)
         dlv->job.expires_ms = b->expires_ms;
+    dlv_measure(dlv);
     if (b->reclaimed)
         dlv->ambiguous_since = dlv->job.created_ms;
     dlv->d->stats.resent++;
@@ -368,6 +399,16 @@ claimed_begun(void *arg, const struct ledger_begun *b)
             s->rate_limited++;
         else
             s->failed++;
+        if (strcmp(b->error_code, "suspected_pumping") == 0)
+            s->pumping_refused++;
+        else if (strcmp(b->error_code, "blocked_prefix") == 0)
+            s->blocked_refused++;
+        else if (strstr(b->error_code, "spend_budget") != NULL)
+            s->spend_refused++;
+        if (b->paused) {
+            s->pauses++;
+            fraud_pause_alert(dlv->job.id, b->error);
+        }
         metrics_observe_end("", dlv->cc, limited ? JOB_RATE_LIMITED : JOB_FAILED, 0);
         if (strcmp(b->error_code, "country_budget") == 0)
             s->budget_alerts++;
@@ -384,6 +425,7 @@ claimed_run(struct dlv *dlv)
 {
     const struct config *cfg = dlv->d->cfg;
     char mac[OTP_MAC_HEX + 1], sealed[OTP_SEALED_HEX + 1], why[REASON_MAX];
+    const char *blocked;
     int rc;
 
     if (otpd_now_ms() >= dlv->job.expires_ms) {
@@ -397,6 +439,15 @@ claimed_run(struct dlv *dlv)
                  "defence)",
                  dlv->cc);
         dlv_fail(dlv, JOB_FAILED, "country_not_allowed", why);
+        return 0;
+    }
+    if (dlv->job.channel == JOB_CHANNEL_SMS &&
+        (blocked = route_prefix_match(&cfg->blocked, dlv->job.to)) != NULL) {
+        snprintf(why, sizeof(why),
+                 "numbers starting +%s are in OTPD_BLOCKED_PREFIXES (SMS-pumping defence)",
+                 blocked);
+        dlv->d->stats.blocked_refused++;
+        dlv_fail(dlv, JOB_FAILED, "blocked_prefix", why);
         return 0;
     }
     otp_mac(mac, cfg->hash_key, dlv->job.purpose, dlv->job.to, dlv->secret->code);
@@ -429,6 +480,8 @@ sending_done(void *arg, const struct send_result *res)
     switch (res->outcome) {
     case SEND_OK:
         dlv->out.sent_ms = otpd_now_ms();
+        if (dlv->job.channel == JOB_CHANNEL_SMS)
+            metrics_observe_segments(provider_name(p), dlv->cc, dlv->lj.segments);
         /* Followed by polling where no webhook will report it (finish schedules it). */
         dlv->out.poll = d->dlr != NULL && provider_needs_polling(p) &&
                         d->cfg->dlr_poll_horizon_s > 0 && res->ref[0] != '\0';
@@ -743,6 +796,7 @@ dlv_prepare(struct dlv *dlv)
         snprintf(dlv->reason, sizeof(dlv->reason), "message: %s", err);
         return -1;
     }
+    dlv_measure(dlv);
     return 0;
 }
 

@@ -124,7 +124,8 @@ dlr_submit(struct receipt_ctx *c)
     const struct receipt *rc = &c->rc;
 
     return ledger_receipt(c->r->ledger, c->provider, rc->ref, rc->status, rc->provider_status,
-                          rc->error_code, rc->error, dlr_applied, c);
+                          rc->error_code, rc->error, rc->priced ? rc->price_micro : -1,
+                          rc->price_unit, dlr_applied, c);
 }
 
 /* --- webhooks ------------------------------------------------------------- */

@@ -29,9 +29,10 @@
 #include "log.h"
 #include "protocol.h"
 #include "route.h"
+#include "spend.h"
 
 extern const char lua_batch[], lua_begin[], lua_finish[], lua_note[], lua_reject[], lua_receipt[],
-    lua_poll[];
+    lua_poll[], lua_fraud[], lua_spend[];
 
 enum {
     SCRIPT_BEGIN,
@@ -57,8 +58,8 @@ enum {
  * keep one call to a few milliseconds of Redis's time.
  */
 #define LEDGER_BATCH_MAX  64
-#define LEDGER_BATCH_HEAD 15 /* at most: the keys and shared arguments before the jobs' */
-#define LEDGER_JOB_ARGS   18 /* at most, per job (finish.lua) */
+#define LEDGER_BATCH_HEAD 30 /* at most: the keys and shared arguments before the jobs' */
+#define LEDGER_JOB_ARGS   20 /* at most, per job (begin.lua) */
 #define LEDGER_BATCH_ARGS (3 + 4 + LEDGER_BATCH_HEAD + LEDGER_BATCH_MAX * LEDGER_JOB_ARGS)
 
 struct ledger_sent;
@@ -90,6 +91,10 @@ struct ledger {
         char interval_ms[24], per_hour[24], per_day[24], global_per_hour[24];
         char budget_default[24]; /* OTPD_COUNTRY_HOURLY_BUDGET's "*", "" for none */
         char max_sends[12], poll_first_ms[16], poll_horizon_ms[24];
+        /* the pumping model (fraud.lua) */
+        char fraud_window_ms[16], fraud_settle_ms[16], fraud_baseline_ms[24], fraud_factor[12],
+            fraud_min_codes[12], fraud_min_conversion[8], fraud_pause_ms[24];
+        char spend_budget[24]; /* OTPD_DAILY_SPEND_BUDGET in micro-units, "" for none */
     } text;
     struct {
         char jobs[LEDGER_KEY_MAX], events[LEDGER_KEY_MAX], stats[LEDGER_KEY_MAX],
@@ -101,7 +106,7 @@ struct ledger {
     struct ledger_stats stats;
     void (*closed_cb)(void *arg);
     void *closed_arg;
-    char *begin_text;  /* batch.lua, limits.lua as check_limits(), then begin.lua */
+    char *begin_text; /* batch.lua, limits.lua as check_limits(), fraud.lua, spend.lua, begin.lua */
     char *finish_text; /* batch.lua, then finish.lua */
     char sha[NSCRIPTS][41];
     struct {
@@ -143,22 +148,30 @@ ledger_script_text(const struct ledger *l, int i)
 
 /*
  * The batch scripts as Redis runs them: batch.lua (what begin and finish
- * share) first, then for begin limits.lua, the web app's script, as a
- * local function.  limits: 1 for begin.
+ * share) first; then for begin limits.lua, the web app's script, as a
+ * local function, and fraud.lua and spend.lua, whose functions begin.lua
+ * calls.  begin: 1 for begin.
  */
 static char *
-ledger_compose(const char *script, int limits)
+ledger_compose(const char *script, int begin)
 {
     static const char head[] = "local function check_limits(KEYS, ARGV)\n";
     static const char tail[] = "\nend\n";
-    size_t n = strlen(lua_batch) + strlen(script) + 1;
+    const char *parts[] = {lua_batch, head, lua_limits, tail, lua_fraud, lua_spend, script};
+    size_t n = 1;
     char *s;
 
-    if (limits)
-        n += strlen(head) + strlen(lua_limits) + strlen(tail);
-    if ((s = malloc(n)) != NULL)
-        snprintf(s, n, "%s%s%s%s%s", lua_batch, limits ? head : "", limits ? lua_limits : "",
-                 limits ? tail : "", script);
+    for (int i = 0; i < NARGS(parts); i++)
+        if (begin || i == 0 || i == NARGS(parts) - 1)
+            n += strlen(parts[i]) + 1;
+    if ((s = malloc(n)) == NULL)
+        return NULL;
+    s[0] = '\0';
+    for (int i = 0; i < NARGS(parts); i++)
+        if (begin || i == 0 || i == NARGS(parts) - 1) {
+            strcat(s, parts[i]);
+            strcat(s, "\n");
+        }
     return s;
 }
 
@@ -185,6 +198,21 @@ ledger_format_config(struct ledger *l)
     snprintf(l->text.global_per_hour, sizeof(l->text.global_per_hour), "%d",
              c->limit_global_per_hour);
     snprintf(l->text.max_sends, sizeof(l->text.max_sends), "%d", c->max_sends_per_code);
+    snprintf(l->text.fraud_window_ms, sizeof(l->text.fraud_window_ms), "%lld",
+             (long long)c->fraud_window_s * 1000);
+    snprintf(l->text.fraud_settle_ms, sizeof(l->text.fraud_settle_ms), "%lld",
+             (long long)c->fraud_settle_s * 1000);
+    snprintf(l->text.fraud_baseline_ms, sizeof(l->text.fraud_baseline_ms), "%lld",
+             (long long)c->fraud_baseline_s * 1000);
+    snprintf(l->text.fraud_factor, sizeof(l->text.fraud_factor), "%d", c->fraud_spike_factor);
+    snprintf(l->text.fraud_min_codes, sizeof(l->text.fraud_min_codes), "%d", c->fraud_min_codes);
+    snprintf(l->text.fraud_min_conversion, sizeof(l->text.fraud_min_conversion), "%d",
+             c->fraud_min_conversion);
+    snprintf(l->text.fraud_pause_ms, sizeof(l->text.fraud_pause_ms), "%lld",
+             (long long)c->fraud_pause_s * 1000);
+    l->text.spend_budget[0] = '\0';
+    if (c->spend_budget >= 0)
+        snprintf(l->text.spend_budget, sizeof(l->text.spend_budget), "%ld", c->spend_budget);
     l->text.budget_default[0] = '\0';
     if (c->budgets.deflt >= 0)
         snprintf(l->text.budget_default, sizeof(l->text.budget_default), "%ld", c->budgets.deflt);
@@ -552,9 +580,13 @@ batch_push(struct ledger_batch *b, const char *s, size_t len)
     return 0;
 }
 
-/* The script's number of keys, its keys and shared arguments, before the jobs'. */
+/*
+ * The script's number of keys, its keys and shared arguments, before the
+ * jobs'.  clk: the UTC day and hour the spend is counted in (begin).
+ */
 static int
-batch_head(const struct ledger *l, int script, const char *now, const char **v)
+batch_head(const struct ledger *l, int script, const char *now, const struct spend_clock *clk,
+           char *left, size_t leftlen, const char **v)
 {
     const struct config *c = l->cfg;
     int n = 0;
@@ -571,17 +603,31 @@ batch_head(const struct ledger *l, int script, const char *now, const char **v)
     v[n++] = now;
     v[n++] = l->text.status_ttl;
     v[n++] = l->text.events_maxlen;
-    if (script == SCRIPT_BEGIN) {
-        v[n++] = l->text.interval_ms;
-        v[n++] = l->text.per_hour;
-        v[n++] = l->text.per_day;
-        v[n++] = l->text.global_per_hour;
-        v[n++] = l->text.budget_default;
-        v[n++] = l->text.max_sends;
-    } else {
+    if (script == SCRIPT_FINISH) {
         v[n++] = l->text.poll_first_ms;
         v[n++] = l->text.poll_horizon_ms;
+        return n;
     }
+    v[n++] = l->text.interval_ms;
+    v[n++] = l->text.per_hour;
+    v[n++] = l->text.per_day;
+    v[n++] = l->text.global_per_hour;
+    v[n++] = l->text.budget_default;
+    v[n++] = l->text.max_sends;
+    v[n++] = l->text.fraud_window_ms;
+    v[n++] = l->text.fraud_settle_ms;
+    v[n++] = l->text.fraud_baseline_ms;
+    v[n++] = l->text.fraud_factor;
+    v[n++] = l->text.fraud_min_codes;
+    v[n++] = l->text.fraud_min_conversion;
+    v[n++] = l->text.fraud_pause_ms;
+    v[n++] = c->fraud_auto_pause ? "1" : "0";
+    snprintf(left, leftlen, "%lld", (long long)clk->day_left_ms);
+    v[n++] = clk->day;
+    v[n++] = clk->hour;
+    v[n++] = left;
+    v[n++] = l->text.spend_budget;
+    v[n++] = c->price_currency;
     return n;
 }
 
@@ -592,16 +638,19 @@ ledger_flush(struct ledger *l, struct ledger_batch *b)
     static const char *argv[2 + LEDGER_BATCH_HEAD + LEDGER_BATCH_ARGS];
     static size_t lens[NARGS(argv)];
     struct ledger_sent *sent = b->sent;
-    char now[24];
+    struct spend_clock clk;
+    char now[24], left[24];
+    int64_t ms = otpd_now_ms();
     int argc = 2;
 
     if (sent == NULL)
         return;
     b->sent = NULL;
-    snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    snprintf(now, sizeof(now), "%lld", (long long)ms);
+    spend_clock(ms, &clk);
     argv[0] = "EVALSHA";
     argv[1] = l->sha[b->script];
-    argc += batch_head(l, b->script, now, argv + argc);
+    argc += batch_head(l, b->script, now, &clk, left, sizeof(left), argv + argc);
     for (int i = 0; i < argc; i++)
         lens[i] = strlen(argv[i]);
     for (int i = 0; i < b->nargs; i++, argc++) {
@@ -733,6 +782,7 @@ ledger_begun(struct ledger_op *op, const redisReply *r, const char *err)
         b.error = reply_str(r, 3);
         if (r->elements > 4 && r->element[4]->type == REDIS_REPLY_INTEGER)
             b.retry_after_ms = r->element[4]->integer;
+        b.paused = strcmp(reply_str(r, 5), "1") == 0;
     } else if (strcmp(word, "resend") == 0) {
         b.verdict = LEDGER_RESEND;
         b.sealed = reply_str(r, 1);
@@ -748,6 +798,8 @@ ledger_begun(struct ledger_op *op, const redisReply *r, const char *err)
     /* The alert is the limits' business; the delivery sees the verdict only. */
     if (b.verdict == LEDGER_DENIED && strcmp(b.error_code, "country_budget") == 0)
         ledger_budget_alert(op->l, op->cc);
+    if (b.verdict == LEDGER_DENIED && strstr(b.error_code, "spend_budget") != NULL)
+        spend_budget_alert(b.error_code, op->cc);
     op->begin_cb(op->arg, &b);
 }
 
@@ -791,6 +843,26 @@ ledger_budget(const struct config *c, const char *cc, char budget[24])
         snprintf(budget, 24, "%ld", own);
 }
 
+/* The job's price and segments as begin.lua takes them ("" where none). */
+struct begin_cost {
+    char segments[12], price[24], spend_budget[24];
+};
+
+static void
+ledger_cost(const struct config *c, const struct ledger_job *lj, struct begin_cost *bc)
+{
+    long budget = route_country_value(&c->spend_budgets, lj->cc);
+
+    bc->segments[0] = bc->price[0] = bc->spend_budget[0] = '\0';
+    if (lj->job->channel != JOB_CHANNEL_SMS)
+        return;
+    snprintf(bc->segments, sizeof(bc->segments), "%d", lj->segments);
+    if (lj->price_micro >= 0)
+        snprintf(bc->price, sizeof(bc->price), "%ld", lj->price_micro);
+    if (budget >= 0)
+        snprintf(bc->spend_budget, sizeof(bc->spend_budget), "%ld", budget);
+}
+
 int
 ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, const char *sealed,
              ledger_begin_cb *cb, void *arg)
@@ -798,6 +870,7 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, con
     const struct job *job = lj->job;
     char created[24], expires[24], attempts[12], ttl[24], masked[LOG_MASK_MAX], budget[24];
     int64_t left = job->expires_ms - otpd_now_ms();
+    struct begin_cost bc;
     struct ledger_op *op;
 
     if (!rconn_is_up(l->w) || (op = ledger_op_new(l, SCRIPT_BEGIN, arg)) == NULL)
@@ -809,6 +882,7 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, con
         snprintf(budget, sizeof(budget), "0");
     else
         ledger_budget(l->cfg, lj->cc, budget);
+    ledger_cost(l->cfg, lj, &bc);
     log_mask_to(job->to, masked, sizeof(masked));
     snprintf(created, sizeof(created), "%lld", (long long)job->created_ms);
     snprintf(expires, sizeof(expires), "%lld", (long long)job->expires_ms);
@@ -830,7 +904,12 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, con
                        lj->replace_code ? "2"
                        : job->fresh     ? "1"
                                         : "",
-                       job_channel_name(job->channel)};
+                       job_channel_name(job->channel),
+                       lj->fraud_prefix ? lj->fraud_prefix : "",
+                       bc.segments,
+                       job->channel == JOB_CHANNEL_SMS && lj->encoding ? lj->encoding : "",
+                       bc.price,
+                       bc.spend_budget};
     if (ledger_join(l, &l->batch[0], op, NARGS(v), v, NULL) < 0) {
         free(op);
         return -1;
@@ -999,10 +1078,11 @@ ledger_receipt_reply(redisAsyncContext *ac, void *r, void *priv)
 int
 ledger_receipt(struct ledger *l, const char *provider, const char *ref, enum job_status status,
                const char *provider_status, const char *error_code, const char *error,
-               ledger_receipt_cb *cb, void *arg)
+               long price_micro, const char *price_unit, ledger_receipt_cb *cb, void *arg)
 {
-    char refkey[LEDGER_KEY_MAX], events[LEDGER_KEY_MAX], stats[LEDGER_KEY_MAX], now[24];
+    char refkey[LEDGER_KEY_MAX], events[LEDGER_KEY_MAX], stats[LEDGER_KEY_MAX], now[24], price[24];
     struct ledger_op *op = ledger_op_new(l, SCRIPT_RECEIPT, arg);
+    struct spend_clock clk;
 
     if (op == NULL)
         return -1;
@@ -1011,10 +1091,17 @@ ledger_receipt(struct ledger *l, const char *provider, const char *ref, enum job
     key(events, l->cfg, PROTO_KEY_EVENTS);
     key(stats, l->cfg, PROTO_KEY_STATS);
     snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    spend_clock(otpd_now_ms(), &clk);
+    price[0] = '\0';
+    if (price_micro >= 0)
+        snprintf(price, sizeof(price), "%ld", price_micro);
     const char *keys[] = {refkey, events, stats};
-    const char *args[] = {
-        l->cfg->prefix, job_status_name(status), provider_status, error_code, error, now,
-        provider,       l->text.events_maxlen};
+    const char *args[] = {l->cfg->prefix,  job_status_name(status),
+                          provider_status, error_code,
+                          error,           now,
+                          provider,        l->text.events_maxlen,
+                          price,           price_unit ? price_unit : "",
+                          clk.hour,        l->cfg->price_currency};
     return ledger_eval(op, ledger_receipt_reply, NARGS(keys), keys, NARGS(args), args, NULL);
 }
 
@@ -1096,7 +1183,7 @@ ledger_publish_limits(struct ledger *l)
 {
     const struct config *c = l->cfg;
     char k[LEDGER_KEY_MAX], fields[ROUTE_MAX + 1][40], vals[ROUTE_MAX + 1][24];
-    const char *argv[10 + 2 * (ROUTE_MAX + 1)];
+    const char *argv[22 + 2 * (ROUTE_MAX + 1)];
     int argc = 0, n = 0;
 
     if (!rconn_is_up(l->w))
@@ -1124,6 +1211,17 @@ ledger_publish_limits(struct ledger *l)
         argv[argc++] = fields[n];
         argv[argc++] = vals[n];
     }
+    /* The pumping model's settings, for otpctl fraud and the site's reports. */
+    char digits[8];
+    snprintf(digits, sizeof(digits), "%d", c->fraud_prefix_digits);
+    const char *fraud[] = {"fraud_prefix_digits", digits,
+                           "fraud_window_ms",     l->text.fraud_window_ms,
+                           "fraud_settle_ms",     l->text.fraud_settle_ms,
+                           "fraud_baseline_ms",   l->text.fraud_baseline_ms,
+                           "price_currency",      c->price_currency,
+                           "spend_budget_micro",  l->text.spend_budget};
+    for (int i = 0; i < NARGS(fraud); i++)
+        argv[argc++] = fraud[i];
     const char *multi[] = {"MULTI"}, *exec[] = {"EXEC"}, *del[] = {"DEL", k};
     rconn_command(l->w, NULL, NULL, NARGS(multi), multi, NULL);
     rconn_command(l->w, NULL, NULL, NARGS(del), del, NULL);

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "delivery.h"
 #include "dlr.h"
+#include "fraud.h"
 #include "httpd.h"
 #include "ledger.h"
 #include "log.h"
@@ -40,6 +41,7 @@ struct otpd {
     struct queue *queue;
     struct deliveries *deliveries;
     struct monitor *monitor;
+    struct fraud *fraud;
     struct httpd *httpd;
     struct dlr *dlr;
     uv_signal_t sigterm, sigint, sighup;
@@ -103,8 +105,10 @@ on_writer_state(struct rconn *rc, int up, void *arg)
 
     (void)rc;
     delivery_writer_state(o->deliveries, up);
-    if (up)
+    if (up) {
         monitor_writer_up(o->monitor);
+        fraud_writer_up(o->fraud);
+    }
 }
 
 static void
@@ -130,8 +134,9 @@ on_http(void *arg, const struct httpd_request *req, struct httpd_response *resp)
         .ledger = ledger_stats(o->ledger),
         .sentinel = o->sentinel ? sentinel_stats(o->sentinel) : NULL,
     };
-    resp->body = metrics_render(&o->cfg, o->deliveries, monitor_gauges(o->monitor), o->providers,
-                                &http, &redis, uv_now(&o->loop), &resp->len);
+    resp->body =
+        metrics_render(&o->cfg, o->deliveries, monitor_gauges(o->monitor), fraud_view(o->fraud),
+                       o->providers, &http, &redis, uv_now(&o->loop), &resp->len);
     resp->status = resp->body ? 200 : 500;
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
@@ -209,8 +214,9 @@ otpd_shutdown(struct otpd *o)
 {
     o->stopping = 1;
     /* monitor (and httpd) now; reader, writer and providers after the drain */
-    o->closing = 6 + (o->httpd != NULL) + (o->sentinel != NULL);
+    o->closing = 7 + (o->httpd != NULL) + (o->sentinel != NULL);
     monitor_stop(o->monitor, on_part_closed, o);
+    fraud_close(o->fraud, on_part_closed, o);
     if (o->httpd)
         httpd_close(o->httpd, on_part_closed, o);
     log_notice("shutting down: %d job(s) in flight, waiting up to %d ms",
@@ -329,6 +335,8 @@ otpd_start(struct otpd *o)
     delivery_set_queue(o->deliveries, o->queue);
     if ((o->monitor = monitor_new(&o->loop, cfg, o->writer, o->deliveries, o->providers)) == NULL)
         fatalx("out of memory at start-up");
+    if ((o->fraud = fraud_new(&o->loop, cfg, o->writer)) == NULL)
+        fatalx("out of memory at start-up");
     queue_on_ready(o->queue, on_queue_ready, o);
     if ((o->dlr = dlr_new(&o->loop, cfg, o->ledger, o->providers)) == NULL)
         fatalx("out of memory at start-up");
@@ -376,6 +384,7 @@ otpd_cleanup(struct otpd *o)
     ledger_free(o->ledger);
     rconn_free(o->reader);
     rconn_free(o->writer);
+    fraud_free(o->fraud); /* after the writer: its callbacks name it */
     if (o->sentinel)
         sentinel_free(o->sentinel);
     if (uv_loop_close(&o->loop) != 0)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "spend.h"
 
 /* From 5 ms: enqueue to sent is often well under the 50 ms the others start at. */
 static const double buckets[] = {0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
@@ -146,6 +147,32 @@ metrics_observe_receipt(const char *provider, const char *cc, enum job_status st
     outcome_count(&receipts, provider, cc, status);
 }
 
+/* SMS segments sent, by provider and calling code (bounded like the outcomes). */
+static struct {
+    char provider[16], cc[4];
+    uint64_t messages, segments;
+} sms_rows[NOUTCOME_ROWS];
+static int nsms_rows;
+
+void
+metrics_observe_segments(const char *provider, const char *cc, int segments)
+{
+    int i;
+
+    for (i = 0; i < nsms_rows; i++)
+        if (strcmp(sms_rows[i].provider, provider) == 0 && strcmp(sms_rows[i].cc, cc) == 0)
+            break;
+    if (i == nsms_rows) {
+        if (nsms_rows == NOUTCOME_ROWS)
+            return;
+        snprintf(sms_rows[i].provider, sizeof(sms_rows[i].provider), "%s", provider);
+        snprintf(sms_rows[i].cc, sizeof(sms_rows[i].cc), "%s", cc);
+        nsms_rows++;
+    }
+    sms_rows[i].messages++;
+    sms_rows[i].segments += (uint64_t)(segments > 0 ? segments : 0);
+}
+
 struct page {
     char *buf;
     size_t len, cap;
@@ -277,10 +304,111 @@ render_ends(struct page *pg)
     render_outcomes(pg, "otpd_receipts_total", &receipts);
 }
 
+static void
+render_sms(struct page *pg, const struct delivery_stats *s)
+{
+    family(pg, "otpd_sms_segments_total", "counter",
+           "SMS segments in the messages providers accepted from this instance, by provider and "
+           "calling code (GSM-7: 160, then 153 a segment; UCS-2: 70, then 67).");
+    for (int i = 0; i < nsms_rows; i++)
+        out(pg, "otpd_sms_segments_total{provider=\"%s\",country=\"%s\"} %llu\n",
+            sms_rows[i].provider, sms_rows[i].cc, (unsigned long long)sms_rows[i].segments);
+    family(pg, "otpd_sms_messages_total", "counter",
+           "SMS messages providers accepted from this instance, by provider and calling code.");
+    for (int i = 0; i < nsms_rows; i++)
+        out(pg, "otpd_sms_messages_total{provider=\"%s\",country=\"%s\"} %llu\n",
+            sms_rows[i].provider, sms_rows[i].cc, (unsigned long long)sms_rows[i].messages);
+    family(pg, "otpd_fraud_refused_total", "counter",
+           "SMS jobs this instance ended unsent by the SMS-pumping defences, by reason: an "
+           "automatic pause (suspected_pumping), a blocked prefix, a money budget.");
+    out(pg, "otpd_fraud_refused_total{reason=\"suspected_pumping\"} %llu\n",
+        (unsigned long long)s->pumping_refused);
+    out(pg, "otpd_fraud_refused_total{reason=\"blocked_prefix\"} %llu\n",
+        (unsigned long long)s->blocked_refused);
+    out(pg, "otpd_fraud_refused_total{reason=\"spend_budget\"} %llu\n",
+        (unsigned long long)s->spend_refused);
+    family(pg, "otpd_fraud_pauses_total", "counter",
+           "Prefixes this instance paused as suspected SMS pumping.");
+    out(pg, "otpd_fraud_pauses_total %llu\n", (unsigned long long)s->pauses);
+}
+
+/* The shared report (fraud_stats.lua, read every 15 s): every instance shows the same. */
+static void
+render_report(struct page *pg, const struct config *cfg, const struct fraud_view *v)
+{
+    char money[32];
+
+    if (!v->valid)
+        return;
+    family(pg, "otpd_conversion_codes", "gauge",
+           "New codes over the pumping model's window (OTPD_FRAUD_WINDOW_S, whole 5-minute "
+           "buckets), by channel and calling code.");
+    for (int i = 0; i < v->nconv; i++)
+        out(pg, "otpd_conversion_codes{channel=\"%s\",country=\"%s\"} %ld\n", v->conv[i].channel,
+            v->conv[i].cc, v->conv[i].codes);
+    family(pg, "otpd_conversion_verified", "gauge",
+           "Codes verified over the same window, by channel and calling code.");
+    for (int i = 0; i < v->nconv; i++)
+        out(pg, "otpd_conversion_verified{channel=\"%s\",country=\"%s\"} %ld\n", v->conv[i].channel,
+            v->conv[i].cc, v->conv[i].verified);
+    family(pg, "otpd_conversion_ratio", "gauge",
+           "Verified codes / new codes over the window, by channel and calling code.");
+    for (int i = 0; i < v->nconv; i++)
+        if (v->conv[i].codes > 0)
+            out(pg, "otpd_conversion_ratio{channel=\"%s\",country=\"%s\"} %.4f\n",
+                v->conv[i].channel, v->conv[i].cc,
+                (double)v->conv[i].verified / (double)v->conv[i].codes);
+    family(pg, "otpd_prefix_codes", "gauge",
+           "New SMS codes over the window for the busiest number prefixes (and any with a rule).");
+    for (int i = 0; i < v->nprefixes; i++)
+        out(pg, "otpd_prefix_codes{prefix=\"%s\",rule=\"%s\"} %ld\n", v->prefixes[i].prefix,
+            v->prefixes[i].rule, v->prefixes[i].codes);
+    family(pg, "otpd_prefix_baseline", "gauge",
+           "A prefix's own baseline: its usual codes per window (a moving average).");
+    for (int i = 0; i < v->nprefixes; i++)
+        out(pg, "otpd_prefix_baseline{prefix=\"%s\"} %.2f\n", v->prefixes[i].prefix,
+            v->prefixes[i].baseline);
+    family(pg, "otpd_prefix_conversion_ratio", "gauge",
+           "A prefix's verified codes / codes judged (verified, or older than OTPD_FRAUD_SETTLE_S "
+           "and not verified) over the window.");
+    for (int i = 0; i < v->nprefixes; i++)
+        if (v->prefixes[i].judged > 0)
+            out(pg, "otpd_prefix_conversion_ratio{prefix=\"%s\"} %.4f\n", v->prefixes[i].prefix,
+                (double)v->prefixes[i].verified / (double)v->prefixes[i].judged);
+    family(pg, "otpd_fraud_rules", "gauge",
+           "Prefix rules in force: automatic pauses, operator blocks and allows.");
+    out(pg, "otpd_fraud_rules{kind=\"paused\"} %d\n", v->paused);
+    out(pg, "otpd_fraud_rules{kind=\"block\"} %d\n", v->blocked);
+    out(pg, "otpd_fraud_rules{kind=\"allow\"} %d\n", v->allowed);
+    family(pg, "otpd_sms_spend", "gauge",
+           "SMS spend of the current UTC day and hour, by calling code (\"*\": all), all "
+           "instances together: expected prices, replaced by the provider's where it reports one.");
+    for (int i = 0; i < v->nspend; i++) {
+        out(pg, "otpd_sms_spend{period=\"day\",country=\"%s\",currency=\"%s\"} %s\n",
+            v->spend[i].cc, cfg->price_currency,
+            spend_format(v->spend[i].day, money, sizeof(money)));
+        out(pg, "otpd_sms_spend{period=\"hour\",country=\"%s\",currency=\"%s\"} %s\n",
+            v->spend[i].cc, cfg->price_currency,
+            spend_format(v->spend[i].hour, money, sizeof(money)));
+    }
+    family(pg, "otpd_sms_spend_budget", "gauge",
+           "OTPD_DAILY_SPEND_BUDGET (\"*\") and OTPD_COUNTRY_DAILY_SPEND_BUDGET, per UTC day.");
+    if (cfg->spend_budget >= 0)
+        out(pg, "otpd_sms_spend_budget{country=\"*\",currency=\"%s\"} %s\n", cfg->price_currency,
+            spend_format(cfg->spend_budget, money, sizeof(money)));
+    for (int i = 0; i < cfg->spend_budgets.n; i++)
+        out(pg, "otpd_sms_spend_budget{country=\"%s\",currency=\"%s\"} %s\n",
+            cfg->spend_budgets.cc[i], cfg->price_currency,
+            spend_format(cfg->spend_budgets.value[i], money, sizeof(money)));
+    family(pg, "otpd_fraud_report_age_seconds", "gauge", "Age of the report above.");
+    out(pg, "otpd_fraud_report_age_seconds %.1f\n", (double)(otpd_now_ms() - v->at_ms) / 1000.0);
+}
+
 char *
 metrics_render(const struct config *cfg, const struct deliveries *d, const struct monitor_gauges *g,
-               struct provider_set *providers, const struct httpd_stats *http,
-               const struct metrics_redis *redis, uint64_t now, size_t *len)
+               const struct fraud_view *fraud, struct provider_set *providers,
+               const struct httpd_stats *http, const struct metrics_redis *redis, uint64_t now,
+               size_t *len)
 {
     const struct delivery_stats *s = delivery_stats(d);
     struct page pg = {.cap = 8192};
@@ -373,6 +501,8 @@ metrics_render(const struct config *cfg, const struct deliveries *d, const struc
     render_redis(&pg, redis);
     render_latency(&pg);
     render_ends(&pg);
+    render_sms(&pg, s);
+    render_report(&pg, cfg, fraud);
     family(&pg, "otpd_delivery_latency_seconds", "histogram",
            "From the provider accepting a message to its delivery receipt.");
     for (int i = 0; i < ndelivery; i++) {

@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "otp.h"
+#include "utf8.h"
 
 void
 otp_generate(char *out, int digits)
@@ -123,29 +124,13 @@ otp_open(char *code, const unsigned char key[32], const char *purpose, const cha
 long
 otp_utf8_chars(const char *s)
 {
-    const unsigned char *p = (const unsigned char *)s;
+    const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
+    uint32_t cp;
     long n = 0;
 
-    while (*p) {
-        int extra;
-        if (*p < 0x80)
-            extra = 0;
-        else if ((*p & 0xe0) == 0xc0 && *p >= 0xc2)
-            extra = 1;
-        else if ((*p & 0xf0) == 0xe0)
-            extra = 2;
-        else if ((*p & 0xf8) == 0xf0 && *p <= 0xf4)
-            extra = 3;
-        else
+    while (p < end) {
+        if (utf8_next(&p, end, &cp) < 0)
             return -1;
-        /* Reject overlong forms, surrogates and code points past U+10FFFF. */
-        if ((p[0] == 0xe0 && p[1] < 0xa0) || (p[0] == 0xed && p[1] > 0x9f) ||
-            (p[0] == 0xf0 && p[1] < 0x90) || (p[0] == 0xf4 && p[1] > 0x8f))
-            return -1;
-        p++;
-        for (int i = 0; i < extra; i++, p++)
-            if ((*p & 0xc0) != 0x80)
-                return -1;
         n++;
     }
     return n;

@@ -32,6 +32,7 @@
 #include "log.h"
 #include "provider.h"
 #include "provider_impl.h"
+#include "route.h"
 #include "twilio_errors.h"
 
 #define TWILIO_MAX_PARAMS 64 /* of a status callback; more are not signed over */
@@ -211,6 +212,8 @@ twilio_parse_message(long http_status, const char *body, size_t len, struct poll
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(root, "error_code");
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(root, "error_message");
+    const cJSON *price = cJSON_GetObjectItemCaseSensitive(root, "price");
+    const cJSON *unit = cJSON_GetObjectItemCaseSensitive(root, "price_unit");
     struct receipt *r = &res->receipt;
     const char *hint;
 
@@ -234,6 +237,16 @@ twilio_parse_message(long http_status, const char *body, size_t len, struct poll
         snprintf(r->error, sizeof(r->error), "%s", hint);
     else if (r->status != JOB_DELIVERED && cJSON_IsString(msg))
         snprintf(r->error, sizeof(r->error), "%.200s", msg->valuestring);
+    /* Twilio writes what it charged as a negative decimal string ("-0.00790") once it knows. */
+    if (cJSON_IsString(price) && cJSON_IsString(unit) && strlen(unit->valuestring) == 3) {
+        long micro = route_parse_money(price->valuestring[0] == '-' ? price->valuestring + 1
+                                                                    : price->valuestring);
+        if (micro >= 0) {
+            r->priced = 1;
+            r->price_micro = micro;
+            snprintf(r->price_unit, sizeof(r->price_unit), "%s", unit->valuestring);
+        }
+    }
 out:
     cJSON_Delete(root);
 }

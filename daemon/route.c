@@ -206,10 +206,17 @@ route_parse_countries(struct country_limits *cl, const char *spec, int with_valu
                 goto out;
             }
             *eq = '\0';
-            v = strtol(trim(eq + 1), &end, 10);
-            if (*trim(eq + 1) == '\0' || *end != '\0' || v < 0) {
-                otpd_seterr(err, errlen, "\"%s\": not a number", eq + 1);
-                goto out;
+            if (with_values == ROUTE_MONEY) {
+                if ((v = route_parse_money(trim(eq + 1))) < 0) {
+                    otpd_seterr(err, errlen, "\"%s\": not an amount such as 0.0079", eq + 1);
+                    goto out;
+                }
+            } else {
+                v = strtol(trim(eq + 1), &end, 10);
+                if (*trim(eq + 1) == '\0' || *end != '\0' || v < 0) {
+                    otpd_seterr(err, errlen, "\"%s\": not a number", eq + 1);
+                    goto out;
+                }
             }
             cc = trim(cc);
         }
@@ -243,4 +250,69 @@ route_country_value(const struct country_limits *cl, const char *cc)
         if (strcmp(cl->cc[i], cc) == 0)
             return cl->value[i];
     return cl->deflt;
+}
+
+/*
+ * Amounts are kept in micro-units (millionths of the currency) so that
+ * Redis adds them exactly (HINCRBY) however many messages are summed;
+ * strtod() reads the decimal, which needs nothing finer than 1e-6.
+ */
+long
+route_parse_money(const char *s)
+{
+    char *end;
+    double v;
+
+    if (s == NULL || *s == '\0' || !(isdigit((unsigned char)*s) || *s == '.'))
+        return -1;
+    v = strtod(s, &end);
+    if (*end != '\0' || !(v >= 0) || v > 1e9)
+        return -1;
+    return (long)(v * 1e6 + 0.5);
+}
+
+int
+route_parse_prefixes(struct prefix_list *pl, const char *spec, char *err, size_t errlen)
+{
+    char *copy = strdup(spec), *save = NULL, *item;
+    int rc = -1;
+
+    memset(pl, 0, sizeof(*pl));
+    if (copy == NULL) {
+        otpd_seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    for (item = strtok_r(copy, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *p = trim(item);
+        size_t n;
+        if (*p == '\0')
+            continue;
+        if (*p == '+')
+            p++;
+        n = strlen(p);
+        if (n < 1 || n > 15 || strspn(p, "0123456789") != n || p[0] == '0') {
+            otpd_seterr(err, errlen, "\"%s\": expected +DIGITS, a number's first digits", item);
+            goto out;
+        }
+        if (pl->n == PREFIXES_MAX) {
+            otpd_seterr(err, errlen, "more than %d prefixes", PREFIXES_MAX);
+            goto out;
+        }
+        memcpy(pl->digits[pl->n++], p, n + 1);
+    }
+    rc = 0;
+out:
+    free(copy);
+    return rc;
+}
+
+const char *
+route_prefix_match(const struct prefix_list *pl, const char *number)
+{
+    const char *d = number[0] == '+' ? number + 1 : number;
+
+    for (int i = 0; i < pl->n; i++)
+        if (strncmp(d, pl->digits[i], strlen(pl->digits[i])) == 0)
+            return pl->digits[i];
+    return NULL;
 }

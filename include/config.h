@@ -105,13 +105,28 @@ struct config {
     char *msg91_webhook_token;
     int dlr_poll_horizon_s;
     int dlr_poll_first_ms;
+    /* The SMS-pumping model (docs/fraud.md). */
+    int fraud_prefix_digits;
+    int fraud_window_s, fraud_settle_s, fraud_baseline_s, fraud_pause_s;
+    int fraud_spike_factor, fraud_min_codes, fraud_min_conversion;
+    int fraud_auto_pause;
+    char *blocked_prefixes_spec;
+    /* What SMS costs, and the daily money budgets. */
+    char *sms_prices_spec;
+    char *price_currency;
+    char *spend_budget_spec;
+    char *country_spend_budget_spec;
     /* derived by config_finish() */
     struct sentinel_addr sentinels[SENTINELS_MAX];
     int nsentinels;
     struct route_table routes;
     struct country_limits allowed;
     struct country_limits budgets;
-    const char *provider_default; /* OTPD_PROVIDER, or the one chosen for it */
+    struct prefix_list blocked;
+    struct country_limits prices;        /* micro-units per SMS segment */
+    long spend_budget;                   /* micro-units a day, -1 for none */
+    struct country_limits spend_budgets; /* micro-units a day per country */
+    const char *provider_default;        /* OTPD_PROVIDER, or the one chosen for it */
 };
 
 typedef const char *config_env_fn(const char *name);

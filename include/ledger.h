@@ -47,6 +47,11 @@ struct ledger_job {
     const char *stream_id;
     const char *cc;
     int replace_code; /* the code of record did not open: replace it, whoever made it */
+    /* SMS: what the pumping model and the spend count (docs/fraud.md) */
+    const char *fraud_prefix; /* the number's prefix ("" or NULL: not counted) */
+    int segments;             /* of the text as it will be sent */
+    const char *encoding;     /* "gsm7" or "ucs2" */
+    long price_micro;         /* expected, in micro-units of OTPD_PRICE_CURRENCY; -1 unknown */
 };
 
 enum ledger_verdict {
@@ -68,6 +73,7 @@ struct ledger_begun {
     const char *sealed;   /* RESEND: the code of record, sealed (otp_open) */
     long long expires_ms; /* RESEND: its deadline, which the resend keeps */
     int reclaimed;        /* RESEND: it is this job's own code (a reclaim after a crash) */
+    int paused;           /* DENIED suspected_pumping: this job's code made the pause */
     const char *err;      /* LEDGER_ERROR: why */
 };
 typedef void ledger_begin_cb(void *arg, const struct ledger_begun *b);
@@ -110,13 +116,15 @@ int ledger_reject(struct ledger *l, const struct ledger_job *lj, const char *pay
 
 /*
  * A delivery receipt for a provider's message.  verdict: 0 unknown ref,
- * 1 no change (late or repeated), 2 applied, -1 error.
+ * 1 no change (late or repeated), 2 applied, -1 error.  price_micro: the
+ * provider's price for the message in micro-units of price_unit (-1: it
+ * gave none); it replaces the expected one in the spend.
  */
 typedef void ledger_receipt_cb(void *arg, int verdict, const char *job_id, long long sent_ms,
                                const char *cc, const char *err);
 int ledger_receipt(struct ledger *l, const char *provider, const char *ref, enum job_status status,
                    const char *provider_status, const char *error_code, const char *error,
-                   ledger_receipt_cb *cb, void *arg);
+                   long price_micro, const char *price_unit, ledger_receipt_cb *cb, void *arg);
 
 /*
  * The receipt-polling schedule, {p}polls (poll.lua; finish adds to it):

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "delivery.h"
+#include "fraud.h"
 #include "httpd.h"
 #include "ledger.h"
 #include "monitor.h"
@@ -30,6 +31,9 @@ void metrics_observe_end(const char *provider, const char *cc, enum job_status s
 /* A delivery receipt that changed a job: its new status, by provider and calling code. */
 void metrics_observe_receipt(const char *provider, const char *cc, enum job_status status);
 
+/* An SMS the provider accepted: its segments, by provider and calling code. */
+void metrics_observe_segments(const char *provider, const char *cc, int segments);
+
 /* Redis as this instance sees it. */
 struct metrics_redis {
     int reader_up, writer_up;
@@ -39,8 +43,8 @@ struct metrics_redis {
 
 /* The whole page; malloc'd, *len set.  http: the endpoint's own connection counts. */
 char *metrics_render(const struct config *cfg, const struct deliveries *d,
-                     const struct monitor_gauges *g, struct provider_set *providers,
-                     const struct httpd_stats *http, const struct metrics_redis *redis,
-                     uint64_t now, size_t *len);
+                     const struct monitor_gauges *g, const struct fraud_view *fraud,
+                     struct provider_set *providers, const struct httpd_stats *http,
+                     const struct metrics_redis *redis, uint64_t now, size_t *len);
 
 #endif

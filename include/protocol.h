@@ -14,21 +14,32 @@
 #ifndef OTPD_PROTOCOL_H
 #define OTPD_PROTOCOL_H
 
-#define PROTO_KEY_JOBS                 "jobs"
-#define PROTO_KEY_OTP                  "otp:%s:%s" /* purpose, to */
-#define PROTO_KEY_JOB                  "job:%s"    /* id */
-#define PROTO_KEY_REF                  "ref:%s:%s" /* provider, provider_ref */
-#define PROTO_KEY_EVENTS               "events"
-#define PROTO_KEY_DEAD                 "dead"
-#define PROTO_KEY_LIMITS               "limits"
-#define PROTO_KEY_RL_NUM               "rl:num:%s" /* to */
-#define PROTO_KEY_RL_GLOBAL            "rl:global"
-#define PROTO_KEY_RL_CC                "rl:cc:%s" /* calling code */
-#define PROTO_KEY_OPTOUT               "optout"
-#define PROTO_KEY_STATS                "stats"
-#define PROTO_KEY_INSTANCE             "instance:%s"             /* consumer */
-#define PROTO_KEY_ALERT_COUNTRY_BUDGET "alert:country_budget:%s" /* calling code */
-#define PROTO_KEY_POLLS                "polls"
+#define PROTO_KEY_JOBS                       "jobs"
+#define PROTO_KEY_OTP                        "otp:%s:%s" /* purpose, to */
+#define PROTO_KEY_JOB                        "job:%s"    /* id */
+#define PROTO_KEY_REF                        "ref:%s:%s" /* provider, provider_ref */
+#define PROTO_KEY_EVENTS                     "events"
+#define PROTO_KEY_DEAD                       "dead"
+#define PROTO_KEY_LIMITS                     "limits"
+#define PROTO_KEY_RL_NUM                     "rl:num:%s" /* to */
+#define PROTO_KEY_RL_GLOBAL                  "rl:global"
+#define PROTO_KEY_RL_CC                      "rl:cc:%s" /* calling code */
+#define PROTO_KEY_OPTOUT                     "optout"
+#define PROTO_KEY_STATS                      "stats"
+#define PROTO_KEY_INSTANCE                   "instance:%s"             /* consumer */
+#define PROTO_KEY_ALERT_COUNTRY_BUDGET       "alert:country_budget:%s" /* calling code */
+#define PROTO_KEY_POLLS                      "polls"
+#define PROTO_KEY_FRAUD_RULES                "fraud:rules"
+#define PROTO_KEY_FRAUD_CODES                "fraud:codes:%s" /* px */
+#define PROTO_KEY_FRAUD_OK                   "fraud:ok:%s"    /* px */
+#define PROTO_KEY_FRAUD_BASE                 "fraud:base"
+#define PROTO_KEY_FRAUD_ACTIVE               "fraud:active"
+#define PROTO_KEY_FRAUD_COUNTS               "fraud:counts:%s"  /* bucket */
+#define PROTO_KEY_SPEND_DAY                  "spend:day:%s"     /* day */
+#define PROTO_KEY_SPEND_HOUR                 "spend:hour:%s"    /* hour */
+#define PROTO_KEY_ALERT_PUMPING              "alert:pumping:%s" /* px */
+#define PROTO_KEY_ALERT_SPEND_BUDGET         "alert:spend_budget:*"
+#define PROTO_KEY_ALERT_COUNTRY_SPEND_BUDGET "alert:country_spend_budget:%s" /* calling code */
 
 /* Status words, in the document's order (section 4). */
 #define PROTO_STATUS_QUEUED       "queued"

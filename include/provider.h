@@ -63,6 +63,9 @@ struct receipt {
     char provider_status[24]; /* the provider's own word, e.g. "undelivered" */
     char error_code[24];      /* e.g. Twilio 30003, or "" */
     char error[REASON_MAX];   /* human text (the carrier hint) when not delivered */
+    int priced;               /* the provider said what the message cost: */
+    long price_micro;         /* that, in micro-units */
+    char price_unit[8];       /* of this currency (ISO 4217) */
 };
 
 /* A status lookup's answer (poll). */

@@ -54,4 +54,22 @@ int route_parse_countries(struct country_limits *cl, const char *spec, int with_
 /* The value for a calling code, the "*" value, or -1 if neither. */
 long route_country_value(const struct country_limits *cl, const char *cc);
 
+/* Values of route_parse_countries(): none (a list), whole numbers, or money. */
+#define ROUTE_LIST  0
+#define ROUTE_COUNT 1
+#define ROUTE_MONEY 2 /* "0.0079" -> 7900 micro-units */
+
+/* An amount of money ("12.5") in micro-units; -1 if it is not one. */
+long route_parse_money(const char *s);
+
+/* Number prefixes (OTPD_BLOCKED_PREFIXES): "+4470,+88213". */
+#define PREFIXES_MAX 64
+struct prefix_list {
+    char digits[PREFIXES_MAX][16];
+    int n;
+};
+int route_parse_prefixes(struct prefix_list *pl, const char *spec, char *err, size_t errlen);
+/* The first prefix of the list that the number (+digits) starts with, or NULL. */
+const char *route_prefix_match(const struct prefix_list *pl, const char *number);
+
 #endif

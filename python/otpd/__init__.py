@@ -7,8 +7,8 @@ and status words are in otpd.protocol.
 # The daemon's version, project(otpd VERSION ...) in CMakeLists.txt; pyproject.toml reads it.
 __version__ = "0.1.0"
 
-from .client import (FINAL, OptedOut, OTPClient, RateLimited, SendRefused, VerifyResult,
-                     country_code, mac, mask_phone, mask_to)
+from .client import (FINAL, NumberRefused, OptedOut, OTPClient, RateLimited, SendRefused,
+                     VerifyResult, country_code, mac, mask_phone, mask_to)
 
-__all__ = ["FINAL", "OTPClient", "OptedOut", "RateLimited", "SendRefused", "VerifyResult",
-           "country_code", "mac", "mask_phone", "mask_to"]
+__all__ = ["FINAL", "NumberRefused", "OTPClient", "OptedOut", "RateLimited", "SendRefused",
+           "VerifyResult", "country_code", "mac", "mask_phone", "mask_to"]

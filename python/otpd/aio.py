@@ -58,14 +58,14 @@ import redis.asyncio.sentinel as aiosentinel
 import redis.sentinel
 
 from . import protocol
-from .client import (FINAL, OptedOut, RateLimited, SendRefused, VerifyResult, _ClientBase, _job,
-                     _limits_request, _limits_verdict, _now_ms, _stage_job, _status_record,
-                     _verify_request, _verify_result, _wait_over)
+from .client import (FINAL, NumberRefused, OptedOut, RateLimited, SendRefused, VerifyResult,
+                     _ClientBase, _job, _limits_request, _limits_verdict, _now_ms, _stage_job,
+                     _status_record, _verify_request, _verify_result, _wait_over)
 from .connection import (DEFAULT_MASTER_NAME, SENTINEL_BACKOFF, SENTINEL_RECHECK,
                          build, discover)
 
-__all__ = ["AsyncOTPClient", "FINAL", "MasterNotFoundError", "OptedOut", "RateLimited",
-           "SendRefused", "VerifyResult", "redis_from_settings"]
+__all__ = ["AsyncOTPClient", "FINAL", "MasterNotFoundError", "NumberRefused", "OptedOut",
+           "RateLimited", "SendRefused", "VerifyResult", "redis_from_settings"]
 
 
 _SyncRedis = redis.Redis  # the parameter `redis` hides the module in __init__
@@ -86,11 +86,12 @@ class AsyncOTPClient(_ClientBase):
     def _redis_from_settings(*args, **kwargs):
         return redis_from_settings(*args, **kwargs)
 
-    def __init__(self, redis=None, url=None, hash_key=None, prefix="otpd:", status_ttl=86400):
+    def __init__(self, redis=None, url=None, hash_key=None, prefix="otpd:", status_ttl=86400,
+                 number_check="auto"):
         if isinstance(redis, _SyncRedis):
             raise TypeError("AsyncOTPClient needs a redis.asyncio client, not a redis.Redis "
                             "(that one goes with otpd.OTPClient)")
-        super().__init__(redis, url, hash_key, prefix, status_ttl)
+        super().__init__(redis, url, hash_key, prefix, status_ttl, number_check)
         self._loop = None
 
     def _check_loop(self):
@@ -110,6 +111,7 @@ class AsyncOTPClient(_ClientBase):
         cancellation) may come after the job was queued: do not retry blindly.
         """
         job = _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, channel)
+        self._check_number(job)
         self._check_loop()
         now = _now_ms()
         await self._check_limits(job["to"], purpose, job["id"], now)

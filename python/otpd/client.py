@@ -108,6 +108,19 @@ class OptedOut(SendRefused):
         super().__init__("opted_out", "the recipient replied STOP to our SMS")
 
 
+class NumberRefused(SendRefused):
+    """The site's number check (otpd.numbers) refused the number before
+    anything was queued.  `reason` is its line type ("premium_rate", "voip",
+    ...) or "invalid_number"; the message shows the number masked."""
+
+    def __init__(self, reason, to):
+        if reason == "invalid_number":
+            why = "not a valid number for its country"
+        else:
+            why = "a %s number, a line type this site does not send codes to" % reason
+        super().__init__(reason, "refused %s: %s" % (mask_phone(to), why))
+
+
 def parse_hash_key(key):
     """Return the 32-byte key from its 64-hex-digit form.
 
@@ -336,7 +349,7 @@ def _verify_request(key, prefix, to, code, purpose, channel):
     if not _CODE.fullmatch(code):
         return None
     return {"keys": [protocol.otp_key(prefix, purpose, to)],
-            "args": [_mac(key, purpose, to, code)]}
+            "args": [_mac(key, purpose, to, code), prefix]}
 
 
 def _verify_result(res):
@@ -357,7 +370,14 @@ class _ClientBase:
     def _redis_from_settings(*args, **kwargs):
         return redis_from_settings(*args, **kwargs)
 
-    def __init__(self, redis=None, url=None, hash_key=None, prefix="otpd:", status_ttl=86400):
+    def __init__(self, redis=None, url=None, hash_key=None, prefix="otpd:", status_ttl=86400,
+                 number_check="auto"):
+        """number_check: which SMS numbers send() refuses before Redis (NumberRefused).
+        "auto": otpd.numbers.NumberCheck() if phonenumbers is installed, else
+        none; None or False: none; True: NumberCheck() (ImportError without
+        phonenumbers); or a NumberCheck(refuse=[...]) of your own."""
+        from . import numbers  # it imports this module
+        self.number_check = numbers.resolve(number_check)
         if redis is None:
             if url is None:
                 raise ValueError("%s needs a redis client or a url" % type(self).__name__)
@@ -369,14 +389,25 @@ class _ClientBase:
         self._verify = redis.register_script(VERIFY_LUA)
         self._limits = redis.register_script(LIMITS_LUA)
 
+    def _check_number(self, job):
+        """Raise NumberRefused if number_check refuses the job's SMS number
+        (an e-mail job is not a number).  No I/O: runs before Redis is touched."""
+        if self.number_check is not None and job.get("channel", "sms") == "sms":
+            self.number_check.check(job["to"])
+
     @classmethod
     def from_env(cls):
         """Build from REDIS_URL, OTPD_REDIS_SENTINELS, OTPD_REDIS_MASTER_NAME,
         OTPD_REDIS_SENTINEL_PASSWORD, OTPD_HASH_KEY, OTPD_PREFIX and
         OTPD_STATUS_TTL, the same variables the daemon reads, so one
         environment serves both.  With sentinels, see otpd.connection for
-        what a failover does to calls."""
+        what a failover does to calls.  The site's own OTPD_REFUSED_LINE_TYPES
+        ("premium_rate,voip"; "" refuses invalid numbers only; unset: the
+        defaults of otpd.numbers when phonenumbers is installed) sets
+        number_check."""
+        from . import numbers
         return cls(
+            number_check=numbers.from_env(os.environ.get("OTPD_REFUSED_LINE_TYPES")),
             redis=cls._redis_from_settings(
                 os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
                 sentinels=os.environ.get("OTPD_REDIS_SENTINELS", ""),
@@ -420,6 +451,7 @@ class OTPClient(_ClientBase):
         send limits).
         """
         job = _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, channel)
+        self._check_number(job)
         now = _now_ms()
         self._check_limits(job["to"], purpose, job["id"], now)
         pipe = self.redis.pipeline(transaction=True)

@@ -26,9 +26,23 @@ STATS = "stats"
 INSTANCE = "instance:{consumer}"
 ALERT_COUNTRY_BUDGET = "alert:country_budget:{cc}"
 POLLS = "polls"
+# The SMS-pumping model and the spend (docs/fraud.md).
+FRAUD_RULES = "fraud:rules"
+FRAUD_CODES = "fraud:codes:{px}"
+FRAUD_OK = "fraud:ok:{px}"
+FRAUD_BASE = "fraud:base"
+FRAUD_ACTIVE = "fraud:active"
+FRAUD_COUNTS = "fraud:counts:{bucket}"
+SPEND_DAY = "spend:day:{day}"
+SPEND_HOUR = "spend:hour:{hour}"
+ALERT_PUMPING = "alert:pumping:{px}"
+ALERT_SPEND_BUDGET = "alert:spend_budget:*"
+ALERT_COUNTRY_SPEND_BUDGET = "alert:country_spend_budget:{cc}"
 
 KEYS = (JOBS, OTP, JOB, REF, EVENTS, DEAD, LIMITS, RL_NUM, RL_GLOBAL, RL_CC, OPTOUT,
-        STATS, INSTANCE, ALERT_COUNTRY_BUDGET, POLLS)
+        STATS, INSTANCE, ALERT_COUNTRY_BUDGET, POLLS, FRAUD_RULES, FRAUD_CODES, FRAUD_OK,
+        FRAUD_BASE, FRAUD_ACTIVE, FRAUD_COUNTS, SPEND_DAY, SPEND_HOUR, ALERT_PUMPING,
+        ALERT_SPEND_BUDGET, ALERT_COUNTRY_SPEND_BUDGET)
 
 # For SCAN patterns: every heartbeat key starts with this, every alert with ALERT.
 INSTANCE_PREFIX = "instance:"

@@ -410,8 +410,14 @@ def test_every_client_exception_maps_by_class():
     assert isinstance(E.error_for_status(st), E.OTPOptedOut)
     for code, cls in (("opted_out", E.OTPOptedOut), ("country_not_allowed", E.OTPCountryNotAllowed),
                       ("21408", E.OTPCountryNotAllowed), ("21614", E.OTPInvalidInput),
-                      ("21608", E.OTPSendFailed)):
+                      ("suspected_pumping", E.OTPNumberBlocked),
+                      ("blocked_prefix", E.OTPNumberBlocked), ("21608", E.OTPSendFailed)):
         assert type(E.error_for_status({"status": "failed", "error_code": code})) is cls
+    # A money budget is a limit like the others: try again when it resets.
+    spent = E.error_for_status({"status": "rate_limited", "error_code": "spend_budget",
+                                "retry_after": 3600})
+    assert type(spent) is E.OTPRateLimited and spent.retry_after == 3600
+    assert "another way" in E.OTPNumberBlocked().message
     assert E.error_for_status({"status": "rate_limited", "retry_after": 7}).retry_after == 7
     assert E.error_for_status({"status": "undelivered", "error_code": "30003"}).kind == \
         "send_failed"

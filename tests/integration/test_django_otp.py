@@ -24,8 +24,9 @@ from types import SimpleNamespace
 from conftest import HASH_KEY, ROOT, free_port, wait_for
 
 PHONE = "+14155552671"
-UK_PHONE = "+442079460958"
-STOPPED_PHONE = "+447700900123"
+UK_PHONE = "+442079460958"     # a London landline: the number check refuses it (fixed_line)
+UK_MOBILE = "+447400900958"    # mobile numbers for what is sent: otpd.numbers checks them
+STOPPED_PHONE = "+447400900123"
 ADDRESS = "alice.smith@example.com"
 PASSWORD = "correct-Horse-battery-9"
 
@@ -93,7 +94,7 @@ def test_challenge_refusals_become_django_errors(redis_server, r, otpd_factory):
     otpd = otpd_factory({"OTPD_ALLOWED_COUNTRIES": "44", "OTPD_LIMIT_INTERVAL_S": "30"})
     r.hset("otpd:optout", STOPPED_PHONE, "1")
     res = run_django("refusals", redis_server, otpd, closed_port=free_port())
-    assert otpd.codes(UK_PHONE) == [res["uk_code"]]
+    assert otpd.codes(UK_MOBILE) == [res["uk_code"]]
     assert otpd.codes(PHONE) == [] and otpd.codes(STOPPED_PHONE) == []
     assert r.hget("otpd:job:" + res["us_job"], "error_code") == "country_not_allowed"
 
@@ -491,8 +492,9 @@ def scenario_refusals(a):
     from otpd.django.otp.models import SMSDevice
     user = make_user("alice")
     us = SMSDevice.objects.create(user=user, name="US", number=PHONE)
-    uk = SMSDevice.objects.create(user=user, name="UK", number=UK_PHONE)
+    uk = SMSDevice.objects.create(user=user, name="UK", number=UK_MOBILE)
     stopped = SMSDevice.objects.create(user=user, name="Stopped", number=STOPPED_PHONE)
+    landline = SMSDevice.objects.create(user=user, name="Office", number=UK_PHONE)
 
     # OTPD_ALLOWED_COUNTRIES=44: only the daemon knows; the challenge waits for it.
     b = Client()
@@ -506,8 +508,8 @@ def scenario_refusals(a):
         assert not isinstance(e, E.OTPRateLimited)
     # An allowed country is sent; a second code within OTPD_LIMIT_INTERVAL_S is refused
     # before anything is queued, with the wait in seconds.
-    assert uk.generate_challenge() == "Sent by SMS to +4420******58"
-    uk_code = wait_code(a, UK_PHONE, 1)
+    assert uk.generate_challenge() == "Sent by SMS to +4474******58"
+    uk_code = wait_code(a, UK_MOBILE, 1)
     try:
         uk.generate_challenge()
         raise AssertionError("the interval limit did not apply")
@@ -521,6 +523,15 @@ def scenario_refusals(a):
     [msg] = errors(login(b, otp_device=stopped.persistent_id, otp_challenge="1"))
     assert msg == CHALLENGE_ERROR + str(E.opted_out()), msg
     assert STOPPED_PHONE not in msg and "opted_out" not in msg
+    # A landline: the client's number check refuses it before anything is queued.
+    [msg] = errors(login(b, otp_device=landline.persistent_id, otp_challenge="1"))
+    assert msg == CHALLENGE_ERROR + "This number can't receive codes by text message. " \
+        "Use a mobile number.", msg
+    try:
+        landline.generate_challenge()
+        raise AssertionError("a landline was not refused")
+    except E.OTPNumberRefused as e:
+        assert e.reason == "fixed_line" and UK_PHONE not in e.detail
     # The right code still logs in after all that.
     resp = login(b, otp_device=uk.persistent_id, otp_token=uk_code)
     assert resp.status_code == 302 and whoami(b)["verified"] is True

@@ -240,7 +240,7 @@ def dashboard_exprs():
 
 def send_some_jobs(client, r):
     """Labelled series: SMS to two countries, an e-mail, a rejected job."""
-    jobs = [client.send("+14155552671"), client.send("+447700900123", purpose="password_reset"),
+    jobs = [client.send("+14155552671"), client.send("+447400900123", purpose="password_reset"),
             client.send("alice@example.com", channel="email")]
     r.xadd("otpd:jobs", {"job": json.dumps({"id": "monitoring-bad", "to": "+1 415 555"})})
     for j in jobs:
@@ -253,8 +253,13 @@ def exported(tmp_path, otpd_factory, client, r):
     """What the real daemon exports: a plain one with jobs through the
     console providers, plus one behind a real Sentinel."""
     port = free_port()
-    otpd_factory({"OTPD_METRICS_ADDR": "127.0.0.1:%d" % port})
+    # Prices and a budget, so that the spend families carry samples.
+    otpd_factory({"OTPD_METRICS_ADDR": "127.0.0.1:%d" % port, "OTPD_SMS_PRICES": "*=0.01",
+                  "OTPD_DAILY_SPEND_BUDGET": "100"})
     send_some_jobs(client, r)
+    # The shared report (conversion, prefixes, spend) is read every 15 s, first after 1 s.
+    wait_for(lambda: 'otpd_sms_spend{period="day",country="*"' in scrape(port), 20,
+             what="the fraud report on /metrics")
     text = scrape(port)
     families, labels = parse_exposition(text)
 

@@ -441,7 +441,7 @@ def test_daemon_runs_fully_under_the_otpd_user(tmp_path, acl_redis, otpd_factory
     retried = client.send("+14155550102")
     slow = client.send("+14155550103")
     stop = client.send("+14155550104")
-    uk = client.send("+447700900001")
+    uk = client.send("+447400900001")
     web.xadd("otpd:jobs", {"job": json.dumps({"id": "acl-budget", "to": "+447700900002"})})
     web.xadd("otpd:jobs", {"job": "{not json"})
     web.xadd("otpd:jobs", {"job": json.dumps({"id": a, "to": "+14155550101"})})  # a duplicate
@@ -611,7 +611,7 @@ def test_web_user_send_verify_status(acl_redis):
         client.send("+14155550122")
     admin.zadd("otpd:rl:cc:44", {"earlier": now - 1000})
     with pytest.raises(RateLimited) as e:
-        client.send("+447700900003")
+        client.send("+447400900003")
     assert e.value.reason == "country_budget"
     admin.zadd("otpd:rl:global", {"g%d" % i: now - 1000 for i in range(100)})
     with pytest.raises(RateLimited) as e:

@@ -12,10 +12,14 @@ Provider endpoints (see README.md in this directory for details):
   POST /2010-04-01/Accounts/{AC}/Messages.json          Twilio create message
   GET  /2010-04-01/Accounts/{AC}/Messages/{SM}.json     Twilio fetch message
   GET  /2010-04-01/Accounts/{AC}/Messages.json          Twilio list messages
+  POST /2010-04-01/Accounts/{AC}/Calls.json             Twilio create call (Voice)
+  GET  /2010-04-01/Accounts/{AC}/Calls/{CA}.json        Twilio fetch call
+  GET  /2010-04-01/Accounts/{AC}/Calls.json             Twilio list calls
   GET  /2010-04-01/Accounts/{AC}.json                   Twilio fetch account
   POST /api/v5/flow/  (and /api/v5/flow)                MSG91 Flow send
 Control API (no auth) under /_mock/: reset, config, rules, requests, stats,
-messages, health, twilio/messages/{SM}, twilio/callback, msg91/dlr, callbacks.
+messages, health, twilio/messages/{SM}, twilio/callback, twilio/calls,
+twilio/calls/{CA}, twilio/call_callback, msg91/dlr, callbacks.
 
 Only Debian's python3 + python3-aiohttp (3.8) are needed.
 """
@@ -38,6 +42,7 @@ import sys
 import time
 import urllib.parse
 import uuid
+import xml.etree.ElementTree as ET
 
 import aiohttp
 from aiohttp import web
@@ -55,12 +60,18 @@ DEFAULT_MSG91_AUTHKEY = "test-msg91-authkey"
 SLOW_DEFAULT_MS = 3000          # `slow` without delay_ms
 TIMEOUT_DEFAULT_MS = 60000      # `timeout` without delay_ms
 
+# Twilio behaviours that only make sense for one kind of create:
+# Messages-only (SMS opt-out, mobile-only) and Calls-only (the call is
+# created with 201, then ends busy / no-answer / failed).
+TWILIO_SEND_ONLY = {"not_mobile", "opted_out"}
+CALL_OUTCOMES = {"busy": "busy", "no_answer": "no-answer", "call_failed": "failed"}
+TWILIO_CALL_ONLY = set(CALL_OUTCOMES)
 TWILIO_BEHAVIOURS = {
     "ok", "invalid_number", "not_mobile", "unverified_trial", "opted_out",
-    "region_disabled", "auth", "suspended", "rate_limited", "server_error",
-    "unavailable", "slow", "drop", "reset", "drop_mid_response",
+    "region_disabled", "geo_permission", "auth", "suspended", "rate_limited",
+    "server_error", "unavailable", "slow", "drop", "reset", "drop_mid_response",
     "truncated_json", "not_json", "timeout",
-}
+} | TWILIO_CALL_ONLY
 MSG91_BEHAVIOURS = {
     "ok", "auth", "auth_401", "invalid_mobile", "template_invalid",
     "insufficient_balance", "ip_not_whitelisted", "rate_limited",
@@ -68,7 +79,8 @@ MSG91_BEHAVIOURS = {
     "drop_mid_response", "truncated_json", "not_json", "timeout",
 }
 BEHAVIOURS = {"twilio": TWILIO_BEHAVIOURS, "msg91": MSG91_BEHAVIOURS}
-# Behaviours that make sense for non-send operations (fetch/list/account).
+# Behaviours that make sense for read operations (fetch/list/account,
+# call_fetch/call_list).
 GENERIC_BEHAVIOURS = {
     "ok", "auth", "rate_limited", "server_error", "unavailable", "slow",
     "drop", "reset", "drop_mid_response", "truncated_json", "not_json",
@@ -77,10 +89,21 @@ GENERIC_BEHAVIOURS = {
 # Behaviours after which a send counts as "processed by the provider" (the
 # message is stored and shows up in fetch/list) unless the rule overrides
 # it with "store": true/false.
-STORED_BY_DEFAULT = {"ok", "slow", "drop_mid_response", "truncated_json"}
+STORED_BY_DEFAULT = {"ok", "slow", "drop_mid_response", "truncated_json"} | TWILIO_CALL_ONLY
 
-TWILIO_OPS = {"send", "fetch", "list", "account"}
+# "send" = create a Message, "call" = create a Call; the others are reads.
+TWILIO_OPS = {"send", "fetch", "list", "account", "call", "call_fetch", "call_list"}
 MSG91_OPS = {"send"}
+
+
+def op_behaviours(provider, op):
+    """The behaviours a request of `op` to `provider` can get."""
+    b = BEHAVIOURS[provider]
+    if op == "send":
+        return b - TWILIO_CALL_ONLY
+    if op == "call":
+        return b - TWILIO_SEND_ONLY if provider == "twilio" else set()
+    return b & GENERIC_BEHAVIOURS
 
 HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
             b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -130,6 +153,12 @@ class State:
             "twilio_account_status": "active",  # active|suspended|closed
             "twilio_account_type": "Full",      # Full|Trial
             "twilio_message_status": "delivered",  # status of stored msgs on fetch/list
+            "twilio_price_per_segment": None,   # e.g. "0.0079": fetch shows price once sent
+            "twilio_price_unit": "USD",
+            "twilio_call_status": "completed",  # status of stored calls on fetch/list
+            "twilio_call_price_per_minute": None,  # e.g. "0.013": completed calls get a price
+            "twilio_call_from_numbers": None,   # list of the account's numbers; None = any E.164
+            "twilio_call_bad_twiml": "reject",  # reject (400) | fail_call (201, then failed)
             "msg91_authkey": DEFAULT_MSG91_AUTHKEY,
             "default": "ok",                    # str or {"twilio":..,"msg91":..}
             "default_delay_ms": 0,              # added to every provider answer
@@ -146,6 +175,7 @@ class State:
         self.requests = []
         self.seq = 0
         self.twilio_messages = {}   # sid -> stored message (with private keys)
+        self.twilio_calls = {}      # sid -> stored call (with private keys)
         self.msg91_messages = []
         self.callbacks = []         # webhooks the mock sent (twilio/callback, msg91/dlr)
         self.tcp_accepted = 0
@@ -299,9 +329,12 @@ def make_rule(spec):
                         % (behaviour, provider, sorted(TWILIO_BEHAVIOURS),
                            sorted(MSG91_BEHAVIOURS)))
     if op not in TWILIO_OPS | {"*"}:
-        raise RuleError("op must be send, fetch, list, account or *")
-    if op != "send" and behaviour not in GENERIC_BEHAVIOURS:
-        raise RuleError("behaviour %r only applies to op=send" % behaviour)
+        raise RuleError("op must be one of %s or *" % ", ".join(sorted(TWILIO_OPS)))
+    if op != "*" and not any(behaviour in op_behaviours(p, op) for p in valid_for):
+        ops = sorted(o for o in TWILIO_OPS
+                     if any(behaviour in op_behaviours(p, o) for p in valid_for))
+        raise RuleError("behaviour %r does not apply to op=%s (it applies to op=%s)"
+                        % (behaviour, op, "/".join(ops)))
     to = spec.get("to", "*")
     if to is None:
         to = "*"
@@ -333,11 +366,9 @@ def match_rule(provider, op, recipients):
             continue
         if r["provider"] not in ("*", provider):
             continue
-        if r["behaviour"] not in BEHAVIOURS[provider]:
-            continue
         if r["op"] not in ("*", op):
             continue
-        if op != "send" and r["behaviour"] not in GENERIC_BEHAVIOURS:
+        if r["behaviour"] not in op_behaviours(provider, op):
             continue
         if r["to_digits"] is not None and r["to_digits"] not in recipients:
             continue
@@ -352,9 +383,7 @@ def default_behaviour(provider, op):
     d = STATE.config.get("default", "ok")
     if isinstance(d, dict):
         d = d.get(provider, "ok")
-    if not d or d not in BEHAVIOURS[provider]:
-        return "ok"
-    if op != "send" and d not in GENERIC_BEHAVIOURS:
+    if not d or d not in op_behaviours(provider, op):
         return "ok"
     return d
 
@@ -455,9 +484,10 @@ async def deliver(request, rec, behaviour, rule, make_ok, make_error, store_cb):
             rec["client_disconnected"] = True
         return await close_after_raw(request, rst=(behaviour == "reset"))
 
-    if behaviour in ("ok", "slow", "drop_mid_response", "truncated_json"):
+    if behaviour in ("ok", "slow", "drop_mid_response", "truncated_json") \
+            or behaviour in CALL_OUTCOMES:
         status, obj, hdrs = make_ok()
-        if behaviour in ("ok", "slow"):
+        if behaviour in ("ok", "slow") or behaviour in CALL_OUTCOMES:
             resp = json_response(status, obj, hdrs)
         else:
             body = json.dumps(obj).encode()
@@ -496,6 +526,8 @@ async def deliver(request, rec, behaviour, rule, make_ok, make_error, store_cb):
 # --------------------------------------------------------------------------
 RE_TW_MESSAGES = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Messages\.json$")
 RE_TW_MESSAGE = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Messages/([^/]+)\.json$")
+RE_TW_CALLS = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Calls\.json$")
+RE_TW_CALL = re.compile(r"^/2010-04-01/Accounts/([^/]+)/Calls/([^/]+)\.json$")
 RE_TW_ACCOUNT = re.compile(r"^/2010-04-01/Accounts/([^/]+)\.json$")
 RE_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 
@@ -516,7 +548,29 @@ def twilio_auth_ok(request):
     return user in keys and secrets.compare_digest(pw, str(keys[user]))
 
 
-def twilio_behaviour_error(name, to):
+def twilio_call_error(name, to):
+    """Calls-specific answers for behaviours whose Messages code differs."""
+    if name == "invalid_number":
+        return twilio_error(400, 21211, "Invalid 'To' Phone Number: %s" % to)
+    if name == "unverified_trial":
+        return twilio_error(
+            400, 21219,
+            "The number %s is unverified. Trial accounts may only make calls to "
+            "verified numbers." % to)
+    if name in ("region_disabled", "geo_permission"):
+        return twilio_error(
+            400, 21215,
+            "Account not authorized to call %s. Perhaps you need to enable some "
+            "international permissions: "
+            "https://www.twilio.com/console/voice/calls/geo-permissions/low-risk" % to)
+    return None
+
+
+def twilio_behaviour_error(name, to, op="send"):
+    if op == "call":
+        resp = twilio_call_error(name, to)
+        if resp is not None:
+            return resp
     if name == "invalid_number":
         return twilio_error(400, 21211, "The 'To' number %s is not a valid phone number." % to)
     if name == "not_mobile":
@@ -529,7 +583,7 @@ def twilio_behaviour_error(name, to):
             "or purchase a Twilio number to send messages to unverified numbers" % (to, to))
     if name == "opted_out":
         return twilio_error(400, 21610, "Attempt to send to unsubscribed recipient")
-    if name == "region_disabled":
+    if name in ("region_disabled", "geo_permission"):
         return twilio_error(
             400, 21408,
             "Permission to send an SMS has not been enabled for the region indicated "
@@ -547,12 +601,45 @@ def twilio_behaviour_error(name, to):
     raise AssertionError("unhandled twilio behaviour " + name)
 
 
-def twilio_make_error(to, rule):
+def twilio_make_error(to, rule, op="send"):
     def f(name):
         if name == "rate_limited":
             return twilio_error(429, 20429, "Too Many Requests", retry_after_headers(rule))
-        return twilio_behaviour_error(name, to)
+        return twilio_behaviour_error(name, to, op)
     return f
+
+
+async def read_twilio_form(request):
+    """Read a Twilio create body. Returns (raw, form, pairs): `form` keeps the
+    last value of each name, `pairs` every (name, value) in order (for
+    parameters Twilio accepts repeated, such as StatusCallbackEvent)."""
+    raw = await request.read()
+    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    pairs = []
+    if ctype in ("application/x-www-form-urlencoded", ""):
+        pairs = urllib.parse.parse_qsl(raw.decode("utf-8", "replace"),
+                                       keep_blank_values=True)
+    return raw, dict(pairs), pairs
+
+
+def twilio_precheck(request, account_sid, create):
+    """Checks that run before any rule. Returns (response, why) or None."""
+    cfg = STATE.config
+    if not twilio_auth_ok(request):
+        return twilio_401(), "bad_credentials"
+    if account_sid != cfg["twilio_account_sid"]:
+        return twilio_404(request.path), "wrong_account_sid"
+    if create and cfg.get("twilio_account_status", "active") != "active":
+        return twilio_error(401, 20005, "Account not active"), "account_not_active"
+    return None
+
+
+def twilio_concurrency_check():
+    """After validation: creates beyond twilio_concurrency_limit get 429."""
+    limit = STATE.config.get("twilio_concurrency_limit") or 0
+    if limit and STATE.in_flight_by["twilio"] > limit:
+        return twilio_error(429, 20429, "Too Many Requests"), "concurrency_limit"
+    return None
 
 
 def twilio_public(msg):
@@ -573,34 +660,33 @@ def twilio_stored_view(msg):
         m["date_updated"] = rfc2822(msg["_updated"])
     if m.get("num_segments") == "0":
         m["num_segments"] = msg["_segments"]
+    # Twilio fills price in (negative, as a string) once the message left it.
+    rate = STATE.config.get("twilio_price_per_segment")
+    if rate is not None and st in ("sent", "delivered", "undelivered"):
+        m["price"] = "-%.5f" % (float(rate) * int(msg["_segments"]))
+        m["price_unit"] = STATE.config.get("twilio_price_unit") or "USD"
     if m.get("from") is None:
         m["from"] = msg.get("_from_resolved")
     return m
 
 
-async def twilio_create(request, account_sid):
-    raw = await request.read()
-    ctype = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    form = {}
-    if ctype in ("application/x-www-form-urlencoded", ""):
-        for k, v in urllib.parse.parse_qsl(raw.decode("utf-8", "replace"),
-                                           keep_blank_values=True):
-            form[k] = v
-    rec = new_record(request, "twilio", "send", raw)
-    rec["form"] = form
-
+def record_failure(rec):
     def fail(resp, why):
         rec["behaviour"] = why
         rec["status"] = resp.status
         return resp
+    return fail
 
-    cfg = STATE.config
-    if not twilio_auth_ok(request):
-        return fail(twilio_401(), "bad_credentials")
-    if account_sid != cfg["twilio_account_sid"]:
-        return fail(twilio_404(request.path), "wrong_account_sid")
-    if cfg.get("twilio_account_status", "active") != "active":
-        return fail(twilio_error(401, 20005, "Account not active"), "account_not_active")
+
+async def twilio_create(request, account_sid):
+    raw, form, _pairs = await read_twilio_form(request)
+    rec = new_record(request, "twilio", "send", raw)
+    rec["form"] = form
+    fail = record_failure(rec)
+
+    pre = twilio_precheck(request, account_sid, create=True)
+    if pre is not None:
+        return fail(*pre)
 
     to = form.get("To", "")
     body = form.get("Body", "")
@@ -623,9 +709,9 @@ async def twilio_create(request, account_sid):
                                  "The 'To' number %s is not a valid phone number." % to),
                     "validation")
 
-    limit = cfg.get("twilio_concurrency_limit") or 0
-    if limit and STATE.in_flight_by["twilio"] > limit:
-        return fail(twilio_error(429, 20429, "Too Many Requests"), "concurrency_limit")
+    pre = twilio_concurrency_check()
+    if pre is not None:
+        return fail(*pre)
 
     behaviour, rule = resolve("twilio", "send", [digits(to)])
 

@@ -15,6 +15,8 @@
 #include <sodium.h>
 
 #include "config.h"
+#include "route.h"
+#include "spend.h"
 
 #define KEY_HEX "fe1ab53ccdf61b29f349ed3b1df9a31956eff94b7ce788c1c5c9a71d9029a8e8"
 /* The documentation's test vector: public, so refused by config_finish(). */
@@ -812,6 +814,90 @@ test_example_round_trips(void **state)
     free(ex);
 }
 
+/* ---- SMS pumping and spend ---- */
+
+static void
+test_prices_budgets_and_block_list(void **state)
+{
+    struct config *cfg = *state;
+    char err[512] = "";
+
+    assert_int_equal(config_set(cfg, "OTPD_HASH_KEY", KEY_HEX, err, sizeof(err)), 0);
+    assert_int_equal(
+        config_set(cfg, "OTPD_SMS_PRICES", "44=0.0524; 91=0.0827;*=0.1", err, sizeof(err)), 0);
+    assert_int_equal(config_set(cfg, "OTPD_DAILY_SPEND_BUDGET", "50", err, sizeof(err)), 0);
+    assert_int_equal(
+        config_set(cfg, "OTPD_COUNTRY_DAILY_SPEND_BUDGET", "91=20.5;*=5", err, sizeof(err)), 0);
+    assert_int_equal(config_set(cfg, "OTPD_BLOCKED_PREFIXES", "+88216, 4470", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), 0);
+    /* Micro-units: 0.0524 is 52400, 50 is 50,000,000. */
+    assert_int_equal(route_country_value(&cfg->prices, "44"), 52400);
+    assert_int_equal(route_country_value(&cfg->prices, "1"), 100000);
+    assert_int_equal(cfg->spend_budget, 50000000);
+    assert_int_equal(route_country_value(&cfg->spend_budgets, "91"), 20500000);
+    assert_int_equal(cfg->blocked.n, 2);
+    assert_string_equal(route_prefix_match(&cfg->blocked, "+882161234567"), "88216");
+    assert_string_equal(route_prefix_match(&cfg->blocked, "+447012345678"), "4470");
+    assert_null(route_prefix_match(&cfg->blocked, "+447912345678"));
+    assert_int_equal(cfg->fraud_prefix_digits, 6);
+    assert_int_equal(cfg->fraud_min_conversion, 25);
+}
+
+static void
+test_budget_needs_a_star_price(void **state)
+{
+    struct config *cfg = *state;
+    char err[512] = "";
+
+    assert_int_equal(config_set(cfg, "OTPD_HASH_KEY", KEY_HEX, err, sizeof(err)), 0);
+    assert_int_equal(config_set(cfg, "OTPD_SMS_PRICES", "44=0.05", err, sizeof(err)), 0);
+    assert_int_equal(config_set(cfg, "OTPD_DAILY_SPEND_BUDGET", "10", err, sizeof(err)), 0);
+    assert_int_equal(config_finish(cfg, err, sizeof(err)), -1);
+    assert_err_has(err, "spend budget", "OTPD_SMS_PRICES", "\"*\"", NULL);
+}
+
+static void
+test_bad_money_and_prefixes(void **state)
+{
+    static const char *const bad[][3] = {
+        {"OTPD_SMS_PRICES", "44=free", "OTPD_SMS_PRICES"},
+        {"OTPD_SMS_PRICES", "44=-0.05", "OTPD_SMS_PRICES"},
+        {"OTPD_SMS_PRICES", "4=0.05", "not a country calling code"},
+        {"OTPD_DAILY_SPEND_BUDGET", "12,50", "OTPD_DAILY_SPEND_BUDGET"},
+        {"OTPD_BLOCKED_PREFIXES", "+0123", "OTPD_BLOCKED_PREFIXES"},
+        {"OTPD_BLOCKED_PREFIXES", "+44x", "+DIGITS"},
+        {"OTPD_BLOCKED_PREFIXES", "+1234567890123456", "OTPD_BLOCKED_PREFIXES"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct config cfg;
+        char err[512] = "";
+        config_init(&cfg);
+        assert_int_equal(config_set(&cfg, "OTPD_HASH_KEY", KEY_HEX, err, sizeof(err)), 0);
+        assert_int_equal(config_set(&cfg, "OTPD_SMS_PRICES", "*=0.05", err, sizeof(err)), 0);
+        assert_int_equal(config_set(&cfg, bad[i][0], bad[i][1], err, sizeof(err)), 0);
+        assert_int_equal(config_finish(&cfg, err, sizeof(err)), -1);
+        assert_err_has(err, bad[i][2], NULL);
+        config_free(&cfg);
+    }
+    (void)state;
+}
+
+static void
+test_money_format(void **state)
+{
+    char buf[32];
+
+    assert_string_equal(spend_format(7900, buf, sizeof(buf)), "0.0079");
+    assert_string_equal(spend_format(50000000, buf, sizeof(buf)), "50.00");
+    assert_string_equal(spend_format(-15800, buf, sizeof(buf)), "-0.0158");
+    assert_string_equal(spend_format(1, buf, sizeof(buf)), "0.000001");
+    assert_int_equal(route_parse_money("0.000001"), 1);
+    assert_int_equal(route_parse_money(".5"), 500000);
+    assert_int_equal(route_parse_money(""), -1);
+    assert_int_equal(route_parse_money("-1"), -1);
+    (void)state;
+}
+
 int
 main(void)
 {
@@ -839,6 +925,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_sentinels_need_a_tcp_url, setup, teardown),
         cmocka_unit_test_setup_teardown(test_print_redacts_secrets, setup, teardown),
         cmocka_unit_test_setup_teardown(test_example_round_trips, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_prices_budgets_and_block_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_budget_needs_a_star_price, setup, teardown),
+        cmocka_unit_test(test_bad_money_and_prefixes),
+        cmocka_unit_test(test_money_format),
     };
 
     if (sodium_init() < 0) {

@@ -6,6 +6,9 @@
     otpctl [-c FILE] check                      validate Redis, the hash key and provider credentials
     otpctl [-c FILE] dead list|requeue|purge    manage dead letters
     otpctl [-c FILE] optout list|remove         numbers that replied STOP
+    otpctl [-c FILE] fraud [list]               SMS pumping: rules, busy prefixes, conversion, spend
+    otpctl [-c FILE] fraud allow|block +PREFIX  override the pumping defence for a number prefix
+    otpctl [-c FILE] fraud clear +PREFIX        remove a prefix's rule (pause, allow or block)
 
 Configuration is read the way the daemon reads it: the .env file named by
 -c (or $OTPD_CONFIG), then environment variables of the same names, which
@@ -17,7 +20,7 @@ account endpoints are touched.  Phone numbers are masked in all output,
 except that `send` echoes the number the operator typed.
 
 This module holds the argument parser and main().  Each command lives in
-its own module (status, send, check, dead, optout); what they share is in
+its own module (status, send, check, dead, optout, fraud); what they share is in
 common.py, and the fixes shown for provider errors are in hints.py.
 """
 import argparse
@@ -30,6 +33,7 @@ from .check import cmd_check
 from .common import (Failure, UsageError, emit_json, load_config, mask_text, parse_dotenv,
                      redis_where, warn)
 from .dead import cmd_dead_list, cmd_dead_purge, cmd_dead_requeue, mask_payload, parse_duration
+from .fraud import cmd_fraud_allow, cmd_fraud_block, cmd_fraud_clear, cmd_fraud_list
 from .hints import hint_for
 from .optout import cmd_optout
 from .send import cmd_send
@@ -94,6 +98,37 @@ def build_parser():
                         help="let codes go to these numbers again (after they texted START)")
     q.add_argument("numbers", nargs="+", metavar="NUMBER", help="E.164 number")
     q.set_defaults(func=cmd_optout)
+
+    # `otpctl fraud` alone is `otpctl fraud list`: its options are accepted on
+    # both, with SUPPRESS defaults so the subcommand's parser does not reset them.
+    def list_options(q):
+        q.add_argument("--all", action="store_true", default=argparse.SUPPRESS,
+                       help="also the lapsed rules")
+        q.add_argument("--top", type=int, default=argparse.SUPPRESS, metavar="N",
+                       help="the N busiest prefixes of the window (20)")
+
+    p = sub.add_parser("fraud", parents=[shared],
+                       help="SMS pumping: paused, blocked and allowed prefixes, conversion, spend")
+    list_options(p)
+    p.set_defaults(func=cmd_fraud_list)
+    fsub = p.add_subparsers(dest="fraud_command", metavar="ACTION")
+    q = fsub.add_parser("list", parents=[shared],
+                        help="the rules, the busiest prefixes, conversion and spend (default)")
+    list_options(q)
+    q.set_defaults(func=cmd_fraud_list)
+    for name, func, what in (("allow", cmd_fraud_allow,
+                              "let codes go to a prefix, over any automatic pause"),
+                             ("block", cmd_fraud_block, "send no codes to a prefix")):
+        q = fsub.add_parser(name, parents=[shared], help=what)
+        q.add_argument("prefix", metavar="+PREFIX", help="number prefix, e.g. +447624")
+        q.add_argument("--for", dest="for_", metavar="DURATION",
+                       help="lapse after e.g. 2h, 1d (default: until cleared)")
+        q.add_argument("--note", metavar="TEXT", help="why, kept with the rule")
+        q.set_defaults(func=func)
+    q = fsub.add_parser("clear", parents=[shared],
+                        help="remove a prefix's rule and pumping alert, and reset its counts")
+    q.add_argument("prefix", metavar="+PREFIX", help="number prefix, exactly as the rule has it")
+    q.set_defaults(func=cmd_fraud_clear)
     return ap
 
 

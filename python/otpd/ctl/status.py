@@ -2,13 +2,15 @@
 
 Reads the queue (XLEN, XINFO GROUPS, XPENDING), the daemons' heartbeat
 hashes, the totals in {p}stats, recent errors and the last hour's delivery
-receipts from {p}events, and active alerts; writes nothing.
+receipts from {p}events, the SMS-pumping rules and today's spend
+({p}fraud:rules, {p}spend:day:*), and active alerts; writes nothing.
 """
 import redis
 
 from .. import protocol as P
 from .common import (as_int, connect, emit_json, fmt_age, id_ms, instance_pattern, redis_where,
                      redis_now_ms, table, warn)
+from .fraud import gather_status_fraud, render_status_fraud
 from .hints import TWILIO_ERRORS
 
 STALE_MS = 11000                 # heartbeat period is 5 s; key TTL 15 s
@@ -18,6 +20,19 @@ _BUDGET_ALERT = P.ALERT_COUNTRY_BUDGET.format(cc="")[len(P.ALERT):]
 HEARTBEAT_FIELDS = ("version", "pid", "host", "consumer", "started_ms", "updated_ms",
                     "inflight", "claimed", "sent", "failed", "expired", "rejected",
                     "retries", "loop_lag_ms", "redis", "providers")
+# How `status` shows an alert key; those of the pumping defence are set by
+# python/otpd/lua/fraud.lua and spend.lua.
+_ALERT_TEXT = ((_BUDGET_ALERT, "country budget exceeded: +"),
+               ("pumping:", "suspected SMS pumping, paused: +"),
+               ("spend_budget:*", "daily spend budget reached (OTPD_DAILY_SPEND_BUDGET)"),
+               ("country_spend_budget:", "country daily spend budget reached: +"))
+
+
+def alert_text(a):
+    for start, text in _ALERT_TEXT:
+        if a.startswith(start):
+            return text + a[len(start):]
+    return a
 
 
 def gather_status(r, cfg, n_errors=5, scan_limit=5000):
@@ -101,6 +116,7 @@ def gather_status(r, cfg, n_errors=5, scan_limit=5000):
     st["recent_errors"] = errors
     st["events_scanned"] = scanned
     st["delivery"] = gather_delivery(r, p, now)
+    st["fraud"] = gather_status_fraud(r, p, now)
     st["alerts"] = sorted(k[len(p) + len(P.ALERT):]
                           for k in r.scan_iter(match=p + P.ALERT + "*", count=200))
     return st
@@ -230,11 +246,14 @@ def render_status(st):
             out.append("  undelivered %-8s x%-5d %s" % (t["error_code"], t["count"], t["reason"]))
     else:
         out.append("  nothing sent in the last hour")
+    if st.get("fraud"):
+        out.append("")
+        out.append(render_status_fraud(st["fraud"]))
     if st.get("alerts"):
         out.append("")
         out.append("ALERTS (active)")
         for a in st["alerts"]:
-            out.append("  " + a.replace(_BUDGET_ALERT, "country budget exceeded: +"))
+            out.append("  " + alert_text(a))
     return "\n".join(out)
 
 

@@ -4,7 +4,8 @@ here, so override_settings works), and the system check that guards them.
 Connection: OTPD_REDIS_URL, OTPD_REDIS_SENTINELS, OTPD_REDIS_MASTER_NAME,
 OTPD_REDIS_SENTINEL_PASSWORD, OTPD_HASH_KEY, OTPD_PREFIX.
 The flow (otpd.django.views): OTPD_PURPOSE, OTPD_CHANNELS, OTPD_SEND_OPTIONS,
-OTPD_SUCCESS_URL, OTPD_RECIPIENT_CHECK.  Both: OTPD_ALLOWED_COUNTRIES.
+OTPD_SUCCESS_URL, OTPD_RECIPIENT_CHECK.  Both: OTPD_ALLOWED_COUNTRIES,
+OTPD_NUMBER_CHECK, OTPD_REFUSED_LINE_TYPES.
 """
 import re
 
@@ -12,6 +13,7 @@ from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
+from .. import numbers
 from ..client import CHANNELS, country_code
 from ..connection import DEFAULT_MASTER_NAME
 
@@ -113,10 +115,36 @@ def allowed_countries():
     return parse_countries(getattr(settings, "OTPD_ALLOWED_COUNTRIES", None) or "")
 
 
+def number_check_enabled():
+    """OTPD_NUMBER_CHECK: whether SMS numbers are checked (otpd.numbers) before
+    a code is queued; default True when python3-phonenumbers is installed.
+    True without it is a configuration error (ImportError)."""
+    v = getattr(settings, "OTPD_NUMBER_CHECK", None)
+    return numbers.available() if v is None else bool(v)
+
+
+def refused_line_types():
+    """OTPD_REFUSED_LINE_TYPES: the line types refused (a list, or a
+    comma-separated string); unset: otpd.numbers.DEFAULT_REFUSED
+    (premium_rate, shared_cost, voip, fixed_line); []: invalid numbers only.
+    ValueError for an unknown name."""
+    return numbers.parse_line_types(getattr(settings, "OTPD_REFUSED_LINE_TYPES", None))
+
+
+def number_check():
+    """The client's number_check from OTPD_NUMBER_CHECK and
+    OTPD_REFUSED_LINE_TYPES: a NumberCheck, or None for none.  ValueError
+    or ImportError when they are wrong."""
+    if not number_check_enabled():
+        return None
+    return numbers.NumberCheck(refuse=refused_line_types())
+
+
 def check_settings(app_configs=None, **kwargs):
     """otpd.E001: OTPD_HASH_KEY missing; otpd.E002: not 64 hex characters;
     otpd.E003: OTPD_ALLOWED_COUNTRIES unreadable; otpd.E004: OTPD_CHANNELS
-    not a list of "sms" and "email".
+    not a list of "sms" and "email"; otpd.E005: OTPD_REFUSED_LINE_TYPES
+    unreadable, or OTPD_NUMBER_CHECK on without python3-phonenumbers.
 
     A wrong key still makes MACs, just ones that never match what the daemon
     stored, so every code would be "wrong".  The key itself is never echoed.
@@ -136,6 +164,13 @@ def _check_flow():
         errors.append(checks.Error("OTPD_CHANNELS must be a list of \"sms\" and \"email\"",
                                    hint='For example ("sms",) or ("sms", "email").',
                                    id="otpd.E004"))
+    try:
+        number_check()
+    except (ValueError, ImportError) as e:
+        errors.append(checks.Error(str(e), hint='For example OTPD_REFUSED_LINE_TYPES = '
+                                   '["premium_rate", "shared_cost", "voip"], and '
+                                   "python3-phonenumbers installed (or OTPD_NUMBER_CHECK = False).",
+                                   id="otpd.E005"))
     return errors
 
 

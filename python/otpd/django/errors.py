@@ -10,6 +10,8 @@ catches OTPError alone and shows `message` as a form error:
       OTPOptedOut            the number replied STOP
       OTPCountryNotAllowed   the destination country is not served
       OTPInvalidInput        not a number or address otpd accepts (also a ValueError)
+        OTPNumberRefused     a number the site's number check refuses: invalid for its
+                             country, or a refused line type (premium rate, landline...)
       OTPServiceUnavailable  Redis cannot be reached (or the settings are broken)
 
 `message` (also str(e)) never holds the recipient, a code, a limit's name,
@@ -26,13 +28,15 @@ from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext, ngettext
 
 from .. import protocol as P
-from ..client import OptedOut, RateLimited, SendRefused
+from ..client import NumberRefused, OptedOut, RateLimited, SendRefused
 
 # Twilio's codes for a number that is wrong or cannot take an SMS (see
 # python/otpd/data/twilio_errors.tsv) and for a country not enabled.
 _BAD_NUMBER_CODES = frozenset({"21211", "21614"})
 _COUNTRY_CODES = frozenset({"country_not_allowed", "21408"})
 _OPTED_OUT_CODES = frozenset({"opted_out", "21610"})
+# otpd's SMS-pumping defences (docs/fraud.md): the number's prefix is paused or blocked.
+_BLOCKED_CODES = frozenset({"suspected_pumping", "blocked_prefix"})
 
 
 class OTPError(Exception):
@@ -127,6 +131,19 @@ class OTPCountryNotAllowed(OTPError):
                        "number, or choose another way to get your code.")
 
 
+class OTPNumberBlocked(OTPError):
+    """SMS to the number's prefix are stopped: paused as suspected SMS
+    pumping, or blocked by an operator (docs/fraud.md).  The user can still
+    get a code another way (e-mail)."""
+
+    kind = "number_blocked"
+    about_recipient = True
+
+    def default_message(self):
+        return gettext("We cannot send codes to this phone number right now. Choose another "
+                       "way to get your code, or try again later.")
+
+
 class OTPInvalidInput(OTPError, ValueError):
     """Not a phone number or address otpd accepts.  field: "phone", "email"
     or "code" when the user's input is at fault; None when the site passed
@@ -151,6 +168,24 @@ class OTPInvalidInput(OTPError, ValueError):
         if self.field == "code":
             return gettext("Enter the digits of your code.")
         return gettext("We could not send you a code. Please try again later.")
+
+
+class OTPNumberRefused(OTPInvalidInput):
+    """The number check (OTPD_NUMBER_CHECK, otpd.numbers) refused the number
+    before anything was queued.  reason: its line type ("premium_rate",
+    "fixed_line", ...) or "invalid_number", for logs; the user is told to use
+    a mobile number, or a valid one."""
+
+    kind = "number_refused"
+
+    def __init__(self, reason, detail="", message=None):
+        self.reason = reason or ""
+        super().__init__(detail or "number refused: %s" % self.reason, message, field="phone")
+
+    def default_message(self):
+        if self.reason == "invalid_number":
+            return gettext("Enter a valid phone number.")
+        return gettext("This number can't receive codes by text message. Use a mobile number.")
 
 
 class OTPServiceUnavailable(OTPError):
@@ -180,7 +215,7 @@ def translate(exc, field=None):
     None for one that is not otpd's to explain (a bug: let it propagate).
 
     By class, in this order: OTPError as it is; otpd's RateLimited,
-    OptedOut, then any other SendRefused (by its reason); redis-py's
+    OptedOut, NumberRefused, then any other SendRefused (by its reason); redis-py's
     RedisError (ConnectionError, TimeoutError, Sentinel's
     MasterNotFoundError, AuthenticationError, ResponseError such as NOPERM
     or OOM), ImproperlyConfigured (settings) and OSError (incl. the builtin
@@ -194,6 +229,8 @@ def translate(exc, field=None):
         return OTPRateLimited(seconds(exc.retry_after), reason=exc.reason, detail=str(exc))
     if isinstance(exc, OptedOut):
         return OTPOptedOut(str(exc))
+    if isinstance(exc, NumberRefused):
+        return OTPNumberRefused(exc.reason, detail=str(exc))
     if isinstance(exc, SendRefused):
         if exc.reason in _COUNTRY_CODES:
             return OTPCountryNotAllowed(str(exc))
@@ -211,7 +248,8 @@ def error_for_status(st):
 
     rate_limited -> OTPRateLimited (retry_after from the record); failed with
     error_code opted_out or Twilio's 21610 -> OTPOptedOut; country_not_allowed
-    or Twilio's 21408 -> OTPCountryNotAllowed; Twilio's 21211 or 21614 (not a
+    or Twilio's 21408 -> OTPCountryNotAllowed; suspected_pumping or
+    blocked_prefix -> OTPNumberBlocked; Twilio's 21211 or 21614 (not a
     valid or not a mobile number) -> OTPInvalidInput on the phone field; any
     other failed, undelivered, expired or rejected -> OTPSendFailed.  detail
     carries the record's error_code and error, never shown to the user.
@@ -226,6 +264,8 @@ def error_for_status(st):
         return OTPOptedOut(detail)
     if code in _COUNTRY_CODES:
         return OTPCountryNotAllowed(detail)
+    if code in _BLOCKED_CODES:
+        return OTPNumberBlocked(detail)
     if code in _BAD_NUMBER_CODES:
         return OTPInvalidInput(detail, field="phone", message=gettext(
             "We could not send a text message to this number. Check it, and use a mobile "

@@ -15,7 +15,7 @@ from django.core.signals import setting_changed
 
 from .. import FINAL, OTPClient, country_code
 from .. import protocol as P
-from ..client import _E164, normalize_email
+from ..client import _E164, NumberRefused, normalize_email
 from ..connection import redis_from_settings
 from . import conf
 from .errors import (OTPCountryNotAllowed, OTPError, OTPInvalidInput, OTPRateLimited,
@@ -43,8 +43,9 @@ def get_client():
                     r = redis_from_settings(conf.redis_url(), conf.redis_sentinels(),
                                             conf.redis_master_name(),
                                             conf.redis_sentinel_password())
-                    _client = OTPClient(redis=r, hash_key=conf.hash_key(), prefix=conf.prefix())
-                except ValueError as e:
+                    _client = OTPClient(redis=r, hash_key=conf.hash_key(), prefix=conf.prefix(),
+                                        number_check=conf.number_check())
+                except (ValueError, ImportError) as e:
                     raise ImproperlyConfigured(str(e)) from None
             c = _client
     return c
@@ -94,8 +95,9 @@ def _call(fn, *args, **kwargs):
 def check_recipient(to, channel="sms"):
     """The recipient as otpd keys it, or OTPInvalidInput (field "phone" or
     "email") / OTPCountryNotAllowed (OTPD_ALLOWED_COUNTRIES, when the site has
-    it).  send_otp runs it first; a flow that decides not to send runs it too,
-    so that a stranger's number is refused like anybody's."""
+    it) / OTPNumberRefused (OTPD_NUMBER_CHECK: an invalid number or a refused
+    line type).  send_otp runs it first; a flow that decides not to send runs
+    it too, so that a stranger's number is refused like anybody's."""
     if channel == "email":
         try:
             return normalize_email(to)
@@ -112,6 +114,15 @@ def check_recipient(to, channel="sms"):
     if allowed and country_code(to) not in allowed:
         raise OTPCountryNotAllowed("destination country +%s is not in OTPD_ALLOWED_COUNTRIES"
                                    % country_code(to))
+    try:
+        checker = conf.number_check()
+    except (ValueError, ImportError) as e:
+        raise OTPServiceUnavailable(str(e)) from e
+    if checker is not None:
+        try:
+            checker.check(to)
+        except NumberRefused as e:
+            raise translate(e) from e
     return to
 
 
@@ -126,7 +137,7 @@ def send_otp(phone, purpose="login", **options):
     options go to OTPClient.send (ttl, digits, max_attempts, message, provider,
     id, fresh, channel).  Raises an OTPError: OTPInvalidInput (field "phone" or
     "email" for the recipient, None for a bad option), OTPCountryNotAllowed,
-    OTPRateLimited, OTPOptedOut, OTPServiceUnavailable.
+    OTPNumberRefused, OTPRateLimited, OTPOptedOut, OTPServiceUnavailable.
     """
     channel = options.get("channel", "sms")
     to = check_recipient(phone, channel)

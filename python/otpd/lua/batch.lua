@@ -3,7 +3,9 @@
 -- job's failure (a key of the wrong type, say) answers that job with
 -- {'error', why} and leaves the others alone; then the entries to
 -- acknowledge go in one XACK and one XDEL, and each counter in one HINCRBY.
-local acks, counts = {}, {}
+-- What follows may add functions to `after`: run once the jobs are done,
+-- for writes a whole batch shares (fraud.lua's counters, spend.lua's sums).
+local acks, counts, after = {}, {}, {}
 
 local function count(field)
   counts[field] = (counts[field] or 0) + 1
@@ -30,6 +32,14 @@ local function run_batch(step, jobs, stream, group, stats)
   end
   for field, n in pairs(counts) do
     redis.call('HINCRBY', stats, field, tostring(n))
+  end
+  for _, f in ipairs(after) do
+    -- Counters only: a failure there must not fail jobs already written.
+    local ok, res = pcall(f)
+    if not ok then
+      local why = type(res) == 'table' and res.err or tostring(res)
+      if why:find('READONLY', 1, true) then error(res) end
+    end
   end
   return out
 end

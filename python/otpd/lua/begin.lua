@@ -1,7 +1,9 @@
 -- begin.lua: claimed jobs' first write (the ledger's "begin"), for a batch of
--- jobs in one call.  Runs after batch.lua (run_batch, count, acks) and
+-- jobs in one call.  Runs after batch.lua (run_batch, count, acks, after),
 -- limits.lua, which otpd prepends as the local function check_limits(KEYS,
--- ARGV); see daemon/ledger.c and docs/protocol.md section 8.
+-- ARGV), fraud.lua (fraud_check, fraud_count, fraud_tally) and spend.lua
+-- (spend_check, spend_take); see daemon/ledger.c and docs/protocol.md
+-- section 8, docs/fraud.md for the last two.
 --
 -- KEYS: 1 job stream, 2 events, 3 stats, 4 opt-outs (the rest are named
 --       from the prefix: with a hash-tagged prefix they share these keys' slot)
@@ -9,12 +11,20 @@
 --       6 interval_ms, 7 per_hour, 8 per_day, 9 global_per_hour,
 --       10 the budget of countries without their own ("" for none),
 --       11 sends allowed per code (OTPD_MAX_SENDS_PER_CODE),
---       then 15 fields per job: entry id, job id, mac, created_ms, expires_ms,
+--       12..19 the pumping model: window ms, settle ms, baseline ms, spike
+--       factor, least codes, least conversion %, pause ms, '1' to pause,
+--       20..24 spend: the UTC day (YYYY-MM-DD), the UTC hour (YYYY-MM-DDTHH),
+--       ms left in the day, the daily budget in micro-units ("" for none),
+--       the price currency,
+--       then 20 fields per job: entry id, job id, mac, created_ms, expires_ms,
 --       max_attempts, code ttl ms, masked number, purpose, calling code,
 --       number, this country's own budget ("" for none), the new code
 --       sealed (otp_seal), '1' if the job asks for a fresh code, '2' if the
 --       code of record must be replaced whoever made it (it did not open),
---       the channel ('sms' or 'email')
+--       the channel ('sms' or 'email'), the number's prefix for the
+--       pumping model ("" for none), the message's SMS segments and
+--       encoding ("" for e-mail), its expected price in micro-units ("" if
+--       unknown), this country's daily spend budget ("" for none)
 -- Returns one verdict per job, in order:
 --   {'go'}: the OTP record and the "sending" status are written;
 --   {'resend', sealed, expires_ms, reclaimed}: a valid code exists for this
@@ -22,13 +32,14 @@
 --     reclaimed '1' when it is this job's own code (a reclaim after a crash);
 --   {'done', status}: already final (a reclaim whose ack was lost);
 --   {'duplicate', status}: the id belongs to another entry;
---   {'denied', status, error_code, error, retry_after_ms}: ended here;
+--   {'denied', status, error_code, error, retry_after_ms, paused}: ended
+--     here; paused '1' when this job's code made its prefix look pumped;
 --   {'error', why}: this job's writes failed (the entry stays pending).
 -- Every verdict but 'go' and 'error' has acknowledged and deleted the entry:
 -- one XACK and one XDEL for the batch, as the counters are one HINCRBY each.
 local stream, events, stats, optout = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local P, group, now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local FIELDS, FIRST = 15, 11
+local FIELDS, FIRST = 20, 24
 local MAX_SENDS = tonumber(ARGV[11])
 local FINAL = {sent = 1, delivered = 1, undelivered = 1, failed = 1, expired = 1,
   rejected = 1, rate_limited = 1}
@@ -48,7 +59,7 @@ local function event(j, status, code)
 end
 
 -- j: the job's fields (j[1] entry id ... j[15] its channel).
-local function deny(j, job, status, code, text, retry_after)
+local function deny(j, job, status, code, text, retry_after, paused)
   local f = {'status', status, 'stream_id', j[1], 'updated_ms', now, 'attempts', '0',
     'provider', '', 'provider_ref', '', 'provider_status', '', 'error_code', code,
     'error', text, 'to', j[8], 'purpose', j[9], 'created_ms', j[4], 'expires_ms', j[5],
@@ -62,14 +73,25 @@ local function deny(j, job, status, code, text, retry_after)
   event(j, status, code)
   count('jobs:' .. status)
   acks[#acks + 1] = j[1]
-  return {'denied', status, code, text, retry_after or 0}
+  return {'denied', status, code, text, retry_after or 0, paused or ''}
 end
 
 -- The "sending" status and event; source: 'new' or 'resent' (which code goes).
-local function sending(j, job, st, source, expires, verdict)
-  redis.call('HSET', job, 'status', 'sending', 'stream_id', j[1], 'to', j[8],
-    'purpose', j[9], 'created_ms', j[4], 'updated_ms', now, 'expires_ms', expires,
-    'attempts', '0', 'cc', j[10], 'code_source', source, 'channel', j[15])
+-- A message with a price is charged here (spend.lua); a reclaim was already.
+local function sending(j, job, st, source, expires, verdict, charge)
+  local f = {'status', 'sending', 'stream_id', j[1], 'to', j[8], 'purpose', j[9],
+    'created_ms', j[4], 'updated_ms', now, 'expires_ms', expires, 'attempts', '0',
+    'cc', j[10], 'code_source', source, 'channel', j[15]}
+  if j[17] ~= '' then
+    for _, v in ipairs({'segments', j[17], 'encoding', j[18]}) do f[#f + 1] = v end
+  end
+  if charge and j[19] ~= '' then
+    spend_take(j[10], tonumber(j[19]))
+    for _, v in ipairs({'price_micro', j[19], 'price_unit', ARGV[24], 'price_source', 'table',
+      'spend_at', ARGV[21]}) do f[#f + 1] = v end
+  end
+  if j[15] == 'sms' then fraud_tally('s', j[15], j[10]) end
+  redis.call('HSET', job, unpack(f))
   -- The client's "queued" record, or a reclaimed job's, already expires.
   if st == '' then redis.call('EXPIRE', job, ttl) end
   event(j, 'sending', '')
@@ -96,6 +118,24 @@ local function begin(j)
     return deny(j, job, 'failed', 'opted_out', 'the recipient replied STOP: they must ' ..
       'text START to the sender first; then remove the number with: otpctl optout remove NUMBER')
   end
+  local sms = j[15] == 'sms'
+  if sms then
+    local refused = fraud_check(number)
+    if refused then
+      count('fraud:' .. refused[1])
+      return deny(j, job, 'failed', refused[1], refused[2])
+    end
+  end
+  -- This job again (a reclaim after a crash): its code, not counted or charged again.
+  local reclaimed = owner == entry and (st == 'sending' or st == 'retrying')
+  local price = tonumber(j[19])
+  if not reclaimed then
+    local over = spend_check(cc, price, tonumber(j[20]))
+    if over then
+      count('spend:' .. over[1])
+      return deny(j, job, 'rate_limited', over[1], over[2], over[3])
+    end
+  end
   local lim = check_limits({P .. 'limits', P .. 'rl:num:' .. number, P .. 'rl:global',
     P .. 'rl:cc:' .. cc, optout, P .. 'alert:country_budget:' .. cc},
     {'take', now, id, number, cc, purpose, ARGV[6], ARGV[7], ARGV[8], ARGV[9], j[12], ARGV[10],
@@ -114,8 +154,6 @@ local function begin(j)
   local valid = sealed and rec[7] ~= '1' and
     (tonumber(rec[5]) or 0) < (tonumber(rec[6]) or 5) and j[14] ~= '2'
 
-  -- This job again (a reclaim after a crash): its code, not counted as another send.
-  local reclaimed = owner == entry and (st == 'sending' or st == 'retrying')
   if older and valid and (holder == id or (reclaimed and cur[3] == 'resent')) then
     return sending(j, job, st, cur[3] or 'new', expires, {'resend', sealed, expires, '1'})
   end
@@ -133,14 +171,25 @@ local function begin(j)
         'requested when it expires in %d s', sends, math.ceil(wait / 1000)), wait)
     end
     redis.call('HINCRBY', otp, 'sends', '1')
-    return sending(j, job, st, 'resent', expires, {'resend', sealed, expires, '0'})
+    return sending(j, job, st, 'resent', expires, {'resend', sealed, expires, '0'}, true)
   end
+  -- A new code: the pumping model counts it, and may stop it (and its prefix).
+  local px = j[16]
+  if px ~= '' and not reclaimed then
+    local pumped = fraud_count(px, id)
+    if pumped then
+      count('fraud:suspected_pumping')
+      return deny(j, job, 'failed', pumped[1], pumped[2], nil, pumped[3])
+    end
+  end
+  if not reclaimed then fraud_tally('c', j[15], cc) end
   -- No field of a replaced record (such as "locked") may survive.
   if older then redis.call('DEL', otp) end
   redis.call('HSET', otp, 'mac', j[3], 'job', id, 'attempts', '0', 'max_attempts', j[6],
-    'created_ms', j[4], 'expires_ms', j[5], 'sealed', j[13], 'sends', '1')
+    'created_ms', j[4], 'expires_ms', j[5], 'sealed', j[13], 'sends', '1', 'px', px, 'cc', cc,
+    'ch', j[15])
   redis.call('PEXPIRE', otp, j[7])
-  return sending(j, job, st, 'new', j[5], {'go'})
+  return sending(j, job, st, 'new', j[5], {'go'}, not reclaimed)
 end
 
 local jobs = {}

@@ -51,6 +51,17 @@ local function finish(j)
         tostring(t + tonumber(ARGV[7])), ARGV[6]}, '|'))
     end
   end
+  -- A message no provider took costs nothing: give back what begin charged.
+  if status ~= 'sent' and not fresh then
+    local c = redis.call('HMGET', job, 'price_micro', 'price_source', 'spend_at', 'cc')
+    if c[1] and c[2] == 'table' and c[3] then
+      for _, k in ipairs({P .. 'spend:day:' .. c[3]:sub(1, 10), P .. 'spend:hour:' .. c[3]}) do
+        redis.call('HINCRBY', k, '*', -tonumber(c[1]))
+        redis.call('HINCRBY', k, c[4], -tonumber(c[1]))
+      end
+      redis.call('HDEL', job, 'price_micro', 'price_unit', 'price_source', 'spend_at')
+    end
+  end
   -- STOP: remembered until an operator removes it (otpctl optout remove).
   if flags:find('o', 1, true) then redis.call('HSET', optout, j[11], now) end
   -- Burn the code only if it is still this job's: a newer one may have replaced it.

@@ -2,7 +2,9 @@
 --
 -- KEYS: 1 receipt reference, 2 events, 3 stats
 -- ARGV: 1 prefix, 2 status, 3 provider status, 4 error code, 5 error, 6 now_ms,
---       7 provider, 8 events maxlen
+--       7 provider, 8 events maxlen, 9 the provider's price for the message
+--       in micro-units ("" if it gave none), 10 its currency, 11 this UTC
+--       hour (YYYY-MM-DDTHH), 12 otpd's currency (OTPD_PRICE_CURRENCY)
 -- Statuses only move forward (sent < delivered/undelivered/failed) and the
 -- first final one wins, so late or repeated callbacks change nothing.
 -- Returns {0} (unknown ref), {1, id} (no change) or
@@ -12,6 +14,21 @@ if not id then return {0} end
 local jk = ARGV[1] .. 'job:' .. id
 local cur = redis.call('HGET', jk, 'status')
 if not cur then return {0} end
+-- The provider's own price replaces what otpd expected (spend.lua), once,
+-- in otpd's currency only: the totals must stay in one unit.
+if ARGV[9] and ARGV[9] ~= '' and ARGV[10] == ARGV[12] then
+  local c = redis.call('HMGET', jk, 'price_micro', 'price_source', 'spend_at', 'cc')
+  if c[2] ~= 'provider' then
+    local at = c[3] or ARGV[11]
+    local delta = tonumber(ARGV[9]) - (tonumber(c[1]) or 0)
+    for _, k in ipairs({ARGV[1] .. 'spend:day:' .. at:sub(1, 10), ARGV[1] .. 'spend:hour:' .. at}) do
+      redis.call('HINCRBY', k, '*', delta)
+      redis.call('HINCRBY', k, c[4] or '', delta)
+    end
+    redis.call('HSET', jk, 'price_micro', ARGV[9], 'price_unit', ARGV[10], 'price_source',
+      'provider', 'spend_at', at)
+  end
+end
 local rank = {queued = 0, sending = 1, retrying = 1, sent = 2, delivered = 3,
   undelivered = 3, failed = 3}
 if (rank[ARGV[2]] or 0) <= (rank[cur] or 0) then return {1, id} end

@@ -14,13 +14,13 @@ django-otp's forms catch any exception from generate_challenge() and show
 str(e) to the user ("Error generating challenge: ..."), so str(e) is always
 the user's message; `detail` and __cause__ are for logs.
 """
-from ..errors import (OTPCountryNotAllowed, OTPError, OTPInvalidInput, OTPOptedOut,
-                      OTPRateLimited, OTPSendFailed, OTPServiceUnavailable, seconds)
+from ..errors import (OTPCountryNotAllowed, OTPError, OTPInvalidInput, OTPNumberRefused,
+                      OTPOptedOut, OTPRateLimited, OTPSendFailed, OTPServiceUnavailable, seconds)
 
-__all__ = ["OTPCountryNotAllowed", "OTPError", "OTPInvalidInput", "OTPOptedOut",
-           "OTPRateLimited", "OTPSendFailed", "OTPServiceUnavailable", "country_not_allowed",
-           "invalid_destination", "invalid_settings", "not_sent", "opted_out", "rate_limited",
-           "unavailable"]
+__all__ = ["OTPCountryNotAllowed", "OTPError", "OTPInvalidInput", "OTPNumberRefused",
+           "OTPOptedOut", "OTPRateLimited", "OTPSendFailed", "OTPServiceUnavailable",
+           "country_not_allowed", "invalid_destination", "invalid_settings", "not_sent",
+           "number_refused", "opted_out", "rate_limited", "unavailable"]
 
 
 def rate_limited(retry_after=None, reason=""):
@@ -37,6 +37,12 @@ def opted_out(detail="the number replied STOP"):
 def country_not_allowed(detail="country_not_allowed"):
     """OTPD_ALLOWED_COUNTRIES does not include the number's country."""
     return OTPCountryNotAllowed(detail)
+
+
+def number_refused(reason, detail=""):
+    """The client's number check refused the device's number: invalid for its
+    country, or a refused line type (premium rate, landline, ...)."""
+    return OTPNumberRefused(reason, detail)
 
 
 def invalid_destination(channel, detail=""):

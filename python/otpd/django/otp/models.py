@@ -42,7 +42,7 @@ from django.db import models
 from django_otp.models import Device
 from redis.exceptions import RedisError
 
-from ... import OptedOut, RateLimited, mask_to
+from ... import NumberRefused, OptedOut, RateLimited, mask_to
 from ... import protocol as P
 from ...client import _check_target
 from .. import get_client
@@ -202,10 +202,12 @@ class OtpdDevice(Device):
         Raises otpd.django's OTPError family (see errors.py) instead of the
         client's exceptions: OTPRateLimited (a send limit; retry_after),
         OTPOptedOut (the number replied STOP), OTPCountryNotAllowed (a country
-        the daemon does not serve), OTPInvalidInput (the device's recipient,
-        purpose or send options), OTPServiceUnavailable (Redis out of reach,
-        or broken otpd settings), OTPSendFailed (the daemon ended the job
-        without sending).  django-otp's form shows str(e) to the user.
+        the daemon does not serve), OTPNumberRefused (an invalid number or a
+        line type OTPD_REFUSED_LINE_TYPES refuses), OTPInvalidInput (the
+        device's recipient, purpose or send options), OTPServiceUnavailable
+        (Redis out of reach, or broken otpd settings), OTPSendFailed (the
+        daemon ended the job without sending).  django-otp's form shows str(e)
+        to the user.
 
         Most refusals are known before anything is queued (the client runs the
         daemon's limits script in check mode).  The country list, a limit lost
@@ -223,6 +225,8 @@ class OtpdDevice(Device):
             raise errors.rate_limited(e.retry_after, e.reason) from e
         except OptedOut as e:
             raise errors.opted_out(str(e)) from e
+        except NumberRefused as e:  # the client's number check (OTPD_NUMBER_CHECK)
+            raise errors.number_refused(e.reason, str(e)) from e
         except ValueError as e:
             log.error("otpd %s device %s: send refused: %s", self.channel, self.pk, e)
             raise errors.invalid_settings(str(e)) from e
