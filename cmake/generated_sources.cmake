@@ -4,8 +4,8 @@
 #
 # The Lua scripts (python/otpd/lua: every .lua file of the directory) and the
 # tables shared with the Python side (python/otpd/data: the short calling
-# codes for route.c, the Twilio error hints) live once, in the package, and
-# are compiled in from there.
+# codes for route.c, the Twilio error hints, the message texts by locale)
+# live once, in the package, and are compiled in from there.
 file(GLOB OTPD_LUA_FILES CONFIGURE_DEPENDS ${OTPD_ROOT}/python/otpd/lua/*.lua)
 set(OTPD_LUA_SCRIPTS "")
 foreach(f ${OTPD_LUA_FILES})
@@ -21,6 +21,18 @@ add_custom_command(
   COMMENT "Embedding the Lua scripts"
   VERBATIM)
 set(OTPD_GENERATED_SOURCES ${CMAKE_BINARY_DIR}/lua_scripts.c)
+
+# The message texts by locale (python/otpd/data/templates/<locale>/*), for
+# templates.c; any file added or changed there re-runs the embedding.
+file(GLOB_RECURSE OTPD_TEMPLATE_FILES CONFIGURE_DEPENDS ${OTPD_ROOT}/python/otpd/data/templates/*)
+add_custom_command(
+  OUTPUT ${CMAKE_BINARY_DIR}/templates_builtin.c
+  COMMAND ${CMAKE_COMMAND} -DDIR=${OTPD_ROOT}/python/otpd/data/templates
+          -DOUT=${CMAKE_BINARY_DIR}/templates_builtin.c -P ${OTPD_ROOT}/cmake/embed_templates.cmake
+  DEPENDS ${OTPD_TEMPLATE_FILES} ${OTPD_ROOT}/cmake/embed_templates.cmake
+  COMMENT "Embedding python/otpd/data/templates"
+  VERBATIM)
+list(APPEND OTPD_GENERATED_SOURCES ${CMAKE_BINARY_DIR}/templates_builtin.c)
 
 foreach(f calling_codes.txt twilio_errors.tsv)
   get_filename_component(kind ${f} NAME_WE)

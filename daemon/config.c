@@ -22,9 +22,11 @@
 #include <sodium.h>
 
 #include "config.h"
+#include "fallback.h"
 #include "job.h"
 #include "log.h"
 #include "otp.h"
+#include "templates.h"
 
 enum config_type {
     CT_STR,
@@ -116,7 +118,8 @@ static const struct config_entry config_table[] = {
      "texts of one code (first send and resends) before a further job is refused"},
     {"OTPD_TEMPLATE", CT_STR, OFF(template),
      "Your verification code is {code}. It expires in {minutes} minutes.", 1, 1920, 0,
-     "default SMS text; must contain {code}, may contain {minutes}"},
+     "default SMS text; must contain {code}, may contain {minutes}. Changed from this "
+     "default, it replaces the default locale's sms.txt"},
     {"EMAIL_HOST", CT_STR, OFF(email_host), "", 0, 253, 0,
      "SMTP server for e-mail codes (Django's setting); empty: e-mail jobs are printed by the "
      "development console instead"},
@@ -148,6 +151,26 @@ static const struct config_entry config_table[] = {
      "4px'>{code}</p><p>It expires in {minutes} minutes. If you did not ask for it, you can "
      "ignore this message.</p>",
      1, 8000, 0, "e-mail HTML body; must contain {code}, may contain {minutes}"},
+    {"OTPD_DEFAULT_LOCALE", CT_STR, OFF(default_locale), "en", 1, JOB_LOCALE_MAX, 0,
+     "language of the texts for a job without \"locale\", and the last step of every "
+     "locale's fallback (zh-Hant-TW, zh-Hant, zh, then this one): a BCP 47 tag with all five "
+     "texts, shipped (python/otpd/data/templates) or in OTPD_TEMPLATES_DIR. The settings "
+     "OTPD_TEMPLATE and OTPD_EMAIL_*, when changed from their defaults, replace this "
+     "locale's texts"},
+    {"OTPD_TEMPLATES_DIR", CT_STR, OFF(templates_dir), "", 0, 1024, 0,
+     "directory of your own texts, laid out as the shipped ones: <dir>/<locale>/sms.txt, "
+     "voice.txt, email_subject.txt, email.txt, email.html; each file replaces that locale's "
+     "shipped text or adds a locale, and a bad one stops the start (empty: the shipped texts "
+     "only). Read again on reload"},
+    {"OTPD_WEBOTP_DOMAIN", CT_STR, OFF(webotp_domain), "", 0, 253, 0,
+     "your site's host name, e.g. example.com: every SMS then ends with the line "
+     "\"@example.com #CODE\" (origin-bound one-time codes), so browsers and phones offer the "
+     "code to that site only (Safari's AutoFill, Chrome's WebOTP). Lower case, no scheme, "
+     "port or path; an internationalised name in its xn-- form (empty: off)"},
+    {"OTPD_ANDROID_APP_HASH", CT_STR, OFF(android_app_hash), "", 0, 11, 0,
+     "your Android app's 11-character SMS Retriever hash, put at the very end of every SMS so "
+     "the app can read its code (after the WebOTP line, or on a line of its own); a job's "
+     "\"app_hash\" takes its place (empty: none)"},
     {"OTPD_STATUS_TTL", CT_INT, OFF(status_ttl), "86400", 60, 30L * 86400, 0,
      "seconds a job's status record is kept"},
     {"OTPD_DEAD_MAXLEN", CT_INT, OFF(dead_maxlen), "10000", 100, 10000000, 0,
@@ -272,6 +295,19 @@ static const struct config_entry config_table[] = {
      "Twilio sender number, E.164"},
     {"TWILIO_MESSAGING_SERVICE_SID", CT_STR, OFF(twilio_messaging_service_sid), "", 0, 64, 0,
      "Twilio Messaging Service (MG...); preferred over TWILIO_PHONE_NUMBER"},
+    {"TWILIO_VOICE_STATUS_CALLBACK", CT_URL, OFF(twilio_voice_status_callback), "", 0, 0, 0,
+     "public https URL of /webhooks/twilio_voice behind your proxy: Twilio reports each call's "
+     "end there (empty: otpd polls each call)"},
+    {"OTPD_TWILIO_VOICE_RATE", CT_INT, OFF(twilio_voice_rate), "1", 0, 1000, 0,
+     "calls started per second, at most (Twilio's default for an account is 1; 0: no limit)"},
+    {"OTPD_FALLBACK", CT_STR, OFF(fallback_spec), "", 0, 64, 0,
+     "channels that follow every SMS job without its own \"fallback\": \"voice\" calls with the "
+     "same code when the SMS is undelivered or not verified in OTPD_FALLBACK_DELAY_S (empty: "
+     "none)"},
+    {"OTPD_FALLBACK_DELAY_S", CT_INT, OFF(fallback_delay_s), "60", 5, 3600, 0,
+     "how long a sent code may stay unverified before its fallback channel is tried"},
+    {"OTPD_VOICE_REPEAT", CT_INT, OFF(voice_repeat), "3", 1, 5, 0,
+     "how many times a call reads the code out"},
     {"TWILIO_STATUS_CALLBACK", CT_URL, OFF(twilio_status_callback), "", 0, 0, 0,
      "public URL Twilio posts delivery status to, routed to OTPD_METRICS_ADDR's "
      "/webhooks/twilio (optional). Set without OTPD_METRICS_ADDR, otpd cannot hear the "
@@ -489,6 +525,8 @@ config_free(struct config *cfg)
     }
     config_redis_addr_free(&cfg->redis);
     sodium_memzero(cfg->hash_key, sizeof(cfg->hash_key));
+    templates_free(cfg->templates);
+    cfg->templates = NULL;
 }
 
 /*
@@ -859,6 +897,47 @@ config_finish_email(struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * The texts by locale: the shipped ones, OTPD_TEMPLATES_DIR's, then the
+ * SMS and e-mail settings for the default locale, those an operator
+ * changed only: at their defaults they are the shipped English, which must
+ * not replace another default locale's texts.
+ */
+static int
+config_finish_templates(struct config *cfg, char *err, size_t errlen)
+{
+    static const char *const keys[TEMPLATE_KINDS] = {
+        [TEMPLATE_SMS] = "OTPD_TEMPLATE",
+        [TEMPLATE_EMAIL_SUBJECT] = "OTPD_EMAIL_SUBJECT",
+        [TEMPLATE_EMAIL_TEXT] = "OTPD_EMAIL_TEXT",
+        [TEMPLATE_EMAIL_HTML] = "OTPD_EMAIL_HTML",
+    };
+    const char *values[TEMPLATE_KINDS] = {
+        [TEMPLATE_SMS] = cfg->template,
+        [TEMPLATE_EMAIL_SUBJECT] = cfg->email_subject,
+        [TEMPLATE_EMAIL_TEXT] = cfg->email_text,
+        [TEMPLATE_EMAIL_HTML] = cfg->email_html,
+    };
+    struct templates_settings s = {
+        .dir = cfg->templates_dir,
+        .default_locale = cfg->default_locale,
+        .digits = cfg->otp_digits,
+        .minutes = (cfg->otp_ttl + 59) / 60,
+        .webotp_domain = cfg->webotp_domain,
+        .app_hash = cfg->android_app_hash,
+    };
+    struct templates *t;
+
+    for (int k = 0; k < TEMPLATE_KINDS; k++)
+        if (keys[k] != NULL && strcmp(values[k], config_lookup(keys[k])->def) != 0)
+            s.overrides[k] = values[k];
+    if ((t = templates_load(&s, err, errlen)) == NULL)
+        return -1;
+    templates_free(cfg->templates);
+    cfg->templates = t;
+    return 0;
+}
+
 int
 config_finish(struct config *cfg, char *err, size_t errlen)
 {
@@ -896,7 +975,7 @@ config_finish(struct config *cfg, char *err, size_t errlen)
         otpd_seterr(err, errlen, "OTPD_TEMPLATE: %s", why);
         return -1;
     }
-    if (config_finish_email(cfg, err, errlen) < 0)
+    if (config_finish_email(cfg, err, errlen) < 0 || config_finish_templates(cfg, err, errlen) < 0)
         return -1;
     if (route_parse(&cfg->routes, cfg->routes_spec, why, sizeof(why)) < 0) {
         otpd_seterr(err, errlen, "OTPD_ROUTES: %s", why);
@@ -912,6 +991,11 @@ config_finish(struct config *cfg, char *err, size_t errlen)
     }
     if (config_finish_fraud(cfg, err, errlen) < 0)
         return -1;
+    if (fallback_parse_setting(cfg->fallback_spec, cfg->fallback, &cfg->nfallback, why,
+                               sizeof(why)) < 0) {
+        otpd_seterr(err, errlen, "OTPD_FALLBACK: %s", why);
+        return -1;
+    }
     if ((cfg->nsentinels = config_parse_sentinels(cfg->redis_sentinels_spec, cfg->sentinels,
                                                   SENTINELS_MAX, why, sizeof(why))) < 0) {
         otpd_seterr(err, errlen, "OTPD_REDIS_SENTINELS: %s", why);
@@ -941,6 +1025,18 @@ int
 config_twilio_callbacks(const struct config *cfg)
 {
     return *cfg->twilio_status_callback && *cfg->metrics_addr;
+}
+
+int
+config_twilio_voice_configured(const struct config *cfg)
+{
+    return config_twilio_configured(cfg) && *cfg->twilio_phone_number;
+}
+
+int
+config_twilio_voice_callbacks(const struct config *cfg)
+{
+    return *cfg->twilio_voice_status_callback && *cfg->metrics_addr;
 }
 
 /* 127.0.0.0/8 or ::1: only this host can reach the endpoint. */
@@ -973,6 +1069,7 @@ config_warnings(const struct config *cfg, config_warn_fn *warn, void *arg)
         warn(arg, "TWILIO_STATUS_CALLBACK is set but OTPD_METRICS_ADDR is not, so otpd cannot "
                   "receive Twilio's callbacks: it polls Twilio for delivery status instead. Set "
                   "OTPD_METRICS_ADDR and route the callback URL to it to use callbacks");
+    templates_warnings(cfg->templates, warn, arg);
 }
 
 int
@@ -1040,6 +1137,8 @@ config_print(const struct config *cfg, FILE *out)
     fprintf(out, "# default provider: %s%s\n", cfg->provider_default,
             *cfg->provider ? "" : " (OTPD_PROVIDER is empty: chosen from the credentials set)");
     config_warnings(cfg, config_print_warning, out);
+    if (cfg->templates != NULL)
+        templates_print_table(cfg->templates, out);
 }
 
 void
@@ -1327,6 +1426,13 @@ config_print_example(FILE *out)
     }
 }
 
+static void
+config_log_warning(void *arg, const char *text)
+{
+    (void)arg;
+    log_warnx("WARNING: %s", text);
+}
+
 static int
 config_entry_equal(const struct config *a, const struct config *b, const struct config_entry *e)
 {
@@ -1377,5 +1483,15 @@ config_reload(struct config *cur, struct config *next)
     cur->prices = next->prices;
     cur->spend_budget = next->spend_budget;
     cur->spend_budgets = next->spend_budgets;
+    memcpy(cur->fallback, next->fallback, sizeof(cur->fallback));
+    cur->nfallback = next->nfallback;
+    /* The texts follow their files and settings; next frees the old set. */
+    if (!templates_same(cur->templates, next->templates)) {
+        log_notice("reload: templates updated");
+        templates_warnings(next->templates, config_log_warning, NULL);
+    }
+    struct templates *t = cur->templates;
+    cur->templates = next->templates;
+    next->templates = t;
     return applied;
 }

@@ -34,6 +34,7 @@
 
 #include "delivery.h"
 #include "dlr.h"
+#include "fallback.h"
 #include "fraud.h"
 #include "job.h"
 #include "log.h"
@@ -44,6 +45,7 @@
 #include "secmem.h"
 #include "segments.h"
 #include "spend.h"
+#include "templates.h"
 
 enum dlv_state {
     DLV_REJECTING,
@@ -62,7 +64,7 @@ static const char *const state_names[] = {
 
 struct dlv_secret {
     char code[OTP_DIGITS_MAX + 1];
-    char body[OTP_BODY_MAX];
+    char body[TEMPLATE_SMS_MAX]; /* the text and its WebOTP line */
 };
 
 struct dlv {
@@ -96,6 +98,7 @@ struct dlv {
     uv_timer_t timer;          /* BACKOFF; closing it frees the delivery */
     struct dlv_secret *secret; /* code and text, in locked memory until sent */
     struct sms_size size;      /* of the text (SMS) */
+    struct fallback_next *fb;  /* the next channel's job, when this one ends (owned) */
     char fraud_px[16];         /* the number's prefix for the pumping model */
     /* the outcome to record */
     struct ledger_outcome out;
@@ -127,6 +130,7 @@ struct deliveries {
 };
 
 static void enter_state(struct dlv *dlv, enum dlv_state next);
+static void dlv_plan_fallback(struct dlv *dlv, enum job_status st);
 static void state_run(struct dlv *dlv);
 static void dlv_retry_later(struct dlv *dlv, uint64_t delay_ms);
 
@@ -181,6 +185,7 @@ dlv_free(struct dlv *dlv)
         provider_unwait(dlv->provider, &dlv->gw);
     job_clear(&dlv->job);
     free(dlv->payload);
+    free(dlv->fb);
     dlv_wipe(dlv);
     uv_close((uv_handle_t *)&dlv->timer, dlv_closed);
 }
@@ -247,7 +252,9 @@ dlv_end(struct dlv *dlv, enum job_status st, int burn_code)
     struct delivery_stats *s = &dlv->d->stats;
 
     dlv->out.status = st;
-    dlv->out.burn_code = burn_code;
+    dlv_plan_fallback(dlv, st);
+    /* A code with a channel still to try is kept for it. */
+    dlv->out.burn_code = burn_code && dlv->out.fallback == NULL;
     dlv->out.provider = dlv->attempts > 0 ? provider_name(dlv->provider) : "";
     dlv->out.provider_ref = dlv->result.ref;
     dlv->out.provider_status = dlv->result.provider_status;
@@ -261,14 +268,34 @@ dlv_end(struct dlv *dlv, enum job_status st, int burn_code)
     else
         s->failed++;
     if (st == JOB_SENT)
-        s->channel_sent[dlv->job.channel == JOB_CHANNEL_EMAIL]++;
+        s->channel_sent[dlv->job.channel]++;
     else
-        s->channel_failed[dlv->job.channel == JOB_CHANNEL_EMAIL]++;
+        s->channel_failed[dlv->job.channel]++;
     metrics_observe_end(dlv->out.provider, dlv->cc, st,
                         (double)(otpd_now_ms() - dlv->job.created_ms) / 1000.0);
     dlv_wipe(dlv);
     dlv_log_outcome(dlv);
     enter_state(dlv, DLV_FINISHING);
+}
+
+/*
+ * The next channel, if the job has one and its code was written: after the
+ * delay when sent (unless it is verified first), at once when the send
+ * failed.  An expired code has nothing left to deliver.
+ */
+static void
+dlv_plan_fallback(struct dlv *dlv, enum job_status st)
+{
+    dlv->out.fallback = NULL;
+    if (dlv->job.nfallback == 0 || !dlv->out.begun || (st != JOB_SENT && st != JOB_FAILED))
+        return;
+    if (dlv->fb == NULL && (dlv->fb = malloc(sizeof(*dlv->fb))) == NULL)
+        return;
+    if (fallback_next_job(dlv->d->cfg, &dlv->job, dlv->out.sent_ms, dlv->fb) < 0) {
+        log_warnx("job %s: its fallback job does not fit; none will follow", dlv->job.id);
+        return;
+    }
+    dlv->out.fallback = &dlv->fb->lf;
 }
 
 static void
@@ -336,15 +363,17 @@ static int
 dlv_take_code(struct dlv *dlv, const struct ledger_begun *b)
 {
     const struct config *cfg = dlv->d->cfg;
-    const char *tmpl = dlv->job.message ? dlv->job.message : cfg->template;
     int64_t left = b->expires_ms - otpd_now_ms();
     int minutes = b->reclaimed ? (dlv->job.ttl + 59) / 60 : (int)((left + 59999) / 60000);
     char err[128];
 
-    if (otp_open(dlv->secret->code, cfg->hash_key, dlv->job.purpose, dlv->job.to, b->sealed) < 0)
+    /* An e-mail fallback delivers a number's code: the record is that number's. */
+    if (otp_open(dlv->secret->code, cfg->hash_key, dlv->job.purpose,
+                 dlv->job.code_for[0] ? dlv->job.code_for : dlv->job.to, b->sealed) < 0)
         return -1;
-    if (otp_render(dlv->secret->body, sizeof(dlv->secret->body), tmpl, dlv->secret->code,
-                   minutes < 1 ? 1 : minutes, err, sizeof(err)) < 0)
+    if (templates_render_sms(cfg->templates, &dlv->job, dlv->secret->code,
+                             minutes < 1 ? 1 : minutes, dlv->secret->body,
+                             sizeof(dlv->secret->body), NULL, err, sizeof(err)) < 0)
         return -1;
     if (b->expires_ms > 0)
         dlv->job.expires_ms = b->expires_ms;
@@ -432,7 +461,8 @@ claimed_run(struct dlv *dlv)
         dlv_fail(dlv, JOB_EXPIRED, "", "the code's lifetime ended before it could be sent");
         return 0;
     }
-    if (dlv->job.channel == JOB_CHANNEL_SMS && cfg->allowed.n > 0 &&
+    /* Calls are pumped as texts are (toll fraud): the same country and prefix rules. */
+    if (dlv->job.channel != JOB_CHANNEL_EMAIL && cfg->allowed.n > 0 &&
         route_country_value(&cfg->allowed, dlv->cc) < 0) {
         snprintf(why, sizeof(why),
                  "destination country +%s is not in OTPD_ALLOWED_COUNTRIES (SMS-pumping "
@@ -441,7 +471,7 @@ claimed_run(struct dlv *dlv)
         dlv_fail(dlv, JOB_FAILED, "country_not_allowed", why);
         return 0;
     }
-    if (dlv->job.channel == JOB_CHANNEL_SMS &&
+    if (dlv->job.channel != JOB_CHANNEL_EMAIL &&
         (blocked = route_prefix_match(&cfg->blocked, dlv->job.to)) != NULL) {
         snprintf(why, sizeof(why),
                  "numbers starting +%s are in OTPD_BLOCKED_PREFIXES (SMS-pumping defence)",
@@ -505,6 +535,30 @@ sending_done(void *arg, const struct send_result *res)
     dlv_retry_later(dlv, v.delay_ms);
 }
 
+/*
+ * What a call says: the voice text with the code digit by digit ("1, 2, 3,
+ * 4, 5, 6": text-to-speech reads "123456" as a number), in the job's
+ * language.  Rendered into the secret buffer, which the SMS text held.
+ */
+static const char *
+dlv_voice_text(struct dlv *dlv)
+{
+    char spoken[OTP_DIGITS_MAX * 3 + 1], err[128];
+    size_t off = 0;
+    int minutes = (int)((dlv->job.expires_ms - otpd_now_ms() + 59999) / 60000);
+    const char *matched;
+    const char *tmpl =
+        templates_pick(dlv->d->cfg->templates, dlv->job.locale, TEMPLATE_VOICE, &matched);
+
+    for (const char *p = dlv->secret->code; *p; p++)
+        off += (size_t)snprintf(spoken + off, sizeof(spoken) - off, "%s%c", off ? ", " : "", *p);
+    if (otp_render(dlv->secret->body, sizeof(dlv->secret->body), tmpl, spoken,
+                   minutes < 1 ? 1 : minutes, err, sizeof(err)) < 0)
+        snprintf(dlv->secret->body, sizeof(dlv->secret->body), "%s", spoken);
+    sodium_memzero(spoken, sizeof(spoken));
+    return dlv->secret->body;
+}
+
 static void
 sending_call(struct dlv *dlv)
 {
@@ -513,7 +567,7 @@ sending_call(struct dlv *dlv)
     dlv->attempts++;
     dlv->attempt_ms = otpd_now_ms();
     req.job = &dlv->job;
-    req.body = dlv->secret->body;
+    req.body = dlv->job.channel == JOB_CHANNEL_VOICE ? dlv_voice_text(dlv) : dlv->secret->body;
     req.code = dlv->secret->code;
     req.deadline_ms = dlv->job.expires_ms;
     req.minutes = (int)((dlv->job.expires_ms - otpd_now_ms() + 59999) / 60000);
@@ -783,7 +837,7 @@ static int
 dlv_prepare(struct dlv *dlv)
 {
     const struct config *cfg = dlv->d->cfg;
-    const char *tmpl = dlv->job.message ? dlv->job.message : cfg->template;
+    const char *locale;
     char err[128];
 
     if ((dlv->secret = secmem_get(dlv->d->secrets)) == NULL) {
@@ -791,11 +845,13 @@ dlv_prepare(struct dlv *dlv)
         return -1;
     }
     otp_generate(dlv->secret->code, dlv->job.digits);
-    if (otp_render(dlv->secret->body, sizeof(dlv->secret->body), tmpl, dlv->secret->code,
-                   (dlv->job.ttl + 59) / 60, err, sizeof(err)) < 0) {
+    if (templates_render_sms(cfg->templates, &dlv->job, dlv->secret->code, (dlv->job.ttl + 59) / 60,
+                             dlv->secret->body, sizeof(dlv->secret->body), &locale, err,
+                             sizeof(err)) < 0) {
         snprintf(dlv->reason, sizeof(dlv->reason), "message: %s", err);
         return -1;
     }
+    log_debug("job %s: text of locale %s", dlv->job.id, *locale ? locale : "(the job's message)");
     dlv_measure(dlv);
     return 0;
 }
@@ -814,6 +870,12 @@ dlv_intake(struct dlv *dlv, const struct queue_entry *e)
         return dlv_reject(dlv, e);
     if (dlv->job.id[0] == '\0')
         snprintf(dlv->job.id, sizeof(dlv->job.id), "%s", e->id);
+    /* OTPD_FALLBACK: the channels after every SMS job that names none (not after a fallback). */
+    if (dlv->job.channel == JOB_CHANNEL_SMS && dlv->job.nfallback == 0 &&
+        dlv->job.fallback_of[0] == '\0') {
+        memcpy(dlv->job.fallback, d->cfg->fallback, sizeof(dlv->job.fallback));
+        dlv->job.nfallback = d->cfg->nfallback;
+    }
     route_country_code(dlv->job.to, dlv->cc, sizeof(dlv->cc));
     dlv->nroute = provider_set_route(d->providers, d->cfg, &dlv->job, dlv->route, err, sizeof(err));
     if (dlv->nroute == 0) {

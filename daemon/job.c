@@ -122,10 +122,67 @@ get_str(const cJSON *root, const char *name, const char **out, char *err, size_t
     return 0;
 }
 
+static const char *const channel_names[JOB_CHANNELS] = {"sms", "email", "voice"};
+
 const char *
 job_channel_name(int channel)
 {
-    return channel == JOB_CHANNEL_EMAIL ? "email" : "sms";
+    return channel >= 0 && channel < JOB_CHANNELS ? channel_names[channel] : "sms";
+}
+
+int
+job_channel_parse(const char *s)
+{
+    for (int c = 0; c < JOB_CHANNELS; c++)
+        if (strcmp(s, channel_names[c]) == 0)
+            return c;
+    return -1;
+}
+
+/*
+ * A BCP 47 language tag as otpd takes it (RFC 5646 section 2.1, without
+ * grandfathered tags): a 2-3 letter language, then subtags of 1-8 letters
+ * or digits joined by "-".  Normalised as section 2.1.1 recommends:
+ * language lower case, a 4-letter script title case, a 2-letter region
+ * upper case ("PT-br" -> "pt-BR", "zh-hant-tw" -> "zh-Hant-TW").
+ */
+int
+job_locale_normalize(const char *in, char *out, size_t outlen)
+{
+    size_t n = strlen(in), i = 0, len = 0;
+    int first = 1;
+
+    if (n == 0 || n >= outlen || n > JOB_LOCALE_MAX)
+        return -1;
+    while (i < n) {
+        size_t start = i;
+        while (i < n && in[i] != '-' && in[i] != '_')
+            i++;
+        len = i - start;
+        if (len < 1 || len > 8 || (first && (len < 2 || len > 3)))
+            return -1;
+        for (size_t k = start; k < i; k++) {
+            char c = in[k];
+            int alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+            if (!alpha && !(c >= '0' && c <= '9' && !first))
+                return -1;
+            /* Upper case: a region's two letters, a script's first; the rest lower. */
+            int upper = !first && (len == 2 || (len == 4 && k == start));
+            if (upper && c >= 'a' && c <= 'z')
+                c = (char)(c - 'a' + 'A');
+            else if (!upper && c >= 'A' && c <= 'Z')
+                c = (char)(c - 'A' + 'a');
+            out[k] = c;
+        }
+        if (i < n) {
+            out[i] = '-';
+            if (++i == n)
+                return -1; /* a trailing "-" */
+        }
+        first = 0;
+    }
+    out[n] = '\0';
+    return 0;
 }
 
 int
@@ -194,11 +251,11 @@ job_recipient(struct job *job, const cJSON *root, char *err, size_t errlen)
 
     if (get_str(root, "channel", &ch, err, errlen) < 0)
         return -1;
-    if (ch != NULL && strcmp(ch, "sms") != 0 && strcmp(ch, "email") != 0) {
-        otpd_seterr(err, errlen, "field channel: must be \"sms\" or \"email\"");
+    job->channel = ch != NULL ? job_channel_parse(ch) : JOB_CHANNEL_SMS;
+    if (job->channel < 0) {
+        otpd_seterr(err, errlen, "field channel: must be \"sms\", \"voice\" or \"email\"");
         return -1;
     }
-    job->channel = ch != NULL && strcmp(ch, "email") == 0 ? JOB_CHANNEL_EMAIL : JOB_CHANNEL_SMS;
     if (get_str(root, "to", &s, err, errlen) < 0)
         return -1;
     if (s == NULL || *s == '\0') {
@@ -223,6 +280,101 @@ job_recipient(struct job *job, const cJSON *root, char *err, size_t errlen)
         return -1;
     }
     strcpy(job->to, s);
+    return 0;
+}
+
+/* locale and app_hash: how the text is written. */
+static int
+job_language(struct job *job, const cJSON *root, char *err, size_t errlen)
+{
+    const char *s;
+
+    if (get_str(root, "locale", &s, err, errlen) < 0)
+        return -1;
+    if (s != NULL && job_locale_normalize(s, job->locale, sizeof(job->locale)) < 0) {
+        otpd_seterr(err, errlen,
+                    "field locale: not a BCP 47 language tag such as \"en\", \"pt-BR\" or "
+                    "\"zh-Hant\" (at most %d characters)",
+                    JOB_LOCALE_MAX);
+        return -1;
+    }
+    if (get_str(root, "app_hash", &s, err, errlen) < 0)
+        return -1;
+    if (s != NULL) {
+        /* Android's SMS Retriever hash: 11 characters of base64. */
+        if (strlen(s) != 11 || strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                         "0123456789+/") != 11) {
+            otpd_seterr(err, errlen, "field app_hash: must be Android's 11-character app hash");
+            return -1;
+        }
+        strcpy(job->app_hash, s);
+    }
+    return 0;
+}
+
+/*
+ * fallback (channels to try next), fallback_email (where an "email" one
+ * goes), and what otpd itself writes into a fallback job: fallback_of and
+ * code_for (the number whose code of record it delivers).
+ */
+static int
+job_fallback(struct job *job, const cJSON *root, char *err, size_t errlen)
+{
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "fallback"), *it;
+    const char *s;
+
+    if (list != NULL && !cJSON_IsArray(list)) {
+        otpd_seterr(err, errlen, "field fallback: must be a list of channels, e.g. [\"voice\"]");
+        return -1;
+    }
+    cJSON_ArrayForEach(it, list)
+    {
+        int c = cJSON_IsString(it) ? job_channel_parse(it->valuestring) : -1;
+        if (c < 0 || c == job->channel || job->nfallback == JOB_FALLBACK_MAX ||
+            (job->nfallback > 0 && job->fallback[0] == c)) {
+            otpd_seterr(err, errlen,
+                        "field fallback: at most %d channels, each \"sms\", \"voice\" or "
+                        "\"email\", none twice and none the job's own",
+                        JOB_FALLBACK_MAX);
+            return -1;
+        }
+        job->fallback[job->nfallback++] = c;
+    }
+    if (get_str(root, "fallback_email", &s, err, errlen) < 0)
+        return -1;
+    if (s != NULL &&
+        (job_email_normalize(s, job->fallback_email, sizeof(job->fallback_email)) < 0 ||
+         !job_email_valid(job->fallback_email))) {
+        otpd_seterr(err, errlen, "field fallback_email: not an e-mail address");
+        return -1;
+    }
+    for (int i = 0; i < job->nfallback; i++)
+        if (job->fallback[i] == JOB_CHANNEL_EMAIL && job->fallback_email[0] == '\0') {
+            otpd_seterr(err, errlen, "field fallback: \"email\" needs fallback_email");
+            return -1;
+        }
+    if (job->nfallback > 0 && job->channel == JOB_CHANNEL_EMAIL) {
+        otpd_seterr(err, errlen, "field fallback: an e-mail job has no fallback (no number)");
+        return -1;
+    }
+    if (get_str(root, "fallback_of", &s, err, errlen) < 0)
+        return -1;
+    if (s != NULL) {
+        if (!job_id_valid(s)) {
+            otpd_seterr(err, errlen, "field fallback_of: not a job id");
+            return -1;
+        }
+        strcpy(job->fallback_of, s);
+    }
+    if (get_str(root, "code_for", &s, err, errlen) < 0)
+        return -1;
+    if (s != NULL) {
+        if (!job_phone_valid(s) || job->channel != JOB_CHANNEL_EMAIL) {
+            otpd_seterr(err, errlen, "field code_for: an E.164 number, for an e-mail job only");
+            return -1;
+        }
+        strcpy(job->code_for, s);
+    }
     return 0;
 }
 
@@ -334,6 +486,8 @@ job_fill(struct job *job, const cJSON *root, const struct job_defaults *defs, in
     }
 
     if (job_created(job, root, defs, now_ms, err, errlen) < 0)
+        return -1;
+    if (job_language(job, root, err, errlen) < 0 || job_fallback(job, root, err, errlen) < 0)
         return -1;
 
     if (get_str(root, "message", &s, err, errlen) < 0)

@@ -32,7 +32,7 @@
 #include "spend.h"
 
 extern const char lua_batch[], lua_begin[], lua_finish[], lua_note[], lua_reject[], lua_receipt[],
-    lua_poll[], lua_fraud[], lua_spend[];
+    lua_poll[], lua_fraud[], lua_spend[], lua_fallback[];
 
 enum {
     SCRIPT_BEGIN,
@@ -41,6 +41,7 @@ enum {
     SCRIPT_REJECT,
     SCRIPT_RECEIPT,
     SCRIPT_POLL,
+    SCRIPT_FALLBACK,
     NSCRIPTS
 };
 
@@ -59,7 +60,7 @@ enum {
  */
 #define LEDGER_BATCH_MAX  64
 #define LEDGER_BATCH_HEAD 30 /* at most: the keys and shared arguments before the jobs' */
-#define LEDGER_JOB_ARGS   20 /* at most, per job (begin.lua) */
+#define LEDGER_JOB_ARGS   24 /* at most, per job (finish.lua with a fallback) */
 #define LEDGER_BATCH_ARGS (3 + 4 + LEDGER_BATCH_HEAD + LEDGER_BATCH_MAX * LEDGER_JOB_ARGS)
 
 struct ledger_sent;
@@ -124,6 +125,7 @@ struct ledger_op {
     ledger_done_cb *done_cb;
     ledger_receipt_cb *receipt_cb;
     ledger_polls_cb *polls_cb;
+    ledger_fallbacks_cb *fallbacks_cb;
     void *arg;
 };
 
@@ -141,6 +143,8 @@ ledger_script_text(const struct ledger *l, int i)
         return lua_reject;
     case SCRIPT_POLL:
         return lua_poll;
+    case SCRIPT_FALLBACK:
+        return lua_fallback;
     default:
         return lua_receipt;
     }
@@ -909,7 +913,9 @@ ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, con
                        bc.segments,
                        job->channel == JOB_CHANNEL_SMS && lj->encoding ? lj->encoding : "",
                        bc.price,
-                       bc.spend_budget};
+                       bc.spend_budget,
+                       job->fallback_of,
+                       job->code_for};
     if (ledger_join(l, &l->batch[0], op, NARGS(v), v, NULL) < 0) {
         free(op);
         return -1;
@@ -950,7 +956,7 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
               ledger_done_cb *cb, void *arg)
 {
     const struct job *job = lj->job;
-    char attempts[12], sent[24], created[24], expires[24], masked[LOG_MASK_MAX], flags[5];
+    char attempts[12], sent[24], created[24], expires[24], masked[LOG_MASK_MAX], flags[6];
     struct ledger_op *op;
     int n = 0;
 
@@ -966,21 +972,23 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
         flags[n++] = 'o';
     if (o->poll)
         flags[n++] = 'p';
+    if (o->fallback != NULL)
+        flags[n++] = 'f';
     flags[n] = '\0';
-    const char *v[18] = {lj->stream_id,
-                         job->id,
-                         job_status_name(o->status),
-                         o->provider ? o->provider : "",
-                         o->provider_ref ? o->provider_ref : "",
-                         o->provider_status ? o->provider_status : "",
-                         o->error_code ? o->error_code : "",
-                         o->error ? o->error : "",
-                         attempts,
-                         o->sent_ms ? sent : "",
-                         job->to,
-                         job->purpose,
-                         flags,
-                         job_channel_name(job->channel)};
+    const char *v[LEDGER_JOB_ARGS] = {lj->stream_id,
+                                      job->id,
+                                      job_status_name(o->status),
+                                      o->provider ? o->provider : "",
+                                      o->provider_ref ? o->provider_ref : "",
+                                      o->provider_status ? o->provider_status : "",
+                                      o->error_code ? o->error_code : "",
+                                      o->error ? o->error : "",
+                                      attempts,
+                                      o->sent_ms ? sent : "",
+                                      job->to,
+                                      job->purpose,
+                                      flags,
+                                      job_channel_name(job->channel)};
     int argc = 14;
     if (!o->begun) {
         /* The record's fixed fields, which begin would have written. */
@@ -990,6 +998,18 @@ ledger_finish(struct ledger *l, const struct ledger_job *lj, const struct ledger
         v[argc++] = created;
         v[argc++] = expires;
         v[argc++] = lj->cc;
+    }
+    char fb_expires[24], fb_due[24];
+    if (o->fallback != NULL) {
+        const struct ledger_fallback *f = o->fallback;
+        snprintf(fb_expires, sizeof(fb_expires), "%lld", (long long)f->expires_ms);
+        snprintf(fb_due, sizeof(fb_due), "%lld", (long long)f->due_ms);
+        v[argc++] = f->job_json;
+        v[argc++] = f->next_id;
+        v[argc++] = job_channel_name(f->channel);
+        v[argc++] = f->otp;
+        v[argc++] = fb_expires;
+        v[argc++] = fb_due;
     }
     if (ledger_join(l, &l->batch[1], op, argc, v, NULL) < 0) {
         free(op);
@@ -1227,6 +1247,54 @@ ledger_publish_limits(struct ledger *l)
     rconn_command(l->w, NULL, NULL, NARGS(del), del, NULL);
     rconn_command(l->w, NULL, NULL, argc, argv, NULL);
     rconn_command(l->w, NULL, NULL, NARGS(exec), exec, NULL);
+}
+
+/* --- fallbacks ------------------------------------------------------------- */
+
+static void
+ledger_fallbacks_reply(redisAsyncContext *ac, void *r, void *priv)
+{
+    struct ledger_op *op = priv;
+    redisReply *reply = r;
+    struct ledger_fallback_fired fired[64];
+    size_t n = 0;
+
+    (void)ac;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
+        ledger_check_noscript(op->l, rconn_reply_error(reply));
+        op->fallbacks_cb(op->arg, NULL, 0, rconn_reply_error(reply));
+        free(op);
+        return;
+    }
+    for (size_t i = 0; i < reply->elements && n < 64; i++) {
+        const redisReply *e = reply->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 4)
+            continue;
+        fired[n].id = reply_str(e, 0);
+        fired[n].verdict = reply_str(e, 1);
+        fired[n].channel = reply_str(e, 2);
+        fired[n].next_id = reply_str(e, 3);
+        n++;
+    }
+    op->fallbacks_cb(op->arg, fired, n, NULL);
+    free(op);
+}
+
+int
+ledger_fallbacks_fire(struct ledger *l, int max, ledger_fallbacks_cb *cb, void *arg)
+{
+    char now[24], most[16], due[LEDGER_KEY_MAX];
+    struct ledger_op *op;
+
+    if (!rconn_is_up(l->w) || (op = ledger_op_new(l, SCRIPT_FALLBACK, arg)) == NULL)
+        return -1;
+    op->fallbacks_cb = cb;
+    snprintf(now, sizeof(now), "%lld", (long long)otpd_now_ms());
+    snprintf(most, sizeof(most), "%d", max < 64 ? max : 64);
+    key(due, l->cfg, PROTO_KEY_FALLBACKS);
+    const char *keys[] = {due, l->k.jobs, l->k.events};
+    const char *args[] = {l->cfg->prefix, now, most, l->text.events_maxlen};
+    return ledger_eval(op, ledger_fallbacks_reply, NARGS(keys), keys, NARGS(args), args, NULL);
 }
 
 /* --- housekeeping ---------------------------------------------------------- */

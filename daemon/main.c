@@ -20,6 +20,7 @@
 #include "config.h"
 #include "delivery.h"
 #include "dlr.h"
+#include "fallback.h"
 #include "fraud.h"
 #include "httpd.h"
 #include "ledger.h"
@@ -42,6 +43,7 @@ struct otpd {
     struct deliveries *deliveries;
     struct monitor *monitor;
     struct fraud *fraud;
+    struct fallbacks *fallbacks;
     struct httpd *httpd;
     struct dlr *dlr;
     uv_signal_t sigterm, sigint, sighup;
@@ -129,6 +131,7 @@ on_http(void *arg, const struct httpd_request *req, struct httpd_response *resp)
     }
     httpd_get_stats(o->httpd, &http);
     struct metrics_redis redis = {
+        .fallbacks = fallbacks_stats(o->fallbacks),
         .reader_up = rconn_is_up(o->reader),
         .writer_up = rconn_is_up(o->writer),
         .ledger = ledger_stats(o->ledger),
@@ -214,9 +217,10 @@ otpd_shutdown(struct otpd *o)
 {
     o->stopping = 1;
     /* monitor (and httpd) now; reader, writer and providers after the drain */
-    o->closing = 7 + (o->httpd != NULL) + (o->sentinel != NULL);
+    o->closing = 8 + (o->httpd != NULL) + (o->sentinel != NULL);
     monitor_stop(o->monitor, on_part_closed, o);
     fraud_close(o->fraud, on_part_closed, o);
+    fallbacks_close(o->fallbacks, on_part_closed, o);
     if (o->httpd)
         httpd_close(o->httpd, on_part_closed, o);
     log_notice("shutting down: %d job(s) in flight, waiting up to %d ms",
@@ -335,7 +339,8 @@ otpd_start(struct otpd *o)
     delivery_set_queue(o->deliveries, o->queue);
     if ((o->monitor = monitor_new(&o->loop, cfg, o->writer, o->deliveries, o->providers)) == NULL)
         fatalx("out of memory at start-up");
-    if ((o->fraud = fraud_new(&o->loop, cfg, o->writer)) == NULL)
+    if ((o->fraud = fraud_new(&o->loop, cfg, o->writer)) == NULL ||
+        (o->fallbacks = fallbacks_new(&o->loop, o->ledger)) == NULL)
         fatalx("out of memory at start-up");
     queue_on_ready(o->queue, on_queue_ready, o);
     if ((o->dlr = dlr_new(&o->loop, cfg, o->ledger, o->providers)) == NULL)
@@ -385,6 +390,7 @@ otpd_cleanup(struct otpd *o)
     rconn_free(o->reader);
     rconn_free(o->writer);
     fraud_free(o->fraud); /* after the writer: its callbacks name it */
+    fallbacks_free(o->fallbacks);
     if (o->sentinel)
         sentinel_free(o->sentinel);
     if (uv_loop_close(&o->loop) != 0)

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fallback.h"
+#include "job.h"
 #include "metrics.h"
 #include "spend.h"
 
@@ -430,8 +432,8 @@ metrics_render(const struct config *cfg, const struct deliveries *d, const struc
     family(&pg, "otpd_channel_jobs_total", "counter",
            "Jobs that ended after being claimed, by channel and outcome (failed includes "
            "expired).");
-    for (int c = 0; c < 2; c++) {
-        const char *name = c ? "email" : "sms";
+    for (int c = 0; c < JOB_CHANNELS; c++) {
+        const char *name = job_channel_name(c);
         out(&pg, "otpd_channel_jobs_total{channel=\"%s\",outcome=\"sent\"} %llu\n", name,
             (unsigned long long)s->channel_sent[c]);
         out(&pg, "otpd_channel_jobs_total{channel=\"%s\",outcome=\"failed\"} %llu\n", name,
@@ -502,6 +504,13 @@ metrics_render(const struct config *cfg, const struct deliveries *d, const struc
     render_latency(&pg);
     render_ends(&pg);
     render_sms(&pg, s);
+    family(&pg, "otpd_fallbacks_total", "counter",
+           "Fallbacks that came due on this instance, by result: queued (the same code went by "
+           "the next channel) or not_needed (verified, expired, replaced, locked).");
+    out(&pg, "otpd_fallbacks_total{result=\"queued\"} %llu\n",
+        (unsigned long long)redis->fallbacks->queued);
+    out(&pg, "otpd_fallbacks_total{result=\"not_needed\"} %llu\n",
+        (unsigned long long)redis->fallbacks->not_needed);
     render_report(&pg, cfg, fraud);
     family(&pg, "otpd_delivery_latency_seconds", "histogram",
            "From the provider accepting a message to its delivery receipt.");

@@ -20,6 +20,7 @@
 #include "gate.h"
 #include "http.h"
 #include "log.h"
+#include "job.h"
 #include "provider.h"
 #include "provider_impl.h"
 
@@ -35,8 +36,9 @@ provider_configure_gate(struct provider *p, const struct config *cfg)
 }
 
 static const struct provider_ops *const provider_registry[] = {
-    &provider_twilio_ops, &provider_msg91_ops,         &provider_console_ops,
-    &provider_smtp_ops,   &provider_console_email_ops,
+    &provider_twilio_ops,        &provider_msg91_ops,         &provider_console_ops,
+    &provider_smtp_ops,          &provider_console_email_ops, &provider_twilio_voice_ops,
+    &provider_console_voice_ops,
 };
 
 #define PROVIDER_NREG (sizeof(provider_registry) / sizeof(provider_registry[0]))
@@ -199,17 +201,25 @@ provider_set_route(struct provider_set *set, const struct config *cfg, const str
         }
         if (out[0]->ops->channel != job->channel) {
             snprintf(err, errlen, "provider %s does not carry %s", job->provider,
-                     job->channel == JOB_CHANNEL_EMAIL ? "e-mail" : "SMS");
+                     job_channel_name(job->channel));
             return 0;
         }
         return 1;
     }
-    /* E-mail: the SMTP server, or the development console without one. */
-    if (job->channel == JOB_CHANNEL_EMAIL) {
+    /*
+     * E-mail and voice: the one provider of the channel (SMTP, Twilio's
+     * calls), or the development console without one.  Registry order puts
+     * the real one first.
+     */
+    if (job->channel != JOB_CHANNEL_SMS) {
         for (size_t i = 0; i < PROVIDER_NREG; i++)
-            if (set->open[i] && set->open[i]->ops->channel == JOB_CHANNEL_EMAIL)
+            if (set->open[i] && set->open[i]->ops->channel == job->channel)
                 return route_add(out, 0, set->open[i]);
-        snprintf(err, errlen, "no e-mail provider is configured on this daemon");
+        snprintf(err, errlen, "no %s provider is configured on this daemon%s",
+                 job->channel == JOB_CHANNEL_EMAIL ? "e-mail" : "voice",
+                 job->channel == JOB_CHANNEL_VOICE
+                     ? " (calls need TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_PHONE_NUMBER)"
+                     : "");
         return 0;
     }
     if ((r = route_lookup(&cfg->routes, job->to)) != NULL)

@@ -14,6 +14,7 @@
 #include "otp.h"
 #include "provider.h"
 #include "provider_impl.h"
+#include "templates.h"
 
 struct provider_call {
     struct provider_call *next;
@@ -66,15 +67,22 @@ console_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen
     return &c->base;
 }
 
-/* The e-mail as SMTP would carry it: subject, then the text part (the HTML is not printed). */
+/*
+ * The e-mail as SMTP would carry it, in the job's language: subject, then
+ * the text part (the HTML is not printed).
+ */
 static void
 console_print_email(const struct config *cfg, const struct send_request *req, const char *ref)
 {
-    char subject[1024], text[16384];
+    const char *loc = req->job->locale;
+    char subject[1024] = "", text[16384];
 
-    if (otp_render_email(subject, sizeof(subject), cfg->email_subject, req->code, req->minutes) <
-            0 ||
-        otp_render_email(text, sizeof(text), cfg->email_text, req->code, req->minutes) < 0)
+    if (otp_render_email(subject, sizeof(subject),
+                         templates_pick(cfg->templates, loc, TEMPLATE_EMAIL_SUBJECT, NULL),
+                         req->code, req->minutes) < 0 ||
+        otp_render_email(text, sizeof(text),
+                         templates_pick(cfg->templates, loc, TEMPLATE_EMAIL_TEXT, NULL), req->code,
+                         req->minutes) < 0)
         snprintf(text, sizeof(text), "(the e-mail templates do not fit)");
     printf("----- otpd console e-mail (development only: no e-mail was sent) -----\n"
            "To: %s\nRef: %s\nFrom: %s\nSubject: %s\n\n%s\n"
@@ -101,7 +109,12 @@ console_send(struct provider *p, const struct send_request *req, provider_done_c
     sodium_bin2hex(hex, sizeof(hex), rnd, sizeof(rnd));
     snprintf(call->res.ref, sizeof(call->res.ref), "CON%s", hex);
     strcpy(call->res.provider_status, "printed");
-    if (p->ops->channel == JOB_CHANNEL_EMAIL)
+    if (p->ops->channel == JOB_CHANNEL_VOICE)
+        printf("----- otpd console call (development only: no call was placed) -----\n"
+               "To: %s\nRef: %s\nSays: %s\n"
+               "----------------------------------------------------------------------\n",
+               req->job->to, call->res.ref, req->body);
+    else if (p->ops->channel == JOB_CHANNEL_EMAIL)
         console_print_email(c->cfg, req, call->res.ref);
     else
         printf("----- otpd console delivery (development only: no SMS was sent) -----\n"
@@ -187,6 +200,33 @@ const struct provider_ops provider_console_email_ops = {
     .channel = JOB_CHANNEL_EMAIL,
     .configured = console_email_configured,
     .open = console_email_open,
+    .send = console_send,
+    .cancel = console_cancel,
+    .close = console_close,
+};
+
+/* Without Twilio, voice jobs are printed: what the call would say. */
+static int
+console_voice_configured(const struct config *cfg)
+{
+    return !config_twilio_voice_configured(cfg);
+}
+
+static struct provider *
+console_voice_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
+{
+    struct provider *p = console_open(loop, cfg, err, errlen);
+
+    if (p != NULL)
+        p->ops = &provider_console_voice_ops;
+    return p;
+}
+
+const struct provider_ops provider_console_voice_ops = {
+    .name = "console_voice",
+    .channel = JOB_CHANNEL_VOICE,
+    .configured = console_voice_configured,
+    .open = console_voice_open,
     .send = console_send,
     .cancel = console_cancel,
     .close = console_close,

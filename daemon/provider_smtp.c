@@ -27,6 +27,7 @@
 #include "log.h"
 #include "provider.h"
 #include "provider_impl.h"
+#include "templates.h"
 
 #define SMTP_SUBJECT_MAX 1024
 #define SMTP_BODY_MAX    16384
@@ -211,16 +212,22 @@ fail:
     return -1;
 }
 
-/* The three templates rendered for this code; -1 (why in err) if one does not fit. */
+/* The three templates of the job's locale rendered for this code; -1 if one does not fit. */
 static int
 smtp_compose(struct smtp_message *m, const struct config *cfg, const struct send_request *req,
              char *subject, size_t sublen)
 {
+    const struct templates *t = cfg->templates;
+    const char *loc = req->job->locale;
+
     if ((m->text = malloc(SMTP_BODY_MAX)) == NULL || (m->html = malloc(SMTP_BODY_MAX)) == NULL)
         return -1;
-    if (otp_render_email(subject, sublen, cfg->email_subject, req->code, req->minutes) < 0 ||
-        otp_render_email(m->text, SMTP_BODY_MAX, cfg->email_text, req->code, req->minutes) < 0 ||
-        otp_render_email(m->html, SMTP_BODY_MAX, cfg->email_html, req->code, req->minutes) < 0)
+    if (otp_render_email(subject, sublen, templates_pick(t, loc, TEMPLATE_EMAIL_SUBJECT, NULL),
+                         req->code, req->minutes) < 0 ||
+        otp_render_email(m->text, SMTP_BODY_MAX, templates_pick(t, loc, TEMPLATE_EMAIL_TEXT, NULL),
+                         req->code, req->minutes) < 0 ||
+        otp_render_email(m->html, SMTP_BODY_MAX, templates_pick(t, loc, TEMPLATE_EMAIL_HTML, NULL),
+                         req->code, req->minutes) < 0)
         return -1;
     return 0;
 }

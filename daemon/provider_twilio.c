@@ -41,7 +41,9 @@ struct twilio {
     struct provider base;
     const struct config *cfg;
     struct http *http;
+    int voice; /* this instance places calls (twilio_voice), not messages */
     char messages_url[512];
+    char calls_url[512];
     char form_fixed[1024]; /* the sender and callback fields, escaped once per (re)load */
     provider_closed_cb *closed_cb;
     void *closed_arg;
@@ -82,10 +84,12 @@ twilio_class_outcome(enum twilio_error_class c)
     return SEND_FAIL_JOB;
 }
 
+/* A message sid (SM, MM) or, for calls, a call sid (CA): two letters and 32 hex digits. */
 static int
 twilio_sid_valid(const char *s)
 {
-    if (strlen(s) != 34 || (strncmp(s, "SM", 2) != 0 && strncmp(s, "MM", 2) != 0))
+    if (strlen(s) != 34 ||
+        (strncmp(s, "SM", 2) != 0 && strncmp(s, "MM", 2) != 0 && strncmp(s, "CA", 2) != 0))
         return 0;
     for (int i = 2; i < 34; i++)
         if (!strchr("0123456789abcdefABCDEF", s[i]))
@@ -204,6 +208,81 @@ twilio_status(const char *s)
     return RECEIPT_PENDING;
 }
 
+/*
+ * Twilio's word for a call.  completed: answered and read out (the TwiML
+ * ran to its end); busy and no-answer: nobody heard it; failed, canceled:
+ * not placed.  queued, ringing, in-progress record nothing yet.
+ */
+static enum job_status
+twilio_call_status(const char *s)
+{
+    if (strcmp(s, "completed") == 0)
+        return JOB_DELIVERED;
+    if (strcmp(s, "busy") == 0 || strcmp(s, "no-answer") == 0)
+        return JOB_UNDELIVERED;
+    if (strcmp(s, "failed") == 0 || strcmp(s, "canceled") == 0)
+        return JOB_FAILED;
+    return RECEIPT_PENDING;
+}
+
+/* Why a call was not heard, for the status record. */
+static void
+twilio_call_error(struct receipt *r)
+{
+    if (strcmp(r->provider_status, "busy") == 0)
+        snprintf(r->error, sizeof(r->error), "the line was busy; the code was not read out");
+    else if (strcmp(r->provider_status, "no-answer") == 0)
+        snprintf(r->error, sizeof(r->error), "nobody answered the call; the code was not read out");
+    else if (r->status == JOB_FAILED)
+        snprintf(r->error, sizeof(r->error), "Twilio could not place the call (%s)",
+                 r->provider_status);
+    if (r->status == JOB_UNDELIVERED && r->error_code[0] == '\0')
+        snprintf(r->error_code, sizeof(r->error_code), "%s", r->provider_status);
+}
+
+/* What Twilio charged for a message or a call, once it says ("-0.00790", "USD"). */
+static void
+twilio_parse_price(const cJSON *root, struct receipt *r)
+{
+    const cJSON *price = cJSON_GetObjectItemCaseSensitive(root, "price");
+    const cJSON *unit = cJSON_GetObjectItemCaseSensitive(root, "price_unit");
+    long micro;
+
+    if (!cJSON_IsString(price) || !cJSON_IsString(unit) || strlen(unit->valuestring) != 3)
+        return;
+    micro = route_parse_money(price->valuestring[0] == '-' ? price->valuestring + 1
+                                                           : price->valuestring);
+    if (micro >= 0) {
+        r->priced = 1;
+        r->price_micro = micro;
+        snprintf(r->price_unit, sizeof(r->price_unit), "%s", unit->valuestring);
+    }
+}
+
+/* A Call resource (fetch): its status, and its price once it ended. */
+void
+twilio_parse_call(long http_status, const char *body, size_t len, struct poll_result *res)
+{
+    cJSON *root = cJSON_ParseWithLength(body, len);
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
+    struct receipt *r = &res->receipt;
+
+    memset(res, 0, sizeof(*res));
+    r->status = RECEIPT_PENDING;
+    if (http_status != 200 || !cJSON_IsString(st)) {
+        snprintf(r->error, sizeof(r->error), "Twilio answered HTTP %ld to a call lookup",
+                 http_status);
+        cJSON_Delete(root);
+        return;
+    }
+    res->ok = 1;
+    r->status = twilio_call_status(st->valuestring);
+    snprintf(r->provider_status, sizeof(r->provider_status), "%.23s", st->valuestring);
+    twilio_call_error(r);
+    twilio_parse_price(root, r);
+    cJSON_Delete(root);
+}
+
 /* A Message resource (fetch): its status and, on failure, the carrier's code. */
 void
 twilio_parse_message(long http_status, const char *body, size_t len, struct poll_result *res)
@@ -212,8 +291,6 @@ twilio_parse_message(long http_status, const char *body, size_t len, struct poll
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
     const cJSON *code = cJSON_GetObjectItemCaseSensitive(root, "error_code");
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(root, "error_message");
-    const cJSON *price = cJSON_GetObjectItemCaseSensitive(root, "price");
-    const cJSON *unit = cJSON_GetObjectItemCaseSensitive(root, "price_unit");
     struct receipt *r = &res->receipt;
     const char *hint;
 
@@ -237,16 +314,7 @@ twilio_parse_message(long http_status, const char *body, size_t len, struct poll
         snprintf(r->error, sizeof(r->error), "%s", hint);
     else if (r->status != JOB_DELIVERED && cJSON_IsString(msg))
         snprintf(r->error, sizeof(r->error), "%.200s", msg->valuestring);
-    /* Twilio writes what it charged as a negative decimal string ("-0.00790") once it knows. */
-    if (cJSON_IsString(price) && cJSON_IsString(unit) && strlen(unit->valuestring) == 3) {
-        long micro = route_parse_money(price->valuestring[0] == '-' ? price->valuestring + 1
-                                                                    : price->valuestring);
-        if (micro >= 0) {
-            r->priced = 1;
-            r->price_micro = micro;
-            snprintf(r->price_unit, sizeof(r->price_unit), "%s", unit->valuestring);
-        }
-    }
+    twilio_parse_price(root, r);
 out:
     cJSON_Delete(root);
 }
@@ -345,6 +413,15 @@ twilio_callback_receipt(const struct httpd_form *form, struct receipt *r)
     const char *code = httpd_form_get(form, "ErrorCode");
     const char *hint;
 
+    /* A call's status callback (TWILIO_VOICE_STATUS_CALLBACK). */
+    if (sid == NULL && (sid = httpd_form_get(form, "CallSid")) != NULL &&
+        (status = httpd_form_get(form, "CallStatus")) != NULL) {
+        r->status = twilio_call_status(status);
+        snprintf(r->ref, sizeof(r->ref), "%s", sid);
+        snprintf(r->provider_status, sizeof(r->provider_status), "%.23s", status);
+        twilio_call_error(r);
+        return 200;
+    }
     if (sid == NULL || status == NULL)
         return 400;
     r->status = twilio_status(status);
@@ -406,9 +483,19 @@ twilio_build_urls(struct twilio *tw)
 
     snprintf(tw->messages_url, sizeof(tw->messages_url), "%s/2010-04-01/Accounts/%s/Messages.json",
              cfg->twilio_api_base, sid ? sid : "");
+    snprintf(tw->calls_url, sizeof(tw->calls_url), "%s/2010-04-01/Accounts/%s/Calls.json",
+             cfg->twilio_api_base, sid ? sid : "");
     curl_free(sid);
     /* The same for every message: escaped here, not once per send. */
     tw->form_fixed[0] = '\0';
+    if (tw->voice) {
+        /* A call comes from a number: a Messaging Service cannot place calls. */
+        form_add(tw->form_fixed, sizeof(tw->form_fixed), &off, "From", cfg->twilio_phone_number);
+        if (*cfg->twilio_voice_status_callback)
+            form_add(tw->form_fixed, sizeof(tw->form_fixed), &off, "StatusCallback",
+                     cfg->twilio_voice_status_callback);
+        return;
+    }
     if (*cfg->twilio_messaging_service_sid)
         form_add(tw->form_fixed, sizeof(tw->form_fixed), &off, "MessagingServiceSid",
                  cfg->twilio_messaging_service_sid);
@@ -429,20 +516,27 @@ twilio_reload(struct provider *p)
 }
 
 static struct provider *
-twilio_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
+twilio_open_as(uv_loop_t *loop, const struct config *cfg, int voice, char *err, size_t errlen)
 {
     struct twilio *tw = calloc(1, sizeof(*tw));
 
-    if (tw == NULL ||
-        (tw->http = http_new(loop, cfg, "twilio", cfg->twilio_max_inflight)) == NULL) {
+    if (tw == NULL || (tw->http = http_new(loop, cfg, voice ? "twilio_voice" : "twilio",
+                                           cfg->twilio_max_inflight)) == NULL) {
         free(tw);
         snprintf(err, errlen, "twilio: out of memory");
         return NULL;
     }
-    tw->base.ops = &provider_twilio_ops;
+    tw->base.ops = voice ? &provider_twilio_voice_ops : &provider_twilio_ops;
     tw->cfg = cfg;
+    tw->voice = voice;
     twilio_build_urls(tw);
     return &tw->base;
+}
+
+static struct provider *
+twilio_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
+{
+    return twilio_open_as(loop, cfg, 0, err, errlen);
 }
 
 static long
@@ -472,7 +566,9 @@ twilio_post(struct provider_call *c)
 {
     const struct config *cfg = c->tw->cfg;
     const struct send_request *req = &c->req;
-    char form[4096], validity[16], idem[128];
+    /* 480 characters of UCS-2 text are up to 4320 bytes percent-encoded, and the WebOTP line more.
+     */
+    char form[8192], validity[16], idem[128];
     size_t off = 0;
     int bad = 0;
     long left_s = (long)((req->deadline_ms - otpd_now_ms()) / 1000);
@@ -640,6 +736,8 @@ twilio_polled(void *arg, const struct http_response *r)
         res.receipt.status = RECEIPT_PENDING;
         snprintf(res.receipt.error, sizeof(res.receipt.error), "status lookup failed: %s",
                  r->error);
+    } else if (c->tw->voice) {
+        twilio_parse_call(r->status, r->body, r->len, &res);
     } else {
         twilio_parse_message(r->status, r->body, r->len, &res);
     }
@@ -654,15 +752,16 @@ twilio_poll(struct provider *p, const char *ref, provider_poll_cb *cb, void *arg
     struct twilio *tw = (struct twilio *)p;
     struct provider_call *c = calloc(1, sizeof(*c));
     char url[640], *sid = curl_easy_escape(NULL, ref, 0);
-    size_t base = strlen(tw->messages_url) - strlen(".json");
+    const char *list = tw->voice ? tw->calls_url : tw->messages_url;
+    size_t base = strlen(list) - strlen(".json");
 
     if (c == NULL || sid == NULL) {
         free(c);
         curl_free(sid);
         return NULL;
     }
-    /* .../Messages.json -> .../Messages/{sid}.json */
-    snprintf(url, sizeof(url), "%.*s/%s.json", (int)base, tw->messages_url, sid);
+    /* .../Messages.json -> .../Messages/{sid}.json (and Calls alike) */
+    snprintf(url, sizeof(url), "%.*s/%s.json", (int)base, list, sid);
     curl_free(sid);
     c->tw = tw;
     c->poll_cb = cb;
@@ -686,24 +785,29 @@ static void
 twilio_webhook(struct provider *p, const char *rest, const struct httpd_request *req,
                struct httpd_response *resp, provider_receipt_cb *cb, void *arg)
 {
-    const struct config *cfg = ((struct twilio *)p)->cfg;
+    const struct twilio *tw = (struct twilio *)p;
+    const struct config *cfg = tw->cfg;
     const char *sig = httpd_header(req, "X-Twilio-Signature");
+    const char *url = tw->voice ? cfg->twilio_voice_status_callback : cfg->twilio_status_callback;
     struct receipt r;
 
     if (*rest != '\0') {
         httpd_respond(resp, 404, "not found");
         return;
     }
-    if (*cfg->twilio_status_callback == '\0' || *cfg->twilio_auth_token == '\0') {
-        httpd_respond(resp, 404, "Twilio callbacks are not configured (TWILIO_STATUS_CALLBACK)");
+    if (*url == '\0' || *cfg->twilio_auth_token == '\0') {
+        httpd_respond(resp, 404,
+                      tw->voice ? "Twilio call callbacks are not configured "
+                                  "(TWILIO_VOICE_STATUS_CALLBACK)"
+                                : "Twilio callbacks are not configured (TWILIO_STATUS_CALLBACK)");
         return;
     }
     if (strcmp(req->method, "POST") != 0) {
         httpd_respond(resp, 405, "POST only");
         return;
     }
-    switch (twilio_parse_callback(cfg->twilio_auth_token, cfg->twilio_status_callback, sig,
-                                  req->body ? req->body : "", req->body_len, &r)) {
+    switch (twilio_parse_callback(cfg->twilio_auth_token, url, sig, req->body ? req->body : "",
+                                  req->body_len, &r)) {
     case 503:
         httpd_respond(resp, 503, "out of memory");
         break;
@@ -713,7 +817,9 @@ twilio_webhook(struct provider *p, const char *rest, const struct httpd_request 
         httpd_respond(resp, 403, "invalid signature");
         break;
     case 400:
-        httpd_respond(resp, 400, "MessageSid and MessageStatus are required");
+        httpd_respond(resp, 400,
+                      "MessageSid and MessageStatus (or CallSid and CallStatus) are "
+                      "required");
         break;
     default:
         /* Twilio retries a callback that got an error. */
@@ -770,5 +876,189 @@ const struct provider_ops provider_twilio_ops = {
     .reload = twilio_reload,
     .poll = twilio_poll,
     .pushes_receipts = twilio_pushes_receipts,
+    .webhook = twilio_webhook,
+};
+
+/* --- voice: the code read out in a call (Calls API) ----------------------- */
+
+/*
+ * <Say language=...> for a job's locale: Twilio's text-to-speech names
+ * languages its own way (Arabic "arb", Mandarin "cmn-CN").  The job's tag
+ * first, then its language alone, then English.
+ */
+static const struct {
+    const char *tag, *say;
+} say_languages[] = {
+    {"ar", "arb"},      {"de", "de-DE"}, {"en", "en-US"},    {"en-AU", "en-AU"}, {"en-GB", "en-GB"},
+    {"en-IN", "en-IN"}, {"es", "es-ES"}, {"es-MX", "es-MX"}, {"es-US", "es-US"}, {"fr", "fr-FR"},
+    {"fr-CA", "fr-CA"}, {"hi", "hi-IN"}, {"pt", "pt-PT"},    {"pt-BR", "pt-BR"}, {"zh", "cmn-CN"},
+};
+
+const char *
+twilio_say_language(const char *locale)
+{
+    char lang[8];
+    size_t n = strcspn(locale, "-");
+
+    for (size_t i = 0; i < sizeof(say_languages) / sizeof(say_languages[0]); i++)
+        if (strcmp(locale, say_languages[i].tag) == 0)
+            return say_languages[i].say;
+    snprintf(lang, sizeof(lang), "%.*s", (int)(n < 7 ? n : 7), locale);
+    for (size_t i = 0; i < sizeof(say_languages) / sizeof(say_languages[0]); i++)
+        if (strcmp(lang, say_languages[i].tag) == 0)
+            return say_languages[i].say;
+    return "en-US";
+}
+
+/*
+ * The TwiML of a call: the text said `repeat` times with a pause between.
+ * The text is escaped for XML by hand: five characters, and libxml2 is not
+ * otherwise needed.  -1 if it does not fit (Twilio takes at most 4000).
+ */
+int
+twilio_twiml(char *out, size_t len, const char *text, const char *language, int repeat)
+{
+    size_t off = 0;
+    int n = snprintf(out, len, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response>");
+
+    if (n < 0 || (size_t)n >= len)
+        return -1;
+    off = (size_t)n;
+    for (int i = 0; i < repeat; i++) {
+        n = snprintf(out + off, len - off, "%s<Say language=\"%s\">",
+                     i ? "<Pause length=\"1\"/>" : "", language);
+        if (n < 0 || (size_t)n >= len - off)
+            return -1;
+        off += (size_t)n;
+        for (const char *p = text; *p; p++) {
+            const char *e = *p == '&'    ? "&amp;"
+                            : *p == '<'  ? "&lt;"
+                            : *p == '>'  ? "&gt;"
+                            : *p == '"'  ? "&quot;"
+                            : *p == '\'' ? "&apos;"
+                                         : NULL;
+            size_t k = e ? strlen(e) : 1;
+            if (off + k >= len)
+                return -1;
+            if (e != NULL)
+                memcpy(out + off, e, k);
+            else
+                out[off] = *p;
+            off += k;
+            out[off] = '\0';
+        }
+        n = snprintf(out + off, len - off, "</Say>");
+        if (n < 0 || (size_t)n >= len - off)
+            return -1;
+        off += (size_t)n;
+    }
+    n = snprintf(out + off, len - off, "</Response>");
+    return n < 0 || (size_t)n >= len - off || off + (size_t)n > TWILIO_TWIML_MAX ? -1 : 0;
+}
+
+static void
+twilio_call_done(void *arg, const struct http_response *r)
+{
+    struct provider_call *c = arg;
+    struct send_result res;
+
+    c->http = NULL;
+    http_send_result(r, "Twilio", twilio_parse_create, &res);
+    c->cb(c->arg, &res);
+    free(c);
+}
+
+/*
+ * Place the call: the text (req->body, the code spoken digit by digit) in
+ * TwiML, said OTPD_VOICE_REPEAT times.  Timeout: how long it rings;
+ * TimeLimit bounds the call's length, and so its price.
+ */
+static int
+twilio_call_post(struct provider_call *c)
+{
+    const struct config *cfg = c->tw->cfg;
+    const struct send_request *req = &c->req;
+    char form[12288], twiml[TWILIO_TWIML_MAX + 1], idem[128];
+    size_t off = 0;
+    int bad = twilio_twiml(twiml, sizeof(twiml), req->body,
+                           twilio_say_language(req->job->locale[0] ? req->job->locale : "en"),
+                           cfg->voice_repeat) < 0;
+
+    bad |= form_add(form, sizeof(form), &off, "To", req->job->to);
+    bad |= form_add(form, sizeof(form), &off, "Twiml", twiml);
+    bad |= form_add(form, sizeof(form), &off, "Timeout", "30");
+    bad |= form_add(form, sizeof(form), &off, "TimeLimit", "90");
+    int n = snprintf(form + off, sizeof(form) - off, "&%s", c->tw->form_fixed);
+    bad |= n < 0 || (size_t)n >= sizeof(form) - off;
+    off += bad ? 0 : (size_t)n;
+    snprintf(idem, sizeof(idem), "I-Twilio-Idempotency-Token: otpd-%s", req->job->id);
+    const char *headers[] = {"Accept: application/json", idem, NULL};
+    struct http_request hr = {
+        .url = c->tw->calls_url,
+        .method = "POST",
+        .content_type = "application/x-www-form-urlencoded",
+        .body = form,
+        .body_len = off,
+        .username = cfg->twilio_account_sid,
+        .password = cfg->twilio_auth_token,
+        .headers = headers,
+        .timeout_ms = twilio_timeout(c->tw, req),
+    };
+    if (!bad)
+        c->http = http_start(c->tw->http, &hr, twilio_call_done, c);
+    sodium_memzero(twiml, sizeof(twiml));
+    sodium_memzero(form, bad ? sizeof(form) : off);
+    return c->http ? 0 : -1;
+}
+
+static struct provider_call *
+twilio_call(struct provider *p, const struct send_request *req, provider_done_cb *cb, void *arg)
+{
+    struct provider_call *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    c->tw = (struct twilio *)p;
+    c->cb = cb;
+    c->arg = arg;
+    c->req = *req;
+    if (twilio_call_post(c) < 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+static struct provider *
+twilio_voice_open(uv_loop_t *loop, const struct config *cfg, char *err, size_t errlen)
+{
+    return twilio_open_as(loop, cfg, 1, err, errlen);
+}
+
+static void
+twilio_voice_caps(const struct config *cfg, int *rate, int *max_inflight)
+{
+    *rate = cfg->twilio_voice_rate;
+    *max_inflight = cfg->twilio_max_inflight;
+}
+
+static int
+twilio_voice_pushes_receipts(const struct provider *p)
+{
+    return config_twilio_voice_callbacks(((const struct twilio *)p)->cfg);
+}
+
+const struct provider_ops provider_twilio_voice_ops = {
+    .name = "twilio_voice",
+    .channel = JOB_CHANNEL_VOICE,
+    .configured = config_twilio_voice_configured,
+    .caps = twilio_voice_caps,
+    .open = twilio_voice_open,
+    .send = twilio_call,
+    .cancel = twilio_cancel,
+    .close = twilio_close,
+    .reload = twilio_reload,
+    .poll = twilio_poll,
+    .pushes_receipts = twilio_voice_pushes_receipts,
     .webhook = twilio_webhook,
 };

@@ -12,6 +12,8 @@
 
 #include "route.h"
 
+struct templates;
+
 struct redis_addr {
     char *host; /* NULL for a unix socket */
     int port;
@@ -58,6 +60,11 @@ struct config {
     char *default_from_email;
     int email_max_inflight;
     char *email_subject, *email_text, *email_html;
+    /* The texts by locale (templates.h), and the SMS's WebOTP line. */
+    char *templates_dir;
+    char *default_locale;
+    char *webotp_domain;
+    char *android_app_hash;
     int status_ttl;
     int events_maxlen;
     int max_inflight;
@@ -77,6 +84,12 @@ struct config {
     char *twilio_phone_number;
     char *twilio_messaging_service_sid;
     char *twilio_status_callback;
+    char *twilio_voice_status_callback;
+    int twilio_voice_rate;
+    int voice_repeat;
+    char *fallback_spec;  /* OTPD_FALLBACK: channels after every SMS job without its own */
+    int fallback_delay_s; /* how long a code may stay unverified before the next channel */
+    int fallback[2], nfallback;
     char *twilio_api_base;
     char *msg91_auth_key;
     char *msg91_sender_id;
@@ -127,6 +140,11 @@ struct config {
     long spend_budget;                   /* micro-units a day, -1 for none */
     struct country_limits spend_budgets; /* micro-units a day per country */
     const char *provider_default;        /* OTPD_PROVIDER, or the one chosen for it */
+    /*
+     * Every text otpd sends, by locale and kind (templates_pick); built by
+     * config_finish, owned, replaced whole by a reload.
+     */
+    struct templates *templates;
 };
 
 typedef const char *config_env_fn(const char *name);
@@ -154,6 +172,9 @@ int config_twilio_configured(const struct config *cfg);
 int config_msg91_configured(const struct config *cfg);
 /* Twilio posts status callbacks and otpd listens for them (else otpd polls). */
 int config_twilio_callbacks(const struct config *cfg);
+/* Calls need a Twilio number to call from (a Messaging Service cannot place calls). */
+int config_twilio_voice_configured(const struct config *cfg);
+int config_twilio_voice_callbacks(const struct config *cfg);
 /* SIGHUP: apply what can change live; returns how many keys changed. */
 int config_reload(struct config *cur, struct config *next);
 void config_print_example(FILE *out);

@@ -25,8 +25,8 @@ struct delivery_stats {
     uint64_t retries, duplicates, reclaimed;
     uint64_t rate_limited, budget_alerts;
     uint64_t resent; /* jobs that sent the code of record again (a resend, or after a crash) */
-    uint64_t channel_sent[2], channel_failed[2]; /* by enum job_channel; failed includes expired */
-    uint64_t dead_letters;                       /* entries written to the dead-letter stream */
+    uint64_t channel_sent[JOB_CHANNELS], channel_failed[JOB_CHANNELS]; /* failed includes expired */
+    uint64_t dead_letters; /* entries written to the dead-letter stream */
     /* refused by the pumping model, the block lists, the money budgets; pauses made here */
     uint64_t pumping_refused, blocked_refused, spend_refused, pauses;
 };

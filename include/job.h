@@ -34,6 +34,10 @@ int job_email_valid(const char *s);
 /* Trimmed of surrounding white space and lower-cased as a whole, into out; -1 if too long. */
 int job_email_normalize(const char *in, char *out, size_t outlen);
 const char *job_channel_name(int channel);
+/* "sms", "email" or "voice" as enum job_channel; -1 for anything else. */
+int job_channel_parse(const char *s);
+/* A BCP 47 tag checked and normalised ("PT-br" -> "pt-BR") into out; -1 if it is not one. */
+int job_locale_normalize(const char *in, char *out, size_t outlen);
 int job_id_valid(const char *s);
 
 #endif

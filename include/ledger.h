@@ -85,6 +85,19 @@ typedef void ledger_begin_cb(void *arg, const struct ledger_begun *b);
 int ledger_begin(struct ledger *l, const struct ledger_job *lj, const char *mac, const char *sealed,
                  ledger_begin_cb *cb, void *arg);
 
+/*
+ * The next channel for a job that may not have reached its user: finish
+ * schedules it (fallback.lua fires it when due, or at once if not sent).
+ */
+struct ledger_fallback {
+    const char *job_json; /* the next job, as the stream takes it */
+    const char *next_id;
+    int channel;        /* enum job_channel */
+    const char *otp;    /* the code's record: purpose:number */
+    int64_t expires_ms; /* the code's deadline when this job sent it */
+    int64_t due_ms;     /* when to send it unless the code is verified first */
+};
+
 /* A job's end. */
 struct ledger_outcome {
     enum job_status status;
@@ -99,6 +112,7 @@ struct ledger_outcome {
     int opted_out;   /* remember the number as unsubscribed (STOP) */
     int begun;       /* begin wrote the record: the number and times are there */
     int poll;        /* sent, and no webhook will report it: schedule polling (poll.lua) */
+    const struct ledger_fallback *fallback; /* or NULL */
 };
 /* ok: 0 written and acknowledged, -1 refused (err says why; try again). */
 typedef void ledger_done_cb(void *arg, int ok, const char *err);
@@ -136,6 +150,17 @@ int ledger_receipt(struct ledger *l, const char *provider, const char *ref, enum
 typedef void ledger_polls_cb(void *arg, const char *const *members, size_t n, const char *err);
 int ledger_poll_take(struct ledger *l, int max, int lease_ms, ledger_polls_cb *cb, void *arg);
 int ledger_poll_next(struct ledger *l, const char *member, const char *next, int64_t next_ms);
+
+/*
+ * The fallbacks that are due (fallback.lua): each one's next job queued, or
+ * the reason it was not needed (verified, expired, replaced, locked, gone).
+ */
+struct ledger_fallback_fired {
+    const char *id, *verdict, *channel, *next_id;
+};
+typedef void ledger_fallbacks_cb(void *arg, const struct ledger_fallback_fired *f, size_t n,
+                                 const char *err);
+int ledger_fallbacks_fire(struct ledger *l, int max, ledger_fallbacks_cb *cb, void *arg);
 
 /* WAITs for replicas after batches ([0] begin, [1] finish), and those fewer answered. */
 struct ledger_stats {

@@ -35,7 +35,9 @@ void metrics_observe_receipt(const char *provider, const char *cc, enum job_stat
 void metrics_observe_segments(const char *provider, const char *cc, int segments);
 
 /* Redis as this instance sees it. */
+struct fallback_stats;
 struct metrics_redis {
+    const struct fallback_stats *fallbacks;
     int reader_up, writer_up;
     const struct ledger_stats *ledger;
     const struct sentinel_stats *sentinel; /* NULL without Sentinel */

@@ -29,6 +29,8 @@
 #define PROTO_KEY_INSTANCE                   "instance:%s"             /* consumer */
 #define PROTO_KEY_ALERT_COUNTRY_BUDGET       "alert:country_budget:%s" /* calling code */
 #define PROTO_KEY_POLLS                      "polls"
+#define PROTO_KEY_FALLBACKS                  "fallbacks"
+#define PROTO_KEY_FALLBACK                   "fallback:%s" /* id */
 #define PROTO_KEY_FRAUD_RULES                "fraud:rules"
 #define PROTO_KEY_FRAUD_CODES                "fraud:codes:%s" /* px */
 #define PROTO_KEY_FRAUD_OK                   "fraud:ok:%s"    /* px */

@@ -96,6 +96,13 @@ typedef int provider_receipt_cb(void *arg, const struct receipt *r);
 int twilio_parse_callback(const char *token, const char *url, const char *signature,
                           const char *body, size_t len, struct receipt *r);
 void twilio_parse_message(long http_status, const char *body, size_t len, struct poll_result *res);
+/* A Call resource: completed -> delivered, busy/no-answer -> undelivered, failed -> failed. */
+void twilio_parse_call(long http_status, const char *body, size_t len, struct poll_result *res);
+/* The TwiML that reads text out `repeat` times in `language`; -1 if over TWILIO_TWIML_MAX. */
+#define TWILIO_TWIML_MAX 4000
+int twilio_twiml(char *out, size_t len, const char *text, const char *language, int repeat);
+/* Twilio's <Say> language for a BCP 47 locale ("pt-BR" -> "pt-BR", "ar" -> "arb"). */
+const char *twilio_say_language(const char *locale);
 /* base64(HMAC-SHA1(token, url + names and values sorted by name)); out needs 29 bytes. */
 void twilio_signature(const char *token, const char *url, const char *const *names,
                       const char *const *values, int nparams, char *out, size_t outlen);
@@ -235,6 +242,8 @@ struct provider_call *provider_poll_spare(struct provider *p, const char *ref, p
 
 extern const struct provider_ops provider_console_ops;
 extern const struct provider_ops provider_twilio_ops;
+extern const struct provider_ops provider_twilio_voice_ops;
+extern const struct provider_ops provider_console_voice_ops;
 extern const struct provider_ops provider_msg91_ops;
 extern const struct provider_ops provider_smtp_ops;
 extern const struct provider_ops provider_console_email_ops;

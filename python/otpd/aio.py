@@ -104,13 +104,15 @@ class AsyncOTPClient(_ClientBase):
                                "make one client per event loop")
 
     async def send(self, to, purpose="login", *, id=None, ttl=None, digits=None,
-                   max_attempts=None, message=None, provider=None, fresh=False, channel="sms"):
+                   max_attempts=None, message=None, provider=None, fresh=False, channel="sms",
+                   locale=None, app_hash=None, fallback=None, fallback_email=None):
         """Queue a code for `to` and return the job id: OTPClient.send().
 
         As there, a ConnectionError or TimeoutError (and here also a
         cancellation) may come after the job was queued: do not retry blindly.
         """
-        job = _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, channel)
+        job = _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, channel,
+                   locale, app_hash, fallback, fallback_email)
         self._check_number(job)
         self._check_loop()
         now = _now_ms()

@@ -25,7 +25,13 @@ from .connection import redis_from_settings
 # which only events carry, so that a follower of {p}events stops on it too.
 FINAL = protocol.FINAL | {protocol.DUPLICATE}
 PROVIDERS = frozenset({"twilio", "msg91", "console", "smtp", "console_email"})
-CHANNELS = ("sms", "email")
+# Every channel a job may name; "voice" reads the code out in a phone call to
+# the number.  The Django flow offers DEFAULT_CHANNELS unless told otherwise.
+CHANNELS = ("sms", "email", "voice")
+PHONE_CHANNELS = frozenset({"sms", "voice"})   # `to` is an E.164 number
+DEFAULT_CHANNELS = ("sms", "email")
+FALLBACK_MAX = 2
+LOCALE_MAX = 35
 DEFAULT_TTL = 300
 DEFAULT_DIGITS = 6
 MAX_MESSAGE_CHARS = 480
@@ -37,6 +43,9 @@ _PURPOSE = re.compile(r"[a-z0-9_]{1,32}")
 _JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _CODE = re.compile(r"[0-9]{4,10}")
 _HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+_APP_HASH = re.compile(r"[A-Za-z0-9+/]{11}")
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}")
+_SUBTAG = re.compile(r"[A-Za-z0-9]{1,8}")
 
 def _lua(name):
     """A script of python/otpd/lua: the daemon compiles in the very same files."""
@@ -210,25 +219,69 @@ _EMAIL_LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^
 _EMAIL_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
-def normalize_email(address):
-    """The address as otpd keys it: trimmed and lower-cased as a whole; ValueError if
-    it is not one otpd accepts."""
+def normalize_email(address, field="to"):
+    """The address as otpd keys it: trimmed and lower-cased as a whole; ValueError
+    (naming `field`) if it is not one otpd accepts."""
     if not isinstance(address, str):
-        raise ValueError("to must be an e-mail address, got %r" % (address,))
+        raise ValueError("%s must be an e-mail address, got %r" % (field, address))
     a = address.strip().lower()
     local, at, domain = a.rpartition("@")
     labels = domain.split(".")
     if (not at or len(a) > 254 or len(local) > 64 or not _EMAIL_LOCAL.fullmatch(local)
             or len(labels) < 2 or not all(_EMAIL_LABEL.fullmatch(x) for x in labels)):
-        raise ValueError("to must be an e-mail address like alice@example.com, got %r"
-                         % (address,))
+        raise ValueError("%s must be an e-mail address like alice@example.com, got %r"
+                         % (field, address))
     return a
+
+
+def normalize_locale(tag):
+    """A BCP 47 language tag as otpd takes it (daemon/job.c, job_locale_normalize):
+    at most 35 characters, a language of 2-3 letters, then subtags of 1-8
+    letters or digits joined by "-" ("_" is taken for "-").  Returned in the
+    case RFC 5646 recommends: language lower, a 2-letter region upper, a
+    4-letter script title case ("PT_br" -> "pt-BR", "zh-hant-tw" ->
+    "zh-Hant-TW").  ValueError if it is not one."""
+    parts = tag.replace("_", "-").split("-") if isinstance(tag, str) else []
+    if (not parts or len(tag) > LOCALE_MAX or not _LANGUAGE.fullmatch(parts[0])
+            or not all(_SUBTAG.fullmatch(p) for p in parts[1:])):
+        raise ValueError('locale must be a BCP 47 language tag such as "en", "pt-BR" or '
+                         '"zh-Hant" (at most %d characters), got %r' % (LOCALE_MAX, tag))
+    out = [parts[0].lower()]
+    for p in parts[1:]:
+        out.append(p.upper() if len(p) == 2 else p[0].upper() + p[1:].lower() if len(p) == 4
+                   else p.lower())
+    return "-".join(out)
+
+
+def _check_fallback(fallback, fallback_email, channel):
+    """fallback and fallback_email checked with the daemon's rules, as the
+    job's fields ({} when neither is given; an empty list is no fallback)."""
+    fields = {}
+    if fallback is not None:
+        if isinstance(fallback, (str, bytes)) or not isinstance(fallback, (list, tuple)):
+            raise ValueError('fallback must be a list of channels, e.g. ["voice"], got %r'
+                             % (fallback,))
+        fallback = list(fallback)
+        if (len(fallback) > FALLBACK_MAX or any(c not in CHANNELS for c in fallback)
+                or len(set(fallback)) != len(fallback) or channel in fallback):
+            raise ValueError("fallback must be at most %d channels, each \"sms\", \"voice\" or "
+                             "\"email\", none twice and none the job's own (%s), got %r"
+                             % (FALLBACK_MAX, channel, fallback))
+        if fallback and channel == "email":
+            raise ValueError("fallback: an e-mail job has no fallback (there is no number)")
+        if "email" in fallback and fallback_email is None:
+            raise ValueError('fallback: "email" needs fallback_email, the address to send to')
+        if fallback:
+            fields["fallback"] = fallback
+    if fallback_email is not None:
+        fields["fallback_email"] = normalize_email(fallback_email, "fallback_email")
+    return fields
 
 
 def _check_target(to, purpose, channel="sms"):
     """The recipient as otpd keys it (an e-mail address normalized)."""
     if channel not in CHANNELS:
-        raise ValueError("channel must be 'sms' or 'email', got %r" % (channel,))
+        raise ValueError("channel must be 'sms', 'voice' or 'email', got %r" % (channel,))
     if not isinstance(purpose, str) or not _PURPOSE.fullmatch(purpose):
         raise ValueError("purpose must match [a-z0-9_]{1,32}, got %r" % (purpose,))
     if channel == "email":
@@ -242,7 +295,8 @@ def _check_target(to, purpose, channel="sms"):
 # OTPClient and otpd.aio.AsyncOTPClient do only the Redis round trips between
 # these, so the two cannot differ in what they check, write or answer.
 
-def _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, channel):
+def _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, channel,
+         locale=None, app_hash=None, fallback=None, fallback_email=None):
     """send()'s arguments checked with the daemon's rules, as the job's fields
     (all but created_ms, which is set once the limits allow the send)."""
     to = _check_target(to, purpose, channel)
@@ -286,6 +340,14 @@ def _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, c
             raise ValueError("provider must be one of %s, got %r"
                              % (", ".join(sorted(PROVIDERS)), provider))
         job["provider"] = provider
+    if locale is not None:
+        job["locale"] = normalize_locale(locale)
+    if app_hash is not None:
+        if not isinstance(app_hash, str) or not _APP_HASH.fullmatch(app_hash):
+            raise ValueError("app_hash must be Android's 11-character app hash (letters, digits,"
+                             " + and /), got %r" % (app_hash,))
+        job["app_hash"] = app_hash
+    job.update(_check_fallback(fallback, fallback_email, channel))
     return job
 
 
@@ -390,9 +452,10 @@ class _ClientBase:
         self._limits = redis.register_script(LIMITS_LUA)
 
     def _check_number(self, job):
-        """Raise NumberRefused if number_check refuses the job's SMS number
-        (an e-mail job is not a number).  No I/O: runs before Redis is touched."""
-        if self.number_check is not None and job.get("channel", "sms") == "sms":
+        """Raise NumberRefused if number_check refuses the job's number (SMS
+        or voice; an e-mail job is not a number).  No I/O: runs before Redis
+        is touched."""
+        if self.number_check is not None and job.get("channel", "sms") in PHONE_CHANNELS:
             self.number_check.check(job["to"])
 
     @classmethod
@@ -427,7 +490,8 @@ class OTPClient(_ClientBase):
     """
 
     def send(self, to, purpose="login", *, id=None, ttl=None, digits=None,
-             max_attempts=None, message=None, provider=None, fresh=False, channel="sms"):
+             max_attempts=None, message=None, provider=None, fresh=False, channel="sms",
+             locale=None, app_hash=None, fallback=None, fallback_email=None):
         """Queue a code for `to` and return the job id.
 
         While a code for this number and purpose is still valid (not expired,
@@ -442,6 +506,16 @@ class OTPClient(_ClientBase):
         as a dead letter later; the daemon checks again.  Fields left as
         None are omitted so the daemon's configured defaults apply.
 
+        channel: "sms" (default), "voice" (the code read out in a phone
+        call; `to` is a number, checked as for SMS) or "email".  locale: a
+        BCP 47 tag ("en", "pt-BR", "zh-Hant"; "_" is taken for "-") choosing
+        the language of the text, normalised ("pt_br" -> "pt-BR").
+        app_hash: Android SMS Retriever's 11-character app hash.  fallback:
+        up to two channels to try next, in order, if this one fails or its
+        code is not verified in time ("sms", "voice", "email"; none twice,
+        not the job's own, none for an e-mail job); "email" needs
+        fallback_email, the address (normalised as an e-mail `to`).
+
         A redis.exceptions.ConnectionError (or TimeoutError) may come after
         the job was queued: the reply to the XADD can be what was lost, as
         when the master dies or fails over under the call.  Do not retry it
@@ -450,7 +524,8 @@ class OTPClient(_ClientBase):
         twice.  Let the user ask again instead (the resend above, within the
         send limits).
         """
-        job = _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, channel)
+        job = _job(to, purpose, id, ttl, digits, max_attempts, message, provider, fresh, channel,
+                   locale, app_hash, fallback, fallback_email)
         self._check_number(job)
         now = _now_ms()
         self._check_limits(job["to"], purpose, job["id"], now)

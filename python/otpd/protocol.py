@@ -26,6 +26,8 @@ STATS = "stats"
 INSTANCE = "instance:{consumer}"
 ALERT_COUNTRY_BUDGET = "alert:country_budget:{cc}"
 POLLS = "polls"
+FALLBACKS = "fallbacks"
+FALLBACK = "fallback:{id}"
 # The SMS-pumping model and the spend (docs/fraud.md).
 FRAUD_RULES = "fraud:rules"
 FRAUD_CODES = "fraud:codes:{px}"
@@ -40,7 +42,7 @@ ALERT_SPEND_BUDGET = "alert:spend_budget:*"
 ALERT_COUNTRY_SPEND_BUDGET = "alert:country_spend_budget:{cc}"
 
 KEYS = (JOBS, OTP, JOB, REF, EVENTS, DEAD, LIMITS, RL_NUM, RL_GLOBAL, RL_CC, OPTOUT,
-        STATS, INSTANCE, ALERT_COUNTRY_BUDGET, POLLS, FRAUD_RULES, FRAUD_CODES, FRAUD_OK,
+        STATS, INSTANCE, ALERT_COUNTRY_BUDGET, POLLS, FALLBACKS, FALLBACK, FRAUD_RULES, FRAUD_CODES, FRAUD_OK,
         FRAUD_BASE, FRAUD_ACTIVE, FRAUD_COUNTS, SPEND_DAY, SPEND_HOUR, ALERT_PUMPING,
         ALERT_SPEND_BUDGET, ALERT_COUNTRY_SPEND_BUDGET)
 

@@ -1,5 +1,6 @@
 /*
  * fuzz_twilio_receipt.c: Twilio's delivery receipts, twilio_parse_callback()
+ * (messages' and calls' callbacks), twilio_parse_call() and twilio_twiml() too, and
  * on arbitrary status-callback bodies and twilio_parse_message() on
  * arbitrary Message fetches.  Input: byte 0 picks the case, the rest is
  * the body (an exact-length heap block without a NUL).
@@ -183,6 +184,40 @@ fuzz_message(long status, const char *body, size_t len)
     CHECK(memcmp(&res, &again, sizeof(res)) == 0);
 }
 
+/* A Call resource: the same invariants, and the TwiML of any text is well formed and bounded. */
+static void
+fuzz_call(long status, const char *body, size_t len)
+{
+    struct poll_result res, again;
+    char twiml[TWILIO_TWIML_MAX + 1], *text = malloc(len + 1);
+
+    memset(&res, 0x5a, sizeof(res));
+    twilio_parse_call(status, body, len, &res);
+    check_receipt(&res.receipt);
+    if (!res.ok)
+        CHECK(res.receipt.status == RECEIPT_PENDING && res.receipt.error[0] != '\0');
+    if (res.receipt.status == JOB_UNDELIVERED)
+        CHECK(res.receipt.error[0] != '\0' && res.receipt.error_code[0] != '\0');
+    memset(&again, 0xa5, sizeof(again));
+    twilio_parse_call(status, body, len, &again);
+    CHECK(memcmp(&res, &again, sizeof(res)) == 0);
+    if (text == NULL)
+        abort();
+    memcpy(text, body, len);
+    text[len] = '\0';
+    if (twilio_twiml(twiml, sizeof(twiml), text, twilio_say_language(text), 3) == 0) {
+        size_t n = strlen(twiml);
+        CHECK(n <= TWILIO_TWIML_MAX);
+        CHECK(strncmp(twiml, "<?xml", 5) == 0 && strcmp(twiml + n - 11, "</Response>") == 0);
+        /* Every < or & of the text was escaped: the only tags are ours. */
+        for (const char *p = strchr(twiml, '<'); p; p = strchr(p + 1, '<'))
+            CHECK(strncmp(p, "<?xml", 5) == 0 || strncmp(p, "<Response>", 10) == 0 ||
+                  strncmp(p, "</Response>", 11) == 0 || strncmp(p, "<Say language=", 14) == 0 ||
+                  strncmp(p, "</Say>", 6) == 0 || strncmp(p, "<Pause length=\"1\"/>", 19) == 0);
+    }
+    free(text);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -192,15 +227,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size < 1)
         return 0;
-    mode = data[0] % 5;
+    mode = data[0] % 6;
     len = size - 1;
     if ((body = malloc(len ? len : 1)) == NULL)
         abort();
     memcpy(body, data + 1, len);
     if (mode < 4)
         fuzz_callback(mode, body, len);
-    else
+    else if (mode == 4)
         fuzz_message(data[0] & 0x80 ? 404 : 200, body, len);
+    else
+        fuzz_call(data[0] & 0x80 ? 404 : 200, body, len);
     free(body);
     return 0;
 }

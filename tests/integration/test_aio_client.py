@@ -192,7 +192,9 @@ def test_verify_invalid_input_spends_no_attempt(url, r, code):
 def test_same_job_fields_as_the_sync_client(url, r):
     """One code path builds the job: both clients queue the same entry and record."""
     kw = dict(id="same-1", ttl=600, digits=8, max_attempts=3, provider="console",
-              message="Code {code}, valid {minutes} min", fresh=True)
+              message="Code {code}, valid {minutes} min", fresh=True, channel="voice",
+              locale="zh_hant", app_hash="FA+9qCX9VSu", fallback=["email", "sms"],
+              fallback_email="Alice@Example.com")
     OTPClient(redis=r, hash_key=HASH_KEY).send(TO, "password_reset", **kw)
 
     async def main():
@@ -202,11 +204,24 @@ def test_same_job_fields_as_the_sync_client(url, r):
     (_, a), (_, b) = r.xrange("otpd:jobs")
     a, b = json.loads(a["job"]), json.loads(b["job"])
     assert list(a) == list(b)  # the same fields in the same order
+    assert (b["channel"], b["locale"], b["fallback"], b["fallback_email"]) == \
+        ("voice", "zh-Hant", ["email", "sms"], "alice@example.com")
     assert {k: v for k, v in a.items() if k not in ("id", "created_ms")} == \
         {k: v for k, v in b.items() if k not in ("id", "created_ms")}
     sa, sb = r.hgetall("otpd:job:same-1"), r.hgetall("otpd:job:same-2")
     assert set(sa) == set(sb) and sa["to"] == sb["to"] == "+1415*****71"
     assert 86300 < r.ttl("otpd:job:same-2") <= 86400
+
+
+def test_bad_locale_is_refused_before_redis(url, r):
+    async def main():
+        async with aclient(url) as c:
+            with pytest.raises(ValueError, match="locale"):
+                await c.send(TO, locale="en_")
+            with pytest.raises(ValueError, match="fallback"):
+                await c.send(TO, channel="voice", fallback=["voice"])
+    run(main())
+    assert r.xlen("otpd:jobs") == 0
 
 
 def test_wait_times_out_with_the_last_status(url, r):

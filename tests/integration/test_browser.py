@@ -183,6 +183,13 @@ def other_code(code):
     return "%06d" % ((int(code) + 1) % 1000000)
 
 
+def js_errors(b):
+    """The SEVERE entries of the browser's log since the last call (reading it
+    empties it), but for the 404 of /favicon.ico, which the site has not."""
+    return [e for e in b.driver.get_log("browser") if e["level"] == "SEVERE"
+            and not (e["source"] == "network" and "/favicon.ico" in e["message"])]
+
+
 # --- the scenarios --------------------------------------------------------------
 
 def test_forgot_password_by_sms_end_to_end(site):
@@ -326,8 +333,12 @@ def test_opted_out_number_shows_the_message(site):
 
 
 def test_login_with_a_code_flow(site):
-    """The reusable flow of otpd.django at /otp/, as the site mounts it."""
+    """The reusable flow of otpd.django at /otp/, as the site mounts it.  The
+    code field is set up for autofill, and the WebOTP script (otpd/_webotp.html,
+    which headless Chromium runs: it has OTPCredential but no SMS) raises no
+    JavaScript error, nor does its abort when the form is submitted."""
     b = site.b
+    js_errors(b)  # what earlier tests left
     with b.step("otp-send"):
         b.get("/otp/")
         assert b.present("otp-send-form") and b.present("id_email")
@@ -341,6 +352,11 @@ def test_login_with_a_code_flow(site):
         st, final, label = wait_status(b, "sent", "otp-status")
         assert (final, label) == ("1", "Sent. Check your phone.")
         assert not b.find("otp-status-errors").is_displayed()
+        field = b.find("id_code")
+        assert [field.get_attribute(a) for a in ("type", "autocomplete", "inputmode", "pattern")] \
+            == ["text", "one-time-code", "numeric", "[0-9]*"]
+        assert '"OTPCredential" in window' in b.driver.page_source  # the script is there
+        assert js_errors(b) == []
     code = sms_code(site.mock)
     with b.step("otp-wrong-code"):
         enter_code(b, other_code(code), "otp-verify-button")
@@ -350,3 +366,4 @@ def test_login_with_a_code_flow(site):
         enter_code(b, code, "otp-verify-button")
         assert b.path() == "/"
         assert "You are logged in as demo." in b.driver.find_element("tag name", "body").text
+    assert js_errors(b) == []

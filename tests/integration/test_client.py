@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from conftest import DOC_KEY, HASH_KEY
-from otpd import FINAL, OTPClient, VerifyResult, mac, mask_phone
+from otpd import FINAL, NumberRefused, OTPClient, VerifyResult, mac, mask_phone
+from otpd.client import CHANNELS, normalize_locale
 
 TO = "+14155552671"
 KAT_MAC = "3cb21acf0a566344e21d12c74bb27fed3e9bdd3aa39ea4c3088366982e615819"
@@ -129,6 +130,107 @@ def test_send_uses_prefix_and_status_ttl(r):
 def test_send_rejects_bad_input_locally(client, r, kwargs, msg):
     args = {"to": TO, **kwargs}
     with pytest.raises(ValueError, match=msg.replace("{", r"\{").replace("}", r"\}")):
+        client.send(**args)
+    assert r.xlen("otpd:jobs") == 0 and not r.keys("otpd:job:*")
+
+
+# --- locale, app_hash, voice, fallback (issue 20) ---------------------------
+
+APP_HASH = "FA+9qCX9VSu"   # the form of Android's SMS Retriever hash (base64, 11)
+LONGEST_TAG = "en-abcdefgh-abcdefgh-abcdefgh-abcde"   # 35 characters, the most otpd takes
+
+
+def test_send_language_and_fallback_fields_enqueued_exactly(client, r):
+    job_id = client.send(TO, "login", locale="pt_br", app_hash=APP_HASH,
+                         fallback=("voice", "email"), fallback_email=" Alice@Example.COM ")
+    job = only_entry(r)
+    assert job == {"v": 1, "id": job_id, "to": TO, "purpose": "login", "locale": "pt-BR",
+                   "app_hash": APP_HASH, "fallback": ["voice", "email"],
+                   "fallback_email": "alice@example.com", "created_ms": job["created_ms"]}
+
+
+def test_send_by_voice(client, r):
+    job_id = client.send(TO, channel="voice", locale="en", fallback=["sms"])
+    job = only_entry(r)
+    assert job == {"v": 1, "id": job_id, "to": TO, "purpose": "login", "channel": "voice",
+                   "locale": "en", "fallback": ["sms"], "created_ms": job["created_ms"]}
+    assert client.status(job_id)["to"] == "+1415*****71"
+    assert CHANNELS == ("sms", "email", "voice")
+
+
+def test_send_empty_fallback_is_none(client, r):
+    client.send(TO, fallback=[])
+    assert "fallback" not in only_entry(r)
+
+
+@pytest.mark.parametrize("tag, want", [
+    ("en", "en"), ("EN", "en"), ("ast", "ast"), ("pt-br", "pt-BR"), ("PT_br", "pt-BR"),
+    ("zh-hant", "zh-Hant"), ("zh_HANT_tw", "zh-Hant-TW"), ("sr-latn-rs", "sr-Latn-RS"),
+    ("es-419", "es-419"), ("de-CH-1996", "de-CH-1996"), ("en-" + "a" * 8, "en-" + "a" * 8),
+    ("en-x-ab", "en-x-AB"), (LONGEST_TAG.upper(), "en-" + LONGEST_TAG[3:]),
+])
+def test_locale_normalised(client, r, tag, want):
+    assert normalize_locale(tag) == want
+    client.send(TO, locale=tag)
+    assert only_entry(r)["locale"] == want
+
+
+def test_voice_number_is_checked_as_sms(r):
+    seen = []
+
+    class Refuse:
+        def check(self, to):
+            seen.append(to)
+            raise NumberRefused("premium_rate", to)
+    c = OTPClient(redis=r, hash_key=HASH_KEY, number_check=Refuse())
+    for channel in ("sms", "voice"):
+        with pytest.raises(NumberRefused):
+            c.send(TO, channel=channel)
+    c.send("a@example.com", channel="email")
+    assert seen == [TO, TO] and r.xlen("otpd:jobs") == 1
+
+
+def test_verify_a_voice_code(client, r):
+    daemon_writes_otp(r, "123456")   # the number's record, whichever channel carried it
+    with pytest.raises(ValueError, match="E.164"):
+        client.verify("alice@example.com", "123456", channel="voice")
+    assert client.verify(TO, "123456", channel="voice").ok
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    ({"channel": "fax"}, "channel"),
+    ({"channel": "voice", "to": "alice@example.com"}, "E.164"),
+    ({"locale": ""}, "locale"),
+    ({"locale": "e"}, "locale"),
+    ({"locale": "english"}, "locale"),
+    ({"locale": "e1"}, "locale"),
+    ({"locale": "en-"}, "locale"),
+    ({"locale": "-en"}, "locale"),
+    ({"locale": "en--US"}, "locale"),
+    ({"locale": "en-abcdefghi"}, "locale"),
+    ({"locale": "en-ü"}, "locale"),
+    ({"locale": "en-US\n"}, "locale"),
+    ({"locale": LONGEST_TAG + "f"}, "35"),   # 36 characters
+    ({"locale": 7}, "locale"),
+    ({"app_hash": "FA+9qCX9VS"}, "app_hash"),
+    ({"app_hash": APP_HASH + "A"}, "app_hash"),
+    ({"app_hash": "FA-9qCX9VSu"}, "app_hash"),
+    ({"app_hash": 12345678901}, "app_hash"),
+    ({"fallback": "voice"}, "fallback"),
+    ({"fallback": ["fax"]}, "fallback"),
+    ({"fallback": ["voice", "voice"]}, "fallback"),
+    ({"fallback": ["sms"]}, "fallback"),                      # the job's own channel
+    ({"fallback": ["voice", "email", "sms"], "fallback_email": "a@example.com"}, "fallback"),
+    ({"fallback": ["voice", "email", "sms"], "channel": "voice",
+      "fallback_email": "a@example.com"}, "fallback"),
+    ({"fallback": ["email"]}, "fallback_email"),
+    ({"fallback": ["sms"], "channel": "email", "to": "a@example.com"}, "e-mail job"),
+    ({"fallback": ["email"], "fallback_email": "not-an-address"}, "fallback_email"),
+    ({"fallback_email": "a@b"}, "fallback_email"),
+])
+def test_send_rejects_bad_language_and_fallback(client, r, kwargs, msg):
+    args = {"to": TO, **kwargs}
+    with pytest.raises(ValueError, match=msg):
         client.send(**args)
     assert r.xlen("otpd:jobs") == 0 and not r.keys("otpd:job:*")
 

@@ -69,10 +69,12 @@ def errors(page, list_id):
 
 
 def ask(browser, url="/otp/", **data):
+    """POST the send form; HTTP_* keywords are request headers."""
+    headers = {k: data.pop(k) for k in list(data) if k.startswith("HTTP_")}
     data.setdefault("channel", "sms")
     if data["channel"] == "sms":
         data.setdefault("phone", PHONE)
-    return browser.post(url, data)
+    return browser.post(url, data, **headers)
 
 
 # --- the flow end to end ----------------------------------------------------
@@ -111,7 +113,10 @@ def test_flow_by_sms_end_to_end(flow):
         for needle in ('id="otp-status"', 'id="otp-verify-form"', 'id="id_code"',
                        'autocomplete="one-time-code"', 'inputmode="numeric"', 'pattern="[0-9]*"',
                        'id="otp-verify-button"', 'id="otp-restart"', 'id="otp-status-errors"',
-                       'data-url="/otp/progress/?format=json"', "<script>"):
+                       'data-url="/otp/progress/?format=json"', "<script>", 'type="text"',
+                       # otpd/_webotp.html, aimed at the code field
+                       '"OTPCredential" in window', 'getElementById("id_code")',
+                       "otp: {transport: [\"sms\"]}, signal: ac.signal"):
             assert needle in html, needle
         if 'data-final="0"' in html:  # without JavaScript the page reloads until final
             assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in html
@@ -163,7 +168,9 @@ def test_flow_by_email_without_next_goes_to_the_success_url(flow):
     b = flow.browser
     resp = ask(b, channel="email", email=" Demo@Example.COM ")
     assert resp["Location"] == "/otp/progress/", text(resp)
-    assert "We are sending a code by e-mail to d***o@example.com." in text(b.get("/otp/progress/"))
+    page = text(b.get("/otp/progress/"))
+    assert "We are sending a code by e-mail to d***o@example.com." in page
+    assert "OTPCredential" not in page  # no SMS to read a code from
     st = progress(b)
     assert st["status"] == "sent" and st["label"] == "Sent. Check your inbox."
     code = re.search(r"Your verification code is (\d{6})", flow.otpd.stdout).group(1)
@@ -199,6 +206,88 @@ def test_flow_with_one_channel(flow):
         assert b.post("/otp/verify/", {"code": sms_code(flow.mock)})["Location"] == "/"
         assert b.session["otpd_verified:verify_phone"]["to"] == PHONE
     assert "otpd_verified:login" not in b.session  # another purpose: nobody was logged in
+
+
+# --- the language, the voice channel, fallback (issue 20) ----------------------
+
+def queued_jobs(r):
+    """The jobs in the stream, oldest first (the daemon is stopped: they stay)."""
+    return [json.loads(f["job"]) for _id, f in r.xrange("otpd:jobs")]
+
+
+def test_flow_sends_the_page_language_as_locale(flow):
+    """LocaleMiddleware (the example site's) makes the request's language the
+    active one, and the flow's send carries it as the job's locale."""
+    from django.test import override_settings
+    from django.utils import translation
+    from otpd.django import OTPManager
+    b, r = flow.browser, flow.r
+    # The daemon takes the field: the code is sent as usual.
+    assert ask(b, HTTP_ACCEPT_LANGUAGE="es").status_code == 302
+    assert progress(b)["status"] == "sent"
+
+    flow.otpd.stop()  # from here on the jobs stay in the stream, to be read
+    assert ask(b, HTTP_ACCEPT_LANGUAGE="pt-BR,pt;q=0.9,en;q=0.5").status_code == 302
+    assert ask(b, channel="email", email=EMAIL, HTTP_ACCEPT_LANGUAGE="zh-hant").status_code == 302
+    assert ask(b).status_code == 302  # no Accept-Language: LANGUAGE_CODE's language, "en"
+    with override_settings(OTPD_LOCALE_FROM_REQUEST=False):
+        assert ask(b, HTTP_ACCEPT_LANGUAGE="es").status_code == 302
+    with override_settings(OTPD_SEND_OPTIONS={"locale": "fr-ca"}):  # the site's choice wins
+        assert ask(b, HTTP_ACCEPT_LANGUAGE="es").status_code == 302
+    with translation.override("de"):  # outside a request: the active language
+        OTPManager.send_otp_sms(PHONE)
+    jobs = queued_jobs(r)
+    assert [(j.get("channel", "sms"), j.get("locale")) for j in jobs] == [
+        ("sms", "pt-BR"), ("email", "zh-Hant"), ("sms", "en"), ("sms", None), ("sms", "fr-CA"),
+        ("sms", "de")]
+
+
+def test_flow_offers_a_call_and_fits_the_fallback(flow):
+    from django.test import override_settings
+    from otpd.django import OTPManager
+    b, r = flow.browser, flow.r
+    flow.otpd.stop()  # the daemon's voice sending is not what this tests: jobs stay queued
+    page = text(b.get("/otp/"))
+    assert "Call me with the code" not in page  # the default: SMS and e-mail
+    with override_settings(OTPD_CHANNELS=("sms", "voice", "email"),
+                           OTPD_SEND_OPTIONS={"fallback": ["voice", "email"]}):
+        page = text(b.get("/otp/"))
+        assert re.search(r'<input type="radio" name="channel" value="voice"[^>]*id="id_channel_1"',
+                         page), page
+        assert '<label for="id_channel_1">Call me with the code</label>' in page
+        assert ask(b, channel="voice", phone="+1 415 555 2671")["Location"] == "/otp/progress/"
+        html = text(b.get("/otp/progress/"))
+        assert "We are calling +1415*****71 to read out a code." in html
+        assert "OTPCredential" in html  # an SMS may follow the call
+        assert errors(text(b.post("/otp/verify/", {"code": "x"})), "id_code_errors") == \
+            ["Enter the digits you heard in the call."]
+        assert errors(text(ask(b, channel="voice", phone="")), "id_phone_errors") == \
+            ["Enter your phone number."]
+        assert ask(b).status_code == 302                                   # SMS
+        assert ask(b, channel="email", email=EMAIL).status_code == 302     # e-mail
+    OTPManager.send_otp_voice(PHONE, locale=None, fallback=["sms"])
+    # "email" needs an address the flow does not have; a code has no fallback to its
+    # own channel, and an e-mail code none at all.
+    assert [(j.get("channel", "sms"), j.get("fallback"), j.get("locale")) for j in
+            queued_jobs(r)] == [("voice", None, "en"), ("sms", ["voice"], "en"),
+                                ("email", None, "en"), ("voice", ["sms"], None)]
+    assert all(j["to"] == (EMAIL if j.get("channel") == "email" else PHONE)
+               for j in queued_jobs(r))
+
+
+def test_page_scripts_carry_the_csp_nonce(django_site):
+    """Under a Content-Security-Policy the inline scripts carry its nonce:
+    csp_nonce in the context, or django-csp's request.csp_nonce."""
+    from django.template.loader import render_to_string
+    from django.test import RequestFactory
+    request = RequestFactory().get("/otp/progress/")
+    for name in ("otpd/_webotp.html", "otpd/_poll.html"):
+        assert "<script>" in render_to_string(name, {"code_id": "id_code"})
+        assert '<script nonce="n0nce">' in render_to_string(name, {"csp_nonce": "n0nce"})
+        request.csp_nonce = "r3q"
+        assert '<script nonce="r3q">' in render_to_string(name, {}, request=request)
+    assert 'getElementById("id_x\\u0022")' in render_to_string("otpd/_webotp.html",
+                                                                 {"code_id": 'id_x"'})
 
 
 # --- each error kind, as a form error ----------------------------------------
@@ -527,3 +616,5 @@ def test_system_check_of_the_flow_settings(flow):
         assert otpd_errors() == ["otpd.E003"]
     with override_settings(OTPD_CHANNELS=("sms", "fax")):
         assert otpd_errors() == ["otpd.E004"]
+    with override_settings(OTPD_CHANNELS=("voice", "sms", "email")):
+        assert otpd_errors() == []

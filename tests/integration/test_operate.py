@@ -93,7 +93,7 @@ def test_heartbeat_and_its_disappearance(otpd_factory, client, r):
     wait_for(lambda: r.hget(key, "sent") == "1", 5)
     hb = r.hgetall(key)
     assert hb["pid"] == str(otpd.proc.pid)
-    assert hb["version"] and hb["redis"] == "up" and hb["providers"] == "console=up,console_email=up"
+    assert hb["version"] and hb["redis"] == "up" and hb["providers"] == "console=up,console_email=up,console_voice=up"
     assert int(hb["inflight"]) == 0 and int(hb["loop_lag_ms"]) >= 0
     assert 0 < r.pttl(key) <= 900
     otpd.kill()  # kill -9: no goodbye, the key must expire by itself

@@ -117,7 +117,7 @@ def test_kill_9_with_jobs_in_flight(otpd_factory, mock, client, r):
                      OTPD_LOG_LEVEL="notice", OTPD_HTTP_TIMEOUT_MS="10000")
     ids = enqueue(r, 1000, prefix="k")
     first = otpd_factory(env)
-    wait_for(lambda: len(sends(mock)) >= 500, 15)
+    wait_for(lambda: len(sends(mock)) >= 500, 40, what="500 requests at the mock")
     first.kill()
     in_flight = len(sends(mock))
     # The mock notices the dropped connections: those requests were never answered.

@@ -26,6 +26,8 @@ Only Debian's python3 + python3-aiohttp (3.8) are needed.
 import argparse
 import asyncio
 import base64
+import datetime
+import hashlib
 import http
 import json
 import logging
@@ -760,46 +762,416 @@ async def twilio_create(request, account_sid):
                          twilio_make_error(to, rule), store)
 
 
-def _date_filter(query):
-    """Returns list of (op, 'YYYY-MM-DD') from DateSent filters."""
+# --------------------------------------------------------------------------
+# Twilio Programmable Voice: Calls
+# --------------------------------------------------------------------------
+CALL_EVENTS = ("initiated", "ringing", "answered", "completed")
+CALL_TERMINAL = {"completed", "busy", "failed", "no-answer", "canceled"}
+TWIML_MAX = 4000
+URL_DEFAULT_DURATION = 10       # seconds a Url call lasts (its TwiML is never fetched)
+
+
+def twilio_formatted(number):
+    """`to_formatted`/`from_formatted`: NANP numbers as (415) 555-0100."""
+    if re.fullmatch(r"\+1[2-9][0-9]{9}", number or ""):
+        return "(%s) %s-%s" % (number[2:5], number[5:8], number[8:])
+    return number
+
+
+def _int_attr(v, default):
+    if v is None or str(v).strip() == "":
+        return default
+    try:
+        return int(str(v).strip())
+    except ValueError:
+        return v            # keep what was sent, so a test can see it
+
+
+def parse_twiml(twiml):
+    """What a listener would hear, in order. Returns a list of items:
+    {"verb": "Say", "text", "language", "voice", "loop", "digits"},
+    {"verb": "Pause", "length"}, {"verb": "Play", "url", "loop", "digits"},
+    and {"verb": NAME, "attrs"} for any other verb. Items nested in a verb
+    (e.g. <Say> inside <Gather>) follow it and carry "parent": NAME.
+    Raises ValueError if the TwiML is not well-formed or not a <Response>."""
+    try:
+        root = ET.fromstring(twiml)
+    except ET.ParseError as e:
+        raise ValueError("not well-formed XML (%s)" % e)
+    if root.tag != "Response":
+        raise ValueError("the root element is <%s>, not <Response>" % root.tag)
+    items = []
+
+    def walk(el, parent):
+        for ch in el:
+            if not isinstance(ch.tag, str):
+                continue        # comments, processing instructions
+            if ch.tag == "Say":
+                # itertext() includes SSML children (<say-as>, <prosody>...).
+                text = " ".join("".join(ch.itertext()).split())
+                item = {"verb": "Say", "text": text, "language": ch.get("language"),
+                        "voice": ch.get("voice"), "loop": _int_attr(ch.get("loop"), 1),
+                        "digits": digits(text)}
+            elif ch.tag == "Pause":
+                item = {"verb": "Pause", "length": _int_attr(ch.get("length"), 1)}
+            elif ch.tag == "Play":
+                item = {"verb": "Play", "url": (ch.text or "").strip() or None,
+                        "loop": _int_attr(ch.get("loop"), 1), "digits": ch.get("digits")}
+            else:
+                item = {"verb": ch.tag, "attrs": dict(ch.attrib)}
+                txt = (ch.text or "").strip()
+                if txt:
+                    item["text"] = txt
+            if parent:
+                item["parent"] = parent
+            items.append(item)
+            if ch.tag not in ("Say", "Play"):
+                walk(ch, ch.tag)
+    walk(root, None)
+    return items
+
+
+def spoken_text(items):
+    return " ".join(i["text"] for i in items or [] if i["verb"] == "Say" and i["text"])
+
+
+def estimate_duration(items):
+    """Seconds the TwiML takes to play: 0.5 s a word for <Say>, `length`
+    for <Pause>, 5 s for <Play>, each times its `loop` (0 counts as 1)."""
+    if items is None:
+        return URL_DEFAULT_DURATION
+    total = 0.0
+    for i in items:
+        loop = i.get("loop", 1)
+        loop = loop if isinstance(loop, int) and loop > 0 else 1
+        if i["verb"] == "Say":
+            total += max(1.0, 0.5 * len(i["text"].split())) * loop
+        elif i["verb"] == "Pause":
+            n = i["length"]
+            total += n if isinstance(n, int) and n > 0 else 1
+        elif i["verb"] == "Play":
+            total += 5.0 * loop
+    return max(1, math.ceil(total))
+
+
+def twilio_call_times(call, st):
+    """(start_ts, end_ts, duration_s) of a stored call shown with status st."""
+    created = call["_created"]
+    if st in ("queued", "initiated"):
+        return None, None, None
+    if st in ("ringing", "in-progress"):
+        return created, None, None
+    if st == "canceled":
+        return None, call.get("_updated") or created, 0
+    # Only an answered call lasts; an explicit duration wins over the estimate.
+    if st != "completed":
+        dur = 0
+    elif call.get("_duration") is not None:
+        dur = call["_duration"]
+    else:
+        dur = call["_est_duration"]
+    end = created + dur
+    if st == "no-answer":
+        end = created + call["_timeout"]
+    return created, end, dur
+
+
+def twilio_call_view(call):
+    """Call as seen by fetch/list: later lifecycle state."""
+    c = twilio_public(call)
+    st = call.get("_status") or STATE.config.get("twilio_call_status") or "completed"
+    c["status"] = st
+    start, end, dur = twilio_call_times(call, st)
+    c["start_time"] = rfc2822(start) if start is not None else None
+    c["end_time"] = rfc2822(end) if end is not None else None
+    c["duration"] = str(int(dur)) if dur is not None else None
+    if call.get("_updated"):
+        c["date_updated"] = rfc2822(call["_updated"])
+    # Twilio rates answered calls per started minute once they completed.
+    rate = STATE.config.get("twilio_call_price_per_minute")
+    if rate is not None and st == "completed":
+        c["price"] = "-%.5f" % (float(rate) * max(1, math.ceil(int(dur) / 60.0)))
+        c["price_unit"] = STATE.config.get("twilio_price_unit") or "USD"
+    if st in ("in-progress", "completed"):
+        c["answered_by"] = call.get("_answered_by") or (
+            "human" if call.get("_machine_detection") else None)
+    return c
+
+
+def twilio_call_mock_view(call):
+    """/_mock/twilio/calls: the call as fetch shows it, plus what was sent
+    and what a listener would hear."""
+    c = twilio_call_view(call)
+    c.update({
+        "twiml": call["_twiml"],
+        "twiml_used": call["_twiml_used"],
+        "twiml_error": call["_twiml_error"],
+        "url": call["_url"],
+        "spoken": call["_spoken"],
+        "spoken_text": spoken_text(call["_spoken"]) if call["_spoken"] is not None else None,
+        "spoken_digits": "".join(i["digits"] for i in call["_spoken"] or []
+                                 if i["verb"] == "Say"),
+        "status_callback": call["_status_callback"],
+        "status_callback_event": call["_status_callback_event"],
+        "status_callback_method": call["_status_callback_method"],
+        "timeout": call["_timeout"],
+        "machine_detection": call["_machine_detection"],
+        "form": call["_form"],
+    })
+    return c
+
+
+def set_twilio_call_status(call, status, body):
+    """Change what fetch/list report for a stored call."""
+    if status:
+        call["_status"] = str(status)
+    if "duration" in body:
+        call["_duration"] = _int_or_none(body["duration"], "duration")
+    if "answered_by" in body:
+        call["_answered_by"] = body["answered_by"]
+    call["_updated"] = time.time()
+
+
+async def twilio_call_create(request, account_sid):
+    raw, form, pairs = await read_twilio_form(request)
+    rec = new_record(request, "twilio", "call", raw)
+    rec["form"] = form
+    twiml = form.get("Twiml", "")
+    url = form.get("Url", "")
+    rec.update({"twiml": twiml or None, "spoken": None, "spoken_text": None,
+                "twiml_error": None})
+    fail = record_failure(rec)
+
+    pre = twilio_precheck(request, account_sid, create=True)
+    if pre is not None:
+        return fail(*pre)
+
+    # Parse the TwiML first so that the record shows what would be spoken
+    # even when a check below refuses the call. Twilio runs the inline
+    # TwiML only without Url (warning 32019 otherwise).
+    twiml_used = bool(twiml) and not url
+    spoken, twiml_error = None, None
+    if twiml_used and len(twiml) <= TWIML_MAX:
+        try:
+            spoken = parse_twiml(twiml)
+        except ValueError as e:
+            twiml_error = "Invalid Twiml: %s" % e
+    rec.update({"spoken": spoken, "twiml_error": twiml_error,
+                "spoken_text": spoken_text(spoken) if spoken is not None else None})
+
+    cfg = STATE.config
+    to = form.get("To", "")
+    frm = form.get("From", "")
+
+    def bad(code, message):
+        return fail(twilio_error(400, code, message), "validation")
+
+    if not to:
+        return bad(21201, "No 'To' number is specified")
+    if not frm:
+        return bad(21213, "No 'From' number is specified")
+    if not twiml and not url and not form.get("ApplicationSid"):
+        return bad(21205, "Url parameter is required")
+    if url and not re.match(r"^https?://[^/?#\s]+", url):
+        return bad(21205, "Url is not a valid URL: %s" % url)
+    if len(twiml) > TWIML_MAX:
+        return bad(32018, "Twiml size exceeded maximum allowed value of %d characters"
+                   % TWIML_MAX)
+    if not RE_E164.match(to):
+        return bad(21211, "Invalid 'To' Phone Number: %s" % to)
+    if not RE_E164.match(frm):
+        return bad(21212, "Invalid 'From' Phone Number: %s" % frm)
+    owned = cfg.get("twilio_call_from_numbers")
+    if owned is not None and frm not in owned:
+        return bad(21210, "The source phone number provided, %s, is not yet verified for "
+                   "your account. You may only make calls from phone numbers that you've "
+                   "verified or purchased from Twilio." % frm)
+    for name in ("Method", "FallbackMethod", "StatusCallbackMethod"):
+        v = form.get(name, "")
+        if v and v.upper() not in ("GET", "POST"):
+            return bad(21200, "%s must be GET or POST, not %r" % (name, v))
+    events = []
+    for k, v in pairs:
+        if k == "StatusCallbackEvent":
+            events.extend(v.split())
+    unknown = [e for e in events if e not in CALL_EVENTS]
+    if unknown:
+        return bad(21200, "Invalid StatusCallbackEvent %r: use initiated, ringing, answered "
+                   "and/or completed, space-separated or repeated" % " ".join(unknown))
+    timeout = 60
+    if form.get("Timeout", "").strip():
+        try:
+            timeout = int(form["Timeout"])
+        except ValueError:
+            return bad(21200, "Timeout must be an integer number of seconds, not %r"
+                       % form["Timeout"])
+        timeout = max(5, min(600, timeout))
+
+    if twiml_error and cfg.get("twilio_call_bad_twiml", "reject") != "fail_call":
+        return bad(21200, twiml_error)
+
+    pre = twilio_concurrency_check()
+    if pre is not None:
+        return fail(*pre)
+
+    behaviour, rule = resolve("twilio", "call", [digits(to)])
+
+    now = time.time()
+    sid = "CA" + secrets.token_hex(16)
+    uri = "/2010-04-01/Accounts/%s/Calls/%s.json" % (account_sid, sid)
+    sub = uri[:-5]
+    call = {
+        "account_sid": account_sid,
+        "annotation": None,
+        "answered_by": None,
+        "api_version": "2010-04-01",
+        "caller_name": None,
+        "date_created": rfc2822(now),
+        "date_updated": rfc2822(now),
+        "direction": "outbound-api",
+        "duration": None,
+        "end_time": None,
+        "forwarded_from": None,
+        "from": frm,
+        "from_formatted": twilio_formatted(frm),
+        "group_sid": None,
+        "parent_call_sid": None,
+        "phone_number_sid": "PN" + hashlib.md5(frm.encode()).hexdigest(),
+        "price": None,
+        "price_unit": "USD",
+        "queue_time": "0",
+        "sid": sid,
+        "start_time": None,
+        "status": "queued",
+        "subresource_uris": {
+            name: "%s/%s.json" % (sub, path) for name, path in (
+                ("feedback", "Feedback"), ("notifications", "Notifications"),
+                ("recordings", "Recordings"), ("streams", "Streams"),
+                ("payments", "Payments"), ("events", "Events"), ("siprec", "Siprec"),
+                ("user_defined_messages", "UserDefinedMessages"),
+                ("user_defined_message_subscriptions",
+                 "UserDefinedMessageSubscriptions"))},
+        "to": to,
+        "to_formatted": twilio_formatted(to),
+        "trunk_sid": None,
+        "uri": uri,
+        "_created": now,
+        "_status": CALL_OUTCOMES.get(behaviour) or ("failed" if twiml_error else None),
+        "_updated": None,
+        "_duration": None,
+        "_answered_by": None,
+        "_est_duration": estimate_duration(spoken) if not twiml_error else 0,
+        "_timeout": timeout,
+        "_twiml": twiml or None,
+        "_twiml_used": twiml_used,
+        "_twiml_error": twiml_error,
+        "_url": url or None,
+        "_spoken": spoken,
+        "_status_callback": form.get("StatusCallback") or None,
+        "_status_callback_event": events,
+        "_status_callback_method": (form.get("StatusCallbackMethod") or "POST").upper(),
+        "_machine_detection": form.get("MachineDetection") or None,
+        "_form": form,
+        "_seq": 0,
+    }
+
+    def make_ok():
+        return 201, twilio_public(call), twilio_headers()
+
+    def store():
+        STATE.twilio_calls[sid] = call
+
+    rec["call_sid"] = sid
+    return await deliver(request, rec, behaviour, rule, make_ok,
+                         twilio_make_error(to, rule, "call"), store)
+
+
+# --------------------------------------------------------------------------
+# Twilio reads: fetch / list of Messages and Calls, fetch account
+# --------------------------------------------------------------------------
+def _date_filters(query, field):
+    """[(op, value)] from `field`, `field>`/`field>=`, `field<`/`field<=`
+    (`DateSent>=2024-06-01` on the wire parses as name `DateSent>`)."""
     out = []
     for k, v in query.items():
-        if k == "DateSent":
+        if k == field:
             out.append(("==", v))
-        elif k in ("DateSent>", "DateSent>="):
+        elif k in (field + ">", field + ">="):
             out.append((">=", v))
-        elif k in ("DateSent<", "DateSent<="):
+        elif k in (field + "<", field + "<="):
             out.append(("<=", v))
     return out
 
 
-async def twilio_get(request, op, account_sid, message_sid=None):
+def _parse_when(v):
+    """A datetime filter value as a timestamp; None for a plain
+    YYYY-MM-DD date (or anything unparseable: compared as a date string)."""
+    v = v.strip()
+    if len(v) <= 10:
+        return None
+    try:
+        d = datetime.datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=datetime.timezone.utc)
+    return d.timestamp()
+
+
+def _when_ok(ts, cmp_op, value):
+    if ts is None:
+        return False
+    t = _parse_when(value)
+    if t is None:
+        lhs, rhs = time.strftime("%Y-%m-%d", time.gmtime(ts)), value.strip()
+    else:
+        lhs, rhs = int(ts), int(t)
+    if cmp_op == "==":
+        return lhs == rhs
+    return lhs >= rhs if cmp_op == ">=" else lhs <= rhs
+
+
+def _call_when(call, field):
+    start, end, _ = twilio_call_times(call, twilio_call_view(call)["status"])
+    return (start if start is not None else call["_created"]) if field == "StartTime" else end
+
+
+TW_RESOURCES = {
+    "messages": {"path": "Messages", "store": lambda: STATE.twilio_messages,
+                 "view": twilio_stored_view, "dates": ("DateSent",),
+                 "when": lambda m, field: m["_created"]},
+    "calls": {"path": "Calls", "store": lambda: STATE.twilio_calls,
+              "view": twilio_call_view, "dates": ("StartTime", "EndTime"),
+              "when": _call_when},
+}
+
+
+async def twilio_get(request, op, account_sid, sid=None):
+    """op: fetch / list (Messages), call_fetch / call_list (Calls), account."""
     raw = await request.read()
     rec = new_record(request, "twilio", op, raw)
-
-    def fail(resp, why):
-        rec["behaviour"] = why
-        rec["status"] = resp.status
-        return resp
+    fail = record_failure(rec)
 
     cfg = STATE.config
-    if not twilio_auth_ok(request):
-        return fail(twilio_401(), "bad_credentials")
-    if account_sid != cfg["twilio_account_sid"]:
-        return fail(twilio_404(request.path), "wrong_account_sid")
+    pre = twilio_precheck(request, account_sid, create=False)
+    if pre is not None:
+        return fail(*pre)
 
+    res = TW_RESOURCES["calls" if op.startswith("call_") else "messages"]
+    kind = op[len("call_"):] if op.startswith("call_") else op
+    store = res["store"]()
     q = request.query
-    if op == "fetch":
-        m = STATE.twilio_messages.get(message_sid)
+    if kind == "fetch":
+        m = store.get(sid)
         recipients = [digits(m["to"])] if m else []
-    elif op == "list":
+    elif kind == "list":
         recipients = [digits(q["To"])] if "To" in q else []
     else:
         recipients = []
     behaviour, rule = resolve("twilio", op, recipients)
 
     def make_ok():
-        if op == "account":
+        if kind == "account":
             uri = "/2010-04-01/Accounts/%s.json" % account_sid
             base = uri[:-5]
             return 200, {
@@ -812,53 +1184,50 @@ async def twilio_get(request, op, account_sid, message_sid=None):
                 "status": cfg.get("twilio_account_status", "active"),
                 "subresource_uris": {
                     "messages": base + "/Messages.json",
+                    "calls": base + "/Calls.json",
                     "balance": base + "/Balance.json",
                     "incoming_phone_numbers": base + "/IncomingPhoneNumbers.json",
                 },
                 "type": cfg.get("twilio_account_type", "Full"),
                 "uri": uri,
             }, twilio_headers()
-        if op == "fetch":
-            m = STATE.twilio_messages.get(message_sid)
+        if kind == "fetch":
+            m = store.get(sid)
             if m is None or m["account_sid"] != account_sid:
                 return 404, twilio_error_obj(
                     404, 20404, "The requested resource %s was not found" % request.path), \
                     twilio_headers()
-            return 200, twilio_stored_view(m), twilio_headers()
+            return 200, res["view"](m), twilio_headers()
         # list
-        msgs = [twilio_stored_view(m) for m in STATE.twilio_messages.values()
-                if m["account_sid"] == account_sid]
+        items = [m for m in store.values() if m["account_sid"] == account_sid]
+        views = {m["sid"]: res["view"](m) for m in items}
         if "To" in q:
-            msgs = [m for m in msgs if digits(m["to"]) == digits(q["To"])]
+            items = [m for m in items if digits(m["to"]) == digits(q["To"])]
         if "From" in q:
-            msgs = [m for m in msgs if digits(m["from"] or "") == digits(q["From"])]
-        for cmp_op, day in _date_filter(q):
-            def dsent(m):
-                return time.strftime("%Y-%m-%d", time.gmtime(
-                    STATE.twilio_messages[m["sid"]]["_created"]))
-            if cmp_op == "==":
-                msgs = [m for m in msgs if dsent(m) == day]
-            elif cmp_op == ">=":
-                msgs = [m for m in msgs if dsent(m) >= day]
-            else:
-                msgs = [m for m in msgs if dsent(m) <= day]
-        msgs.sort(key=lambda m: STATE.twilio_messages[m["sid"]]["_created"], reverse=True)
+            items = [m for m in items
+                     if digits(views[m["sid"]]["from"] or "") == digits(q["From"])]
+        if "Status" in q and res is TW_RESOURCES["calls"]:
+            items = [m for m in items if views[m["sid"]]["status"] == q["Status"]]
+        for field in res["dates"]:
+            for cmp_op, value in _date_filters(q, field):
+                items = [m for m in items if _when_ok(res["when"](m, field), cmp_op, value)]
+        items.sort(key=lambda m: m["_created"], reverse=True)
         try:
             page_size = max(1, min(1000, int(q.get("PageSize", "50"))))
             page = max(0, int(q.get("Page", "0")))
         except ValueError:
             page_size, page = 50, 0
-        chunk = msgs[page * page_size:(page + 1) * page_size]
-        base = "/2010-04-01/Accounts/%s/Messages.json" % account_sid
+        chunk = [views[m["sid"]] for m in items[page * page_size:(page + 1) * page_size]]
+        base = "/2010-04-01/Accounts/%s/%s.json" % (account_sid, res["path"])
         qs = {k: v for k, v in q.items() if k not in ("Page", "PageSize", "PageToken")}
 
         def page_uri(p):
             return base + "?" + urllib.parse.urlencode(dict(qs, PageSize=page_size, Page=p))
-        has_next = (page + 1) * page_size < len(msgs)
+        has_next = (page + 1) * page_size < len(items)
         return 200, {
             "end": page * page_size + max(len(chunk) - 1, 0),
             "first_page_uri": page_uri(0),
-            "messages": chunk,
+            res["path"].lower(): chunk,
             "next_page_uri": page_uri(page + 1) if has_next else None,
             "page": page,
             "page_size": page_size,
@@ -1042,6 +1411,7 @@ async def control(request):
                 "in_flight_by_provider": STATE.in_flight_by,
                 "max_concurrent_by_provider": STATE.max_concurrent_by,
                 "twilio_messages": len(STATE.twilio_messages),
+                "twilio_calls": len(STATE.twilio_calls),
                 "msg91_messages": len(STATE.msg91_messages),
             })
         if path == "/messages":
@@ -1060,6 +1430,25 @@ async def control(request):
             return json_response(200, twilio_stored_view(msg))
         if path == "/twilio/callback" and m == "POST":
             return await twilio_callback(await read_json(request))
+        if path == "/twilio/calls" and m == "GET":
+            calls = [twilio_call_mock_view(c) for c in STATE.twilio_calls.values()]
+            to = request.query.get("to")
+            if to:
+                calls = [c for c in calls if digits(c["to"]) == digits(to)]
+            return json_response(200, calls)
+        mm = re.fullmatch(r"/twilio/calls/([^/]+)", path)
+        if mm and m in ("GET", "POST"):
+            call = STATE.twilio_calls.get(mm.group(1))
+            if call is None:
+                return json_response(404, {"error": "no such call"})
+            if m == "POST":
+                body = await read_json(request)
+                if not isinstance(body, dict):
+                    return json_response(400, {"error": "body must be a JSON object"})
+                set_twilio_call_status(call, body.get("status"), body)
+            return json_response(200, twilio_call_mock_view(call))
+        if path == "/twilio/call_callback" and m == "POST":
+            return await twilio_call_callback(await read_json(request))
         if path == "/msg91/dlr" and m == "POST":
             return await msg91_dlr(await read_json(request))
         if path == "/callbacks":
@@ -1116,8 +1505,9 @@ def set_twilio_status(msg, status, error_code, error_message, touch_error):
     msg["_updated"] = time.time()
 
 
-async def post_webhook(target, body, headers, ca=None, timeout_ms=10000):
-    """POST `body` (bytes) to `target`; returns (status, text, error)."""
+async def post_webhook(target, body, headers, ca=None, timeout_ms=10000, method="POST"):
+    """POST `body` (bytes) to `target` (or GET it, body None); returns
+    (status, text, error)."""
     sslarg = None
     if target.startswith("https:"):
         sslarg = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
@@ -1125,8 +1515,8 @@ async def post_webhook(target, body, headers, ca=None, timeout_ms=10000):
         to = aiohttp.ClientTimeout(total=timeout_ms / 1000.0)
         async with aiohttp.ClientSession(timeout=to, auto_decompress=True,
                                          skip_auto_headers=("User-Agent",)) as sess:
-            async with sess.post(target, data=body, headers=headers, ssl=sslarg,
-                                 allow_redirects=False) as r:
+            async with sess.request(method, target, data=body, headers=headers,
+                                    ssl=sslarg, allow_redirects=False) as r:
                 text = await r.text(errors="replace")
                 return r.status, text, None
     except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as e:
@@ -1143,18 +1533,82 @@ def webhook_reply(kind, target, status, text, err, extra):
     return json_response(502 if err else 200, out)
 
 
-async def twilio_callback(body):
+def _with_query(url, params):
+    if not params:
+        return url
+    return url + ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
+
+
+def tamper_error(body):
+    if body.get("tamper") not in (None, "", "signature", "param", "none"):
+        return json_response(400, {"error": "tamper must be signature, param or none"})
+    return None
+
+
+async def send_signed_twilio(kind, body, url, params, status_keys, tamper_status,
+                             on_honest, method="POST", extra_reply=None):
+    """Send a Twilio webhook signed exactly as Twilio signs it, to `target`
+    (default: the signed `url`). Shared by message and call callbacks.
+
+    params: the honest parameters; extra_params from `body` are added.
+    status_keys: the params `tamper: "param"` replaces with tamper_status.
+    on_honest(): updates the stored resource (Twilio's truth), or None.
+    method: POST (form body) or GET (params in the query string; the
+    signature then covers the URL with its query and no body params)."""
     from twilio.request_validator import RequestValidator   # python3-twilio
+    tamper = body.get("tamper")
+    for k, v in (body.get("extra_params") or {}).items():
+        params[str(k)] = str(v)
+    token = body.get("token") or STATE.config["twilio_auth_token"]
+    target = body.get("target") or url
+
+    def sign(tok, p):
+        if method == "GET":
+            return RequestValidator(tok).compute_signature(_with_query(url, p), {})
+        return RequestValidator(tok).compute_signature(url, p)
+
+    signature = sign(token, params)
+    sent = dict(params)
+    if tamper == "signature":
+        signature = sign("wrong-" + token, params)
+    elif tamper == "param":
+        for k in status_keys:
+            sent[k] = str(tamper_status)
+    idem = body.get("idempotency_token") or str(uuid.uuid4())
+    headers = {
+        "User-Agent": "TwilioProxy/1.1",
+        "I-Twilio-Idempotency-Token": idem,
+    }
+    if method == "GET":
+        dest, data = _with_query(target, sent), None
+    else:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        dest, data = target, urllib.parse.urlencode(sent).encode()
+    if tamper != "none":
+        headers["X-Twilio-Signature"] = signature
+    # Twilio's own view of the resource follows the honest status.
+    if on_honest is not None:
+        on_honest()
+    st, text, err = await post_webhook(
+        dest, data, headers, ca=body.get("ca"),
+        timeout_ms=body.get("timeout_ms") or 10000, method=method)
+    return webhook_reply(kind, target, st, text, err, dict({
+        "signature": headers.get("X-Twilio-Signature"),
+        "params": sent, "signed_params": params,
+        "url": _with_query(url, params) if method == "GET" else url,
+        "idempotency_token": idem, "tamper": tamper or None}, **(extra_reply or {})))
+
+
+async def twilio_callback(body):
     if not isinstance(body, dict):
         return json_response(400, {"error": "body must be a JSON object"})
     sid = body.get("sid")
     status = body.get("status")
-    target = body.get("target")
-    if not sid or not status or not target:
-        return json_response(400, {"error": "sid, status and target are required"})
-    tamper = body.get("tamper")
-    if tamper not in (None, "", "signature", "param", "none"):
-        return json_response(400, {"error": "tamper must be signature, param or none"})
+    if not sid or not status:
+        return json_response(400, {"error": "sid and status are required"})
+    bad = tamper_error(body)
+    if bad is not None:
+        return bad
     error_code = _int_or_none(body.get("error_code"), "error_code")
     msg = STATE.twilio_messages.get(sid)
     url = body.get("url") or (msg or {}).get("_status_callback")
@@ -1177,35 +1631,98 @@ async def twilio_callback(body):
         params["MessagingServiceSid"] = msg["messaging_service_sid"]
     if error_code is not None:
         params["ErrorCode"] = str(error_code)
-    for k, v in (body.get("extra_params") or {}).items():
-        params[str(k)] = str(v)
-    token = body.get("token") or cfg["twilio_auth_token"]
-    signature = RequestValidator(token).compute_signature(url, params)
-    sent = dict(params)
-    if tamper == "signature":
-        signature = RequestValidator("wrong-" + token).compute_signature(url, params)
-    elif tamper == "param":
-        sent["MessageStatus"] = sent["SmsStatus"] = str(
-            body.get("tamper_status") or ("failed" if status == "delivered" else "delivered"))
-    idem = body.get("idempotency_token") or str(uuid.uuid4())
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "User-Agent": "TwilioProxy/1.1",
-        "I-Twilio-Idempotency-Token": idem,
-    }
-    if tamper != "none":
-        headers["X-Twilio-Signature"] = signature
-    # Twilio's own view of the message follows the honest status.
+    on_honest = None
     if msg is not None and body.get("update_message", True):
-        set_twilio_status(msg, status, error_code, body.get("error_message"),
-                          error_code is not None)
-    st, text, err = await post_webhook(
-        target, urllib.parse.urlencode(sent).encode(), headers,
-        ca=body.get("ca"), timeout_ms=body.get("timeout_ms") or 10000)
-    return webhook_reply("twilio", target, st, text, err, {
-        "signature": headers.get("X-Twilio-Signature"),
-        "params": sent, "signed_params": params, "url": url,
-        "idempotency_token": idem, "tamper": tamper or None})
+        def on_honest():
+            set_twilio_status(msg, status, error_code, body.get("error_message"),
+                              error_code is not None)
+    return await send_signed_twilio(
+        "twilio", body, url, params, ("MessageStatus", "SmsStatus"),
+        body.get("tamper_status") or ("failed" if status == "delivered" else "delivered"),
+        on_honest)
+
+
+def call_event_of(status):
+    """The StatusCallbackEvent under which Twilio reports `status`."""
+    if status in ("queued", "initiated"):
+        return "initiated"
+    if status == "ringing":
+        return "ringing"
+    if status == "in-progress":
+        return "answered"
+    return "completed"
+
+
+async def twilio_call_callback(body):
+    if not isinstance(body, dict):
+        return json_response(400, {"error": "body must be a JSON object"})
+    sid = body.get("sid")
+    status = body.get("status")
+    if not sid or not status:
+        return json_response(400, {"error": "sid and status are required"})
+    bad = tamper_error(body)
+    if bad is not None:
+        return bad
+    status = str(status)
+    call = STATE.twilio_calls.get(sid)
+    url = body.get("url") or (call or {}).get("_status_callback")
+    if not url:
+        return json_response(400, {"error": "no url given and call %s has no "
+                                            "StatusCallback (or is unknown)" % sid})
+    method = str(body.get("method") or (call or {}).get("_status_callback_method")
+                 or "POST").upper()
+    if method not in ("GET", "POST"):
+        return json_response(400, {"error": "method must be GET or POST"})
+    if "duration" in body:
+        _int_or_none(body["duration"], "duration")      # 400 if not an integer
+    cfg = STATE.config
+    # Twilio's own view of the call follows the honest status; update it first
+    # so that CallDuration/AnsweredBy agree with what fetch then shows.
+    if call is not None and body.get("update_call", True):
+        set_twilio_call_status(call, status, body)
+    seq = body.get("sequence_number")
+    if seq is None:
+        seq = call["_seq"] if call is not None else 0
+    if call is not None:
+        call["_seq"] = int(seq) + 1
+    to = body.get("to") or (call or {}).get("to") or ""
+    frm = body.get("from") or (call or {}).get("from") or ""
+    params = {
+        "AccountSid": body.get("account_sid") or (call or {}).get("account_sid")
+        or cfg["twilio_account_sid"],
+        "ApiVersion": "2010-04-01",
+        "CallSid": sid,
+        "CallStatus": status,
+        "CallbackSource": "call-progress-events",
+        "Called": to,
+        "Caller": frm,
+        "Direction": "outbound-api",
+        "From": frm,
+        "SequenceNumber": str(seq),
+        "Timestamp": body.get("timestamp") or rfc2822(time.time()),
+        "To": to,
+    }
+    if status in CALL_TERMINAL:
+        if body.get("duration") is not None:
+            dur = int(body["duration"])
+        elif call is not None:
+            dur = twilio_call_times(call, status)[2]
+        else:
+            dur = 0
+        params["CallDuration"] = str(int(dur or 0))
+    answered_by = body.get("answered_by")
+    if answered_by is None and call is not None and status in ("in-progress", "completed"):
+        answered_by = call.get("_answered_by") or (
+            "human" if call.get("_machine_detection") else None)
+    if answered_by and status in ("in-progress", "completed"):
+        params["AnsweredBy"] = str(answered_by)
+    event = call_event_of(status)
+    subscribed = event in ((call or {}).get("_status_callback_event") or ["completed"])
+    return await send_signed_twilio(
+        "twilio_call", body, url, params, ("CallStatus",),
+        body.get("tamper_status") or ("failed" if status == "completed" else "completed"),
+        None, method=method,
+        extra_reply={"method": method, "event": event, "subscribed": subscribed})
 
 
 async def msg91_dlr(body):
@@ -1270,6 +1787,15 @@ async def provider_dispatch(request):
     mm = RE_TW_MESSAGE.match(p)
     if mm and meth == "GET":
         return await twilio_get(request, "fetch", mm.group(1), mm.group(2))
+    mm = RE_TW_CALLS.match(p)
+    if mm:
+        if meth == "POST":
+            return await twilio_call_create(request, mm.group(1))
+        if meth == "GET":
+            return await twilio_get(request, "call_list", mm.group(1))
+    mm = RE_TW_CALL.match(p)
+    if mm and meth == "GET":
+        return await twilio_get(request, "call_fetch", mm.group(1), mm.group(2))
     mm = RE_TW_ACCOUNT.match(p)
     if mm and meth == "GET":
         return await twilio_get(request, "account", mm.group(1))
@@ -1283,7 +1809,8 @@ async def provider_dispatch(request):
     rec = new_record(request, prov, "unknown", raw)
     rec["behaviour"] = "no_route"
     if prov == "twilio":
-        if mm or RE_TW_MESSAGES.match(p) or RE_TW_MESSAGE.match(p):
+        if mm or any(r.match(p) for r in (RE_TW_MESSAGES, RE_TW_MESSAGE,
+                                          RE_TW_CALLS, RE_TW_CALL)):
             resp = twilio_error(405, 20004, "Method not allowed")
         else:
             resp = twilio_404(p)

@@ -5,7 +5,7 @@ Connection: OTPD_REDIS_URL, OTPD_REDIS_SENTINELS, OTPD_REDIS_MASTER_NAME,
 OTPD_REDIS_SENTINEL_PASSWORD, OTPD_HASH_KEY, OTPD_PREFIX.
 The flow (otpd.django.views): OTPD_PURPOSE, OTPD_CHANNELS, OTPD_SEND_OPTIONS,
 OTPD_SUCCESS_URL, OTPD_RECIPIENT_CHECK.  Both: OTPD_ALLOWED_COUNTRIES,
-OTPD_NUMBER_CHECK, OTPD_REFUSED_LINE_TYPES.
+OTPD_NUMBER_CHECK, OTPD_REFUSED_LINE_TYPES, OTPD_LOCALE_FROM_REQUEST.
 """
 import re
 
@@ -14,7 +14,7 @@ from django.core import checks
 from django.utils.module_loading import import_string
 
 from .. import numbers
-from ..client import CHANNELS, country_code
+from ..client import CHANNELS, DEFAULT_CHANNELS, country_code
 from ..connection import DEFAULT_MASTER_NAME
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -58,15 +58,27 @@ def purpose():
 
 
 def channels():
-    """OTPD_CHANNELS: what the flow's form offers, in order; default both,
+    """OTPD_CHANNELS: what the flow's form offers, in order, of "sms",
+    "voice" (a phone call that reads the code out) and "email"; default
     ("sms", "email")."""
-    return tuple(getattr(settings, "OTPD_CHANNELS", None) or CHANNELS)
+    return tuple(getattr(settings, "OTPD_CHANNELS", None) or DEFAULT_CHANNELS)
 
 
 def send_options():
     """OTPD_SEND_OPTIONS: keyword arguments for every send of the flow, e.g.
-    {"ttl": 300, "max_attempts": 5} (default none: the daemon's)."""
+    {"ttl": 300, "max_attempts": 5, "fallback": ["voice"]} (default none:
+    the daemon's).  The flow fits "fallback" to each code's channel (see
+    otpd.django.views.fit_fallback)."""
     return dict(getattr(settings, "OTPD_SEND_OPTIONS", None) or {})
+
+
+def locale_from_request():
+    """OTPD_LOCALE_FROM_REQUEST: whether send_otp (and so the flow and
+    OTPManager) gives the daemon the active language (get_language(): the
+    request's, with LocaleMiddleware) as the job's locale when the caller
+    gives none (default True)."""
+    v = getattr(settings, "OTPD_LOCALE_FROM_REQUEST", None)
+    return True if v is None else bool(v)
 
 
 def success_url():
@@ -143,7 +155,7 @@ def number_check():
 def check_settings(app_configs=None, **kwargs):
     """otpd.E001: OTPD_HASH_KEY missing; otpd.E002: not 64 hex characters;
     otpd.E003: OTPD_ALLOWED_COUNTRIES unreadable; otpd.E004: OTPD_CHANNELS
-    not a list of "sms" and "email"; otpd.E005: OTPD_REFUSED_LINE_TYPES
+    not a list of "sms", "voice" and "email"; otpd.E005: OTPD_REFUSED_LINE_TYPES
     unreadable, or OTPD_NUMBER_CHECK on without python3-phonenumbers.
 
     A wrong key still makes MACs, just ones that never match what the daemon
@@ -161,8 +173,10 @@ def _check_flow():
                                    " the daemon's value.", id="otpd.E003"))
     ch = getattr(settings, "OTPD_CHANNELS", None)
     if ch is not None and (isinstance(ch, str) or not ch or any(c not in CHANNELS for c in ch)):
-        errors.append(checks.Error("OTPD_CHANNELS must be a list of \"sms\" and \"email\"",
-                                   hint='For example ("sms",) or ("sms", "email").',
+        errors.append(checks.Error("OTPD_CHANNELS must be a list of \"sms\", \"voice\" and "
+                                   "\"email\"",
+                                   hint='For example ("sms",), ("sms", "email") or '
+                                   '("sms", "voice", "email").',
                                    id="otpd.E004"))
     try:
         number_check()

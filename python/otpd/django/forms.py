@@ -10,7 +10,7 @@ import re
 from django import forms
 from django.utils.translation import gettext, gettext_lazy as _
 
-from ..client import _E164, CHANNELS, normalize_email
+from ..client import _E164, CHANNELS, PHONE_CHANNELS, normalize_email
 from . import conf
 
 # What people type around a number: spaces, dots, dashes, brackets.
@@ -32,16 +32,19 @@ class _AriaErrors:
 
 
 class OTPTargetForm(_AriaErrors, forms.Form):
-    """A phone number or an e-mail address, and which of the two to use.
+    """A phone number or an e-mail address, and which channel to use.
 
-    channels: what to offer, in order (default OTPD_CHANNELS: both); with
-    one, the choice is a hidden input.  The choice's field is named
-    channel_field ("channel"); labels in channel_labels.  cleaned_data gets
-    "to" (E.164, or the address lower-cased) and "channel" ("sms"/"email").
+    channels: what to offer, in order, of "sms", "voice" (a call that reads
+    the code out; the same phone field) and "email" (default OTPD_CHANNELS:
+    SMS and e-mail); with one, the choice is a hidden input.  The choice's
+    field is named channel_field ("channel"); labels in channel_labels.
+    cleaned_data gets "to" (E.164, or the address lower-cased) and
+    "channel".
     """
 
     channel_field = "channel"
-    channel_labels = {"sms": _("Text message (SMS)"), "email": _("E-mail")}
+    channel_labels = {"sms": _("Text message (SMS)"), "voice": _("Call me with the code"),
+                      "email": _("E-mail")}
     initial_channel = None  # None: the first of channels
 
     phone = forms.CharField(
@@ -57,11 +60,12 @@ class OTPTargetForm(_AriaErrors, forms.Form):
         super().__init__(*args, **kwargs)
         self.channels = tuple(channels or conf.channels())
         if not self.channels or any(c not in CHANNELS for c in self.channels):
-            raise ValueError("channels must be a list of 'sms' and 'email', got %r"
+            raise ValueError("channels must be a list of 'sms', 'voice' and 'email', got %r"
                              % (self.channels,))
-        for name, channel in (("phone", "sms"), ("email", "email")):
-            if channel not in self.channels:
-                del self.fields[name]
+        if not PHONE_CHANNELS.intersection(self.channels):
+            del self.fields["phone"]
+        if "email" not in self.channels:
+            del self.fields["email"]
         initial = self.initial_channel if self.initial_channel in self.channels \
             else self.channels[0]
         if len(self.channels) == 1:
@@ -121,7 +125,12 @@ class OTPTargetForm(_AriaErrors, forms.Form):
 class OTPCodeForm(_AriaErrors, forms.Form):
     """The code the user received.  Spaces and dashes inside are forgiven;
     anything else that is not 4 to 10 digits is refused here, without
-    spending an attempt."""
+    spending an attempt.
+
+    The input is type="text" (a number input would drop leading zeros) with
+    autocomplete="one-time-code" (iOS and Android offer the code from the SMS
+    above the keyboard), inputmode="numeric" (a digit keyboard) and a digits
+    pattern; otpd/_webotp.html fills it by the WebOTP API where there is one."""
 
     code = forms.CharField(
         max_length=16, label=_("Code"),
@@ -136,6 +145,8 @@ class OTPCodeForm(_AriaErrors, forms.Form):
     def invalid_message(self):
         if self.channel == "email":
             return gettext("Enter the digits from the e-mail.")
+        if self.channel == "voice":
+            return gettext("Enter the digits you heard in the call.")
         return gettext("Enter the digits from the SMS.")
 
     def clean_code(self):

@@ -12,10 +12,11 @@ import time
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
+from django.utils import translation
 
 from .. import FINAL, OTPClient, country_code
 from .. import protocol as P
-from ..client import _E164, NumberRefused, normalize_email
+from ..client import _E164, PHONE_CHANNELS, NumberRefused, normalize_email, normalize_locale
 from ..connection import redis_from_settings
 from . import conf
 from .errors import (OTPCountryNotAllowed, OTPError, OTPInvalidInput, OTPRateLimited,
@@ -93,18 +94,18 @@ def _call(fn, *args, **kwargs):
 
 
 def check_recipient(to, channel="sms"):
-    """The recipient as otpd keys it, or OTPInvalidInput (field "phone" or
-    "email") / OTPCountryNotAllowed (OTPD_ALLOWED_COUNTRIES, when the site has
-    it) / OTPNumberRefused (OTPD_NUMBER_CHECK: an invalid number or a refused
-    line type).  send_otp runs it first; a flow that decides not to send runs
+    """The recipient as otpd keys it (channel "sms", "voice" or "email"), or
+    OTPInvalidInput (field "phone" or "email") / OTPCountryNotAllowed
+    (OTPD_ALLOWED_COUNTRIES, when the site has it) / OTPNumberRefused
+    (OTPD_NUMBER_CHECK: an invalid number or a refused line type).  send_otp runs it first; a flow that decides not to send runs
     it too, so that a stranger's number is refused like anybody's."""
     if channel == "email":
         try:
             return normalize_email(to)
         except ValueError as e:
             raise OTPInvalidInput(str(e), field="email") from e
-    if channel != "sms":
-        raise OTPInvalidInput("channel must be 'sms' or 'email', got %r" % (channel,))
+    if channel not in PHONE_CHANNELS:
+        raise OTPInvalidInput("channel must be 'sms', 'voice' or 'email', got %r" % (channel,))
     if not isinstance(to, str) or not _E164.fullmatch(to):
         raise OTPInvalidInput("not an E.164 number: %r" % (to,), field="phone")
     try:
@@ -130,17 +131,37 @@ def _the_client():
     return _call(get_client)
 
 
+def active_locale():
+    """The active language (django.utils.translation.get_language(): the
+    request's under LocaleMiddleware, else LANGUAGE_CODE) as a BCP 47 tag
+    for the job ("pt-br" -> "pt-BR"), or None when there is none or it is
+    not one otpd takes (then the daemon's default language applies)."""
+    lang = translation.get_language()
+    if not lang:
+        return None
+    try:
+        return normalize_locale(lang)
+    except ValueError:
+        log.debug("otpd: the active language %r is not a BCP 47 tag; sent without locale", lang)
+        return None
+
+
 def send_otp(phone, purpose="login", **options):
-    """Queue a code for `phone` (or, with channel="email", an e-mail address)
-    and return the job id.
+    """Queue a code for `phone` (a number; with channel="email" an e-mail
+    address) and return the job id.
 
     options go to OTPClient.send (ttl, digits, max_attempts, message, provider,
-    id, fresh, channel).  Raises an OTPError: OTPInvalidInput (field "phone" or
+    id, fresh, channel "sms", "voice" or "email", locale, app_hash, fallback,
+    fallback_email).  Without a locale the active language is sent
+    (active_locale()), unless OTPD_LOCALE_FROM_REQUEST is False; locale=None
+    sends none.  Raises an OTPError: OTPInvalidInput (field "phone" or
     "email" for the recipient, None for a bad option), OTPCountryNotAllowed,
     OTPNumberRefused, OTPRateLimited, OTPOptedOut, OTPServiceUnavailable.
     """
     channel = options.get("channel", "sms")
     to = check_recipient(phone, channel)
+    if "locale" not in options and conf.locale_from_request():
+        options["locale"] = active_locale()
     return _call(_the_client().send, to, purpose, **options)
 
 
@@ -183,14 +204,15 @@ def otp_status(job_id):
 def verify_otp(phone, code, purpose="login", channel="sms"):
     """Check a code the user typed; returns otpd.VerifyResult (status ok,
     mismatch, expired, locked or invalid, and attempts_left).  `phone` is an
-    e-mail address with channel="email".  Raises OTPInvalidInput for a bad
-    recipient or purpose (or a code that is not a str), OTPServiceUnavailable
-    when Redis cannot be reached."""
+    e-mail address with channel="email" (a code sent by "voice" is checked
+    as one sent by SMS: the record is the number's).  Raises OTPInvalidInput
+    for a bad recipient or purpose (or a code that is not a str),
+    OTPServiceUnavailable when Redis cannot be reached."""
     if channel == "email":
         try:
             phone = normalize_email(phone)
         except ValueError as e:
             raise OTPInvalidInput(str(e), field="email") from e
-    elif channel == "sms" and not (isinstance(phone, str) and _E164.fullmatch(phone)):
+    elif channel in PHONE_CHANNELS and not (isinstance(phone, str) and _E164.fullmatch(phone)):
         raise OTPInvalidInput("not an E.164 number: %r" % (phone,), field="phone")
     return _call(_the_client().verify, phone, code, purpose, channel)

@@ -14,7 +14,9 @@ class OTPManager:
 
     purpose defaults to OTPD_PURPOSE ("login"); give the same purpose to the
     send and the verify.  Extra keyword options (ttl, digits, max_attempts,
-    message, fresh, id) go to OTPClient.send.
+    message, fresh, id, locale, app_hash, fallback, fallback_email) go to
+    OTPClient.send; without a locale the active language is sent
+    (OTPD_LOCALE_FROM_REQUEST, see send_otp).
     """
 
     @staticmethod
@@ -24,6 +26,12 @@ class OTPManager:
         Keyword-only on purpose: the guide's send_otp_sms(phone, otp) passed
         the code, which the site no longer has; that call fails loudly here."""
         return send_otp(phone, purpose or conf.purpose(), channel="sms", **options)
+
+    @staticmethod
+    def send_otp_voice(phone, *, purpose=None, **options):
+        """Queue a code read out in a phone call to an E.164 number; returns
+        the job id.  verify_otp() checks it as an SMS code."""
+        return send_otp(phone, purpose or conf.purpose(), channel="voice", **options)
 
     @staticmethod
     def send_otp_email(email, *, purpose=None, **options):

@@ -19,6 +19,18 @@ the pages, the JSON and the wrong-code answers look the same as for a real
 code (a decoy).  The views are made to be subclassed: purpose, send_options,
 channels, success_url, the templates, the URL getters and the hooks
 should_send, send_code and code_verified.
+
+OTPD_CHANNELS may offer "voice" too ("Call me with the code": the daemon
+calls the number and reads the code out).  Each send carries the active
+language as the job's locale (send_otp, OTPD_LOCALE_FROM_REQUEST), so with
+LocaleMiddleware the SMS, e-mail or call is in the language of the page.
+
+Autofill: the code field is autocomplete="one-time-code" and the progress
+page runs otpd/_webotp.html, which on browsers with the WebOTP API (Chrome
+on Android) reads the code from the SMS, fills it in and submits the form.
+That works only when the SMS ends with the origin-bound line
+"@www.example.com #123456" for the page's host: the daemon writes it when
+OTPD_WEBOTP_DOMAIN is set to that host.
 """
 import re
 import secrets
@@ -67,6 +79,15 @@ def status_label(st, channel="sms"):
     if st.get("message") and s in ("rate_limited", "unavailable"):
         return st["message"]
     email = channel == "email"
+    if channel == "voice":
+        voice = {
+            "sent": gettext("We are calling you. Answer your phone."),
+            "duplicate": gettext("We are calling you. Answer your phone."),
+            "delivered": gettext("The call was answered."),
+            "undelivered": gettext("The call could not be completed."),
+        }
+        if s in voice:
+            return voice[s]
     labels = {
         "queued": gettext("Waiting to be sent…"),
         "sending": gettext("Sending…"),
@@ -86,6 +107,24 @@ def status_label(st, channel="sms"):
     return labels.get(s, s)
 
 
+def fit_fallback(options, channel):
+    """The send options for a code by `channel`, with their "fallback" (say
+    OTPD_SEND_OPTIONS' ["voice", "email"]) cut to what that code can take:
+    none for an e-mail code, never the code's own channel, and "email" only
+    with a fallback_email.  The other options are left as they are."""
+    fallback = options.get("fallback")
+    if not isinstance(fallback, (list, tuple)):
+        return options  # none, or not a list: the client says what is wrong with it
+    keep = [] if channel == "email" else [
+        c for c in fallback if c != channel and (c != "email" or options.get("fallback_email"))]
+    options = dict(options)
+    if keep:
+        options["fallback"] = keep
+    else:
+        options.pop("fallback")
+    return options
+
+
 class OTPFlowMixin(TemplateResponseMixin):
     """What the three views share: settings, the session, URLs, the status."""
 
@@ -100,6 +139,7 @@ class OTPFlowMixin(TemplateResponseMixin):
     refresh_s = 2               # without JavaScript, the page reloads this often until final
     code_form_class = OTPCodeForm
     json_fields = None          # the JSON's keys (None: all of get_status's)
+    webotp = True               # the progress page fills the code by WebOTP (_webotp.html)
 
     # --- settings ---------------------------------------------------------
 
@@ -200,6 +240,7 @@ class OTPFlowMixin(TemplateResponseMixin):
             "verify_url": self.get_verify_url(pending), "start_url": self.get_start_url(),
             "poll_ms": self.poll_ms, "refresh_s": self.refresh_s,
             "show_provider_error": self.show_provider_error,
+            "webotp": self.webotp and pending["channel"] != "email",
         }
         ctx.update(extra)
         resp = self.render_to_response(ctx, status=status if status != 200 else code)
@@ -236,8 +277,10 @@ class SendCodeView(OTPFlowMixin, FormView):
         return True if check is None else bool(check(to, channel))
 
     def send_code(self, to, channel):
-        """Queue the code; returns the job id.  Raises OTPError."""
-        return send_otp(to, self.get_purpose(), channel=channel, **self.get_send_options())
+        """Queue the code, with the send options fitted to the channel
+        (fit_fallback); returns the job id.  Raises OTPError."""
+        options = fit_fallback(self.get_send_options(), channel)
+        return send_otp(to, self.get_purpose(), channel=channel, **options)
 
     def make_pending(self, to, channel, job, decoy):
         """What the session keeps while the code is pending (never the code);

@@ -16,7 +16,7 @@
 --       20..24 spend: the UTC day (YYYY-MM-DD), the UTC hour (YYYY-MM-DDTHH),
 --       ms left in the day, the daily budget in micro-units ("" for none),
 --       the price currency,
---       then 20 fields per job: entry id, job id, mac, created_ms, expires_ms,
+--       then 22 fields per job: entry id, job id, mac, created_ms, expires_ms,
 --       max_attempts, code ttl ms, masked number, purpose, calling code,
 --       number, this country's own budget ("" for none), the new code
 --       sealed (otp_seal), '1' if the job asks for a fresh code, '2' if the
@@ -24,7 +24,9 @@
 --       the channel ('sms' or 'email'), the number's prefix for the
 --       pumping model ("" for none), the message's SMS segments and
 --       encoding ("" for e-mail), its expected price in micro-units ("" if
---       unknown), this country's daily spend budget ("" for none)
+--       unknown), this country's daily spend budget ("" for none), the job
+--       it is the fallback of ("" for none: fallback.lua), the number whose
+--       code it delivers ("" for its own: an e-mail fallback's)
 -- Returns one verdict per job, in order:
 --   {'go'}: the OTP record and the "sending" status are written;
 --   {'resend', sealed, expires_ms, reclaimed}: a valid code exists for this
@@ -39,7 +41,7 @@
 -- one XACK and one XDEL for the batch, as the counters are one HINCRBY each.
 local stream, events, stats, optout = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local P, group, now, ttl, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local FIELDS, FIRST = 20, 24
+local FIELDS, FIRST = 22, 24
 local MAX_SENDS = tonumber(ARGV[11])
 local FINAL = {sent = 1, delivered = 1, undelivered = 1, failed = 1, expired = 1,
   rejected = 1, rate_limited = 1}
@@ -91,6 +93,10 @@ local function sending(j, job, st, source, expires, verdict, charge)
       'spend_at', ARGV[21]}) do f[#f + 1] = v end
   end
   if j[15] == 'sms' then fraud_tally('s', j[15], j[10]) end
+  if j[21] ~= '' then
+    f[#f + 1] = 'fallback_of'
+    f[#f + 1] = j[21]
+  end
   redis.call('HSET', job, unpack(f))
   -- The client's "queued" record, or a reclaimed job's, already expires.
   if st == '' then redis.call('EXPIRE', job, ttl) end
@@ -100,7 +106,9 @@ end
 
 local function begin(j)
   local entry, id, purpose, cc, number = j[1], j[2], j[9], j[10], j[11]
-  local job, otp = P .. 'job:' .. id, P .. 'otp:' .. purpose .. ':' .. number
+  local fallback_of, code_for = j[21], j[22]
+  local job = P .. 'job:' .. id
+  local otp = P .. 'otp:' .. purpose .. ':' .. (code_for ~= '' and code_for or number)
   -- The id names one entry: another entry with it is a duplicate.
   local cur = redis.call('HMGET', job, 'stream_id', 'status', 'code_source')
   local owner, st = cur[1], cur[2] or ''
@@ -136,10 +144,11 @@ local function begin(j)
       return deny(j, job, 'rate_limited', over[1], over[2], over[3])
     end
   end
+  -- A fallback follows its own job by design: the interval does not apply to it.
   local lim = check_limits({P .. 'limits', P .. 'rl:num:' .. number, P .. 'rl:global',
     P .. 'rl:cc:' .. cc, optout, P .. 'alert:country_budget:' .. cc},
-    {'take', now, id, number, cc, purpose, ARGV[6], ARGV[7], ARGV[8], ARGV[9], j[12], ARGV[10],
-     '1'})
+    {'take', now, id, number, cc, purpose, fallback_of ~= '' and '0' or ARGV[6], ARGV[7], ARGV[8],
+     ARGV[9], j[12], ARGV[10], '1'})
   if lim[1] == 1 then
     local wait = tonumber(lim[3])
     return deny(j, job, 'rate_limited', lim[2], string.format(
@@ -156,6 +165,11 @@ local function begin(j)
 
   if older and valid and (holder == id or (reclaimed and cur[3] == 'resent')) then
     return sending(j, job, st, cur[3] or 'new', expires, {'resend', sealed, expires, '1'})
+  end
+  -- A fallback delivers the code of record or nothing: it is never a new code.
+  if fallback_of ~= '' and not (older and valid) then
+    return deny(j, job, 'failed', 'code_not_valid', 'the code was verified, replaced or ' ..
+      'expired before this fallback was sent; nothing to send')
   end
   -- A newer code for this number and purpose wins, even out of order.
   if older and tonumber(older) > tonumber(j[4]) then

@@ -14,7 +14,10 @@
 --       hold 'n': masked number, created_ms, expires_ms, calling code.
 --       Flags: 'n' the job ended before begin wrote its record, 'b' burn
 --       its code (if still this job's), 'o' the number replied STOP, 'p' no
---       webhook will report this message: poll its provider (poll.lua).
+--       webhook will report this message: poll its provider (poll.lua),
+--       'f' a fallback follows (fallback.lua), with 6 more fields after the
+--       others: the next job's JSON, its id, its channel, the code's record
+--       (purpose:number), the code's deadline, and when the fallback is due.
 -- Returns one reply per job, in order: 1, or {'error', why} if this job's
 -- writes failed (its entry is then not acknowledged).
 local stream, events, stats, optout, polls = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -62,6 +65,17 @@ local function finish(j)
       redis.call('HDEL', job, 'price_micro', 'price_unit', 'price_source', 'spend_at')
     end
   end
+  -- The next channel, if this one does not do: due after the delay, at once if not sent.
+  if flags:find('f', 1, true) then
+    local n = #j - 5
+    local due = status == 'sent' and tonumber(j[n + 5]) or tonumber(now)
+    local key = P .. 'fallback:' .. id
+    redis.call('HSET', key, 'job', j[n], 'next_id', j[n + 1], 'channel', j[n + 2], 'otp', j[n + 3],
+      'expires_ms', j[n + 4])
+    redis.call('PEXPIRE', key, math.max(tonumber(j[n + 4]) - tonumber(now), 1000))
+    redis.call('ZADD', P .. 'fallbacks', due, id)
+    redis.call('HSET', job, 'fallback_channel', j[n + 2], 'fallback_due_ms', tostring(due))
+  end
   -- STOP: remembered until an operator removes it (otpctl optout remove).
   if flags:find('o', 1, true) then redis.call('HSET', optout, j[11], now) end
   -- Burn the code only if it is still this job's: a newer one may have replaced it.
@@ -81,6 +95,7 @@ local jobs, i = {}, FIRST
 while i + FIXED <= #ARGV do
   local n = FIXED
   if ARGV[i + 13]:find('n', 1, true) then n = FIXED + EXTRA end
+  if ARGV[i + 13]:find('f', 1, true) then n = n + 6 end
   jobs[#jobs + 1] = {unpack(ARGV, i + 1, i + n)}
   i = i + n
 end

@@ -21,7 +21,7 @@
 --                        s|channel|cc messages, v|channel|cc verified codes
 -- The per-code work is five commands (trim, add, count, baseline read and
 -- write); the judgement adds three more only for a prefix over its floor
--- and its baseline.
+-- and its baseline, once per batch for a prefix it finds healthy.
 --
 -- Uses begin's ARGV 1, 3 and 12..19 (see begin.lua).
 local FRAUD = {P = ARGV[1], now = tonumber(ARGV[3]), window = tonumber(ARGV[12]),
@@ -33,6 +33,8 @@ local fraud_rules = FRAUD.P .. 'fraud:rules'
 -- Most sites have no rule at all: one EXISTS per batch spares every job's HMGET.
 local fraud_any_rule = redis.call('EXISTS', fraud_rules) == 1
 local fraud_counts, fraud_seen = {}, {}
+-- Prefixes judged healthy in this batch: judged once per batch, not once per code.
+local fraud_healthy = {}
 
 local function fraud_rule(v)
   local kind, since, till, detail = v:match('^(%a+)|(%d*)|(%d*)|(.*)$')
@@ -108,7 +110,10 @@ local function fraud_count(px, id)
   redis.call('ZADD', codes, now, id)
   local n = redis.call('ZCARD', codes)
   local expected = fraud_baseline(px)
-  if not FRAUD.auto or n < FRAUD.min or n <= FRAUD.factor * expected then return nil end
+  if not FRAUD.auto or n < FRAUD.min or n <= FRAUD.factor * expected or fraud_healthy[px] then
+    return nil
+  end
+  fraud_healthy[px] = true
   -- Conversion: verified codes against codes that had their chance (older
   -- than the settle time) and were not verified.
   local settled = redis.call('ZCOUNT', codes, '-inf', now - FRAUD.settle)
@@ -127,6 +132,7 @@ local function fraud_count(px, id)
       if r and r.kind == 'allow' then return nil end
     end
   end
+  fraud_healthy[px] = nil
   local detail = string.format('%d codes in the last %d min, baseline %.1f, %d%% of %d verified',
     n, math.floor(FRAUD.window / 60000), expected, math.floor(verified * 100 / judged), judged)
   local till = now + FRAUD.pause

@@ -44,6 +44,11 @@ local cc = redis.call('HGET', jk, 'cc') or ''
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[8], '*', 'id', id, 'status', ARGV[2],
   'provider', ARGV[7], 'error_code', ARGV[4], 'ts_ms', ARGV[6], 'latency_ms', latency,
   'cc', cc)
+-- Not delivered: a fallback waiting for its delay is due now (fallback.lua).
+if (ARGV[2] == 'undelivered' or ARGV[2] == 'failed') and
+    redis.call('ZSCORE', ARGV[1] .. 'fallbacks', id) then
+  redis.call('ZADD', ARGV[1] .. 'fallbacks', 'XX', ARGV[6], id)
+end
 redis.call('HINCRBY', KEYS[3], 'jobs:' .. ARGV[2], '1')
 redis.call('HINCRBY', KEYS[3], 'provider:' .. ARGV[7] .. ':' .. ARGV[2], '1')
 return {2, id, sent, cc}
