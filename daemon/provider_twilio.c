@@ -560,15 +560,40 @@ twilio_done(void *arg, const struct http_response *r)
     free(c);
 }
 
+/*
+ * A create (a message or a call) with the account's credentials: the form
+ * as written, and an idempotency token Twilio does not document as honoured
+ * for creates (harmless, and useful if it is).
+ */
+static void
+twilio_post_form(struct provider_call *c, const char *url, const char *form, size_t len)
+{
+    const struct config *cfg = c->tw->cfg;
+    char idem[128];
+
+    snprintf(idem, sizeof(idem), "I-Twilio-Idempotency-Token: otpd-%s", c->req.job->id);
+    const char *headers[] = {"Accept: application/json", idem, NULL};
+    struct http_request hr = {
+        .url = url,
+        .method = "POST",
+        .content_type = "application/x-www-form-urlencoded",
+        .body = form,
+        .body_len = len,
+        .username = cfg->twilio_account_sid,
+        .password = cfg->twilio_auth_token,
+        .headers = headers,
+        .timeout_ms = twilio_timeout(c->tw, &c->req),
+    };
+    c->http = http_start(c->tw->http, &hr, twilio_done, c);
+}
+
 /* Starts the POST; -1 (and no callback) if it could not be started. */
 static int
 twilio_post(struct provider_call *c)
 {
-    const struct config *cfg = c->tw->cfg;
     const struct send_request *req = &c->req;
-    /* 480 characters of UCS-2 text are up to 4320 bytes percent-encoded, and the WebOTP line more.
-     */
-    char form[8192], validity[16], idem[128];
+    /* 480 UCS-2 characters are 4320 bytes percent-encoded; the WebOTP line adds more. */
+    char form[8192], validity[16];
     size_t off = 0;
     int bad = 0;
     long left_s = (long)((req->deadline_ms - otpd_now_ms()) / 1000);
@@ -581,22 +606,8 @@ twilio_post(struct provider_call *c)
     int n = snprintf(form + off, sizeof(form) - off, "&%s", c->tw->form_fixed);
     bad |= n < 0 || (size_t)n >= sizeof(form) - off;
     off += bad ? 0 : (size_t)n;
-    /* Not documented as honoured by Twilio for creates; harmless, and useful if it is. */
-    snprintf(idem, sizeof(idem), "I-Twilio-Idempotency-Token: otpd-%s", req->job->id);
-    const char *headers[] = {"Accept: application/json", idem, NULL};
-    struct http_request hr = {
-        .url = c->tw->messages_url,
-        .method = "POST",
-        .content_type = "application/x-www-form-urlencoded",
-        .body = form,
-        .body_len = off,
-        .username = cfg->twilio_account_sid,
-        .password = cfg->twilio_auth_token,
-        .headers = headers,
-        .timeout_ms = twilio_timeout(c->tw, req),
-    };
     if (!bad)
-        c->http = http_start(c->tw->http, &hr, twilio_done, c);
+        twilio_post_form(c, c->tw->messages_url, form, off);
     /* The code is in the body: wipe what was written (all of it if a field was cut). */
     sodium_memzero(form, bad ? sizeof(form) : off);
     return c->http ? 0 : -1;
@@ -956,18 +967,6 @@ twilio_twiml(char *out, size_t len, const char *text, const char *language, int 
     return n < 0 || (size_t)n >= len - off || off + (size_t)n > TWILIO_TWIML_MAX ? -1 : 0;
 }
 
-static void
-twilio_call_done(void *arg, const struct http_response *r)
-{
-    struct provider_call *c = arg;
-    struct send_result res;
-
-    c->http = NULL;
-    http_send_result(r, "Twilio", twilio_parse_create, &res);
-    c->cb(c->arg, &res);
-    free(c);
-}
-
 /*
  * Place the call: the text (req->body, the code spoken digit by digit) in
  * TwiML, said OTPD_VOICE_REPEAT times.  Timeout: how long it rings;
@@ -978,7 +977,7 @@ twilio_call_post(struct provider_call *c)
 {
     const struct config *cfg = c->tw->cfg;
     const struct send_request *req = &c->req;
-    char form[12288], twiml[TWILIO_TWIML_MAX + 1], idem[128];
+    char form[12288], twiml[TWILIO_TWIML_MAX + 1];
     size_t off = 0;
     int bad = twilio_twiml(twiml, sizeof(twiml), req->body,
                            twilio_say_language(req->job->locale[0] ? req->job->locale : "en"),
@@ -991,21 +990,8 @@ twilio_call_post(struct provider_call *c)
     int n = snprintf(form + off, sizeof(form) - off, "&%s", c->tw->form_fixed);
     bad |= n < 0 || (size_t)n >= sizeof(form) - off;
     off += bad ? 0 : (size_t)n;
-    snprintf(idem, sizeof(idem), "I-Twilio-Idempotency-Token: otpd-%s", req->job->id);
-    const char *headers[] = {"Accept: application/json", idem, NULL};
-    struct http_request hr = {
-        .url = c->tw->calls_url,
-        .method = "POST",
-        .content_type = "application/x-www-form-urlencoded",
-        .body = form,
-        .body_len = off,
-        .username = cfg->twilio_account_sid,
-        .password = cfg->twilio_auth_token,
-        .headers = headers,
-        .timeout_ms = twilio_timeout(c->tw, req),
-    };
     if (!bad)
-        c->http = http_start(c->tw->http, &hr, twilio_call_done, c);
+        twilio_post_form(c, c->tw->calls_url, form, off);
     sodium_memzero(twiml, sizeof(twiml));
     sodium_memzero(form, bad ? sizeof(form) : off);
     return c->http ? 0 : -1;

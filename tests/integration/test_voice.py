@@ -114,7 +114,7 @@ def test_verified_before_the_delay_means_no_call(otpd_factory, mock, redis_serve
           % (job, site.status(job)["fallback_result"], len(calls(mock))))
 
 
-def test_not_verified_in_time_calls_once(otpd_factory, mock, redis_server):
+def test_not_verified_in_time_calls_once(otpd_factory, mock, redis_server, r):
     """OTPD_FALLBACK: every SMS job is followed by a call if its code is not verified in 5 s."""
     mock.ctl("config", {"twilio_message_status": "delivered"})
     otpd_factory(twilio_env(mock, **dict(FAST, OTPD_FALLBACK="voice")))
@@ -128,8 +128,10 @@ def test_not_verified_in_time_calls_once(otpd_factory, mock, redis_server):
     assert int(st["fallback_due_ms"]) - int(sent["sent_ms"]) == 5000
     time.sleep(2)
     assert len(calls(mock)) == 1
-    print("\n  SMS %s delivered, not verified: call %s at +%.1f s (due +5.0 s), says %r"
-          % (job, st["fallback_job"], (int(st["updated_ms"]) - int(sent["sent_ms"])) / 1000.0,
+    fired = [e for e in events(r, job) if e["status"] == "fallback"]
+    assert len(fired) == 1 and int(fired[0]["ts_ms"]) >= int(st["fallback_due_ms"])
+    print("\n  SMS %s delivered, not verified: call %s queued at +%.1f s (due +5.0 s), says %r"
+          % (job, st["fallback_job"], (int(fired[0]["ts_ms"]) - int(sent["sent_ms"])) / 1000.0,
              [s["text"] for s in call["spoken"] if s.get("text")][0]))
 
 
