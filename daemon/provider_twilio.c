@@ -84,12 +84,12 @@ twilio_class_outcome(enum twilio_error_class c)
     return SEND_FAIL_JOB;
 }
 
-/* A message sid (SM, MM) or, for calls, a call sid (CA): two letters and 32 hex digits. */
+/* A message sid (SM, MM) or, with call set, a call sid (CA): two letters and 32 hex digits. */
 static int
-twilio_sid_valid(const char *s)
+twilio_sid_valid(const char *s, int call)
 {
     if (strlen(s) != 34 ||
-        (strncmp(s, "SM", 2) != 0 && strncmp(s, "MM", 2) != 0 && strncmp(s, "CA", 2) != 0))
+        (call ? strncmp(s, "CA", 2) != 0 : strncmp(s, "SM", 2) != 0 && strncmp(s, "MM", 2) != 0))
         return 0;
     for (int i = 2; i < 34; i++)
         if (!strchr("0123456789abcdefABCDEF", s[i]))
@@ -138,8 +138,25 @@ twilio_parse_error(long http_status, const cJSON *root, struct send_result *res)
              *text ? text : "no message");
 }
 
+static void twilio_parse_created(long http_status, const char *body, size_t len, int call,
+                                 struct send_result *res);
+
 void
 twilio_parse_create(long http_status, const char *body, size_t len, struct send_result *res)
+{
+    twilio_parse_created(http_status, body, len, 0, res);
+}
+
+/* The answer to a call's create: the same as a message's, with a call sid (CA). */
+void
+twilio_parse_call_create(long http_status, const char *body, size_t len, struct send_result *res)
+{
+    twilio_parse_created(http_status, body, len, 1, res);
+}
+
+static void
+twilio_parse_created(long http_status, const char *body, size_t len, int call,
+                     struct send_result *res)
 {
     cJSON *root = cJSON_ParseWithLength(body, len);
 
@@ -147,7 +164,7 @@ twilio_parse_create(long http_status, const char *body, size_t len, struct send_
     if (http_status >= 200 && http_status < 300) {
         const cJSON *sid = cJSON_GetObjectItemCaseSensitive(root, "sid");
         const cJSON *st = cJSON_GetObjectItemCaseSensitive(root, "status");
-        if (cJSON_IsString(sid) && twilio_sid_valid(sid->valuestring)) {
+        if (cJSON_IsString(sid) && twilio_sid_valid(sid->valuestring, call)) {
             res->outcome = SEND_OK;
             snprintf(res->ref, sizeof(res->ref), "%s", sid->valuestring);
             if (cJSON_IsString(st))
@@ -157,7 +174,8 @@ twilio_parse_create(long http_status, const char *body, size_t len, struct send_
             res->outcome = SEND_AMBIGUOUS;
             snprintf(res->error_code, sizeof(res->error_code), "malformed_response");
             snprintf(res->error, sizeof(res->error),
-                     "Twilio answered HTTP %ld without a valid message sid", http_status);
+                     "Twilio answered HTTP %ld without a valid %s sid", http_status,
+                     call ? "call" : "message");
         }
     } else if (cJSON_IsObject(root)) {
         twilio_parse_error(http_status, root, res);
@@ -555,7 +573,8 @@ twilio_done(void *arg, const struct http_response *r)
     struct send_result res;
 
     c->http = NULL;
-    http_send_result(r, "Twilio", twilio_parse_create, &res);
+    http_send_result(r, "Twilio", c->tw->voice ? twilio_parse_call_create : twilio_parse_create,
+                     &res);
     c->cb(c->arg, &res);
     free(c);
 }
@@ -645,7 +664,7 @@ twilio_find_ours(struct provider_call *c, const char *body, size_t len, struct s
         const cJSON *sid = cJSON_GetObjectItemCaseSensitive(m, "sid");
         const cJSON *st = cJSON_GetObjectItemCaseSensitive(m, "status");
         unsigned char h[32];
-        if (!cJSON_IsString(b) || !cJSON_IsString(sid) || !twilio_sid_valid(sid->valuestring))
+        if (!cJSON_IsString(b) || !cJSON_IsString(sid) || !twilio_sid_valid(sid->valuestring, 0))
             continue;
         crypto_generichash(h, sizeof(h), (const unsigned char *)b->valuestring,
                            strlen(b->valuestring), NULL, 0);

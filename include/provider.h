@@ -96,6 +96,9 @@ typedef int provider_receipt_cb(void *arg, const struct receipt *r);
 int twilio_parse_callback(const char *token, const char *url, const char *signature,
                           const char *body, size_t len, struct receipt *r);
 void twilio_parse_message(long http_status, const char *body, size_t len, struct poll_result *res);
+/* The answer to a call's create (a CA sid), as twilio_parse_create is to a message's. */
+void twilio_parse_call_create(long http_status, const char *body, size_t len,
+                              struct send_result *res);
 /* A Call resource: completed -> delivered, busy/no-answer -> undelivered, failed -> failed. */
 void twilio_parse_call(long http_status, const char *body, size_t len, struct poll_result *res);
 /* The TwiML that reads text out `repeat` times in `language`; -1 if over TWILIO_TWIML_MAX. */
