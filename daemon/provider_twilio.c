@@ -804,11 +804,13 @@ twilio_poll(struct provider *p, const char *ref, provider_poll_cb *cb, void *arg
     return c;
 }
 
-/* With a callback URL, Twilio reports every message to /webhooks/twilio. */
+/* With a callback URL, Twilio reports every message (or call) to /webhooks/twilio(_voice). */
 static int
 twilio_pushes_receipts(const struct provider *p)
 {
-    return config_twilio_callbacks(((const struct twilio *)p)->cfg);
+    const struct twilio *tw = (const struct twilio *)p;
+
+    return tw->voice ? config_twilio_voice_callbacks(tw->cfg) : config_twilio_callbacks(tw->cfg);
 }
 
 static void
@@ -1047,12 +1049,6 @@ twilio_voice_caps(const struct config *cfg, int *rate, int *max_inflight)
     *max_inflight = cfg->twilio_max_inflight;
 }
 
-static int
-twilio_voice_pushes_receipts(const struct provider *p)
-{
-    return config_twilio_voice_callbacks(((const struct twilio *)p)->cfg);
-}
-
 const struct provider_ops provider_twilio_voice_ops = {
     .name = "twilio_voice",
     .channel = JOB_CHANNEL_VOICE,
@@ -1064,6 +1060,6 @@ const struct provider_ops provider_twilio_voice_ops = {
     .close = twilio_close,
     .reload = twilio_reload,
     .poll = twilio_poll,
-    .pushes_receipts = twilio_voice_pushes_receipts,
+    .pushes_receipts = twilio_pushes_receipts,
     .webhook = twilio_webhook,
 };
